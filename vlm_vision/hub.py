@@ -1,0 +1,125 @@
+"""Where checkpoint files come from: a local folder, a single file, or the HF Hub.
+
+`resolve_checkpoint` turns a name into a local path. Hub ids go through
+`huggingface_hub.snapshot_download`, so the HF cache, revisions and offline mode
+(`HF_HUB_OFFLINE=1`) behave exactly as they do for transformers.
+`load_weights` reads the tensors, refusing pickle files unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from safetensors.torch import load_file
+
+from .errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+# What a SigLIP checkpoint needs; pickle weights are fetched only when allowed.
+_SAFE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
+_PICKLE_PATTERNS = ["pytorch_model*.bin"]
+
+
+def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None, allow_pickle: bool = False) -> Path:
+    """Return a local folder or file for a checkpoint folder, a weights file or a Hub id."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} only applies to Hub ids, but {str(path)!r} is a local path")
+        return path
+    name = str(name_or_path)
+    if name.endswith((".safetensors", ".bin", ".json")) or name.startswith(("/", ".", "~")):
+        raise CheckpointError(f"No such checkpoint file or folder: {name!r}")
+    patterns = _SAFE_PATTERNS + (_PICKLE_PATTERNS if allow_pickle else [])
+    try:
+        return Path(snapshot_download(name, revision=revision, allow_patterns=patterns))
+    except (HFValidationError, RepositoryNotFoundError, GatedRepoError) as e:
+        raise CheckpointError(
+            f"{name!r} is neither a local path nor an accessible Hub model id "
+            f"(for gated or private repos, log in with `hf auth login`): {e}"
+        ) from e
+    except RevisionNotFoundError as e:
+        raise CheckpointError(f"Revision {revision!r} not found for {name!r}: {e}") from e
+    except LocalEntryNotFoundError as e:
+        raise CheckpointError(
+            f"{name!r} is not in the local Hugging Face cache and could not be downloaded "
+            f"(offline, or HF_HUB_OFFLINE=1). Download it once with network access, "
+            f"or pass a local checkpoint folder."
+        ) from e
+
+
+def read_json(folder: Path, filename: str) -> dict[str, Any] | None:
+    """Read `folder/filename` as JSON, or None if it is absent."""
+    file = folder / filename
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file} is not valid JSON: {e}") from e
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as indented JSON, the way transformers writes its config files."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def weight_files(folder: Path, allow_pickle: bool = False) -> list[Path]:
+    """The weight files of a checkpoint folder, safetensors first, shards in index order."""
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
+        index = read_json(folder, index_name)
+        if index is not None:
+            files = [folder / f for f in dict.fromkeys(index["weight_map"].values())]
+        elif (folder / single).is_file():
+            files = [folder / single]
+        else:
+            continue
+        if single.endswith(".bin") and not allow_pickle:
+            raise CheckpointError(
+                f"{folder} has only pickle weights ({files[0].name}). Pickle can run code when loaded; "
+                f"pass allow_pickle=True if you trust it (it is then loaded with torch.load(weights_only=True)), "
+                f"or convert it to safetensors."
+            )
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{folder} lists weight shards that are missing: {missing}")
+        return files
+    raise CheckpointError(
+        f"No weights found in {folder}: expected model.safetensors (or a sharded "
+        f"model.safetensors.index.json); found {sorted(p.name for p in folder.iterdir())}"
+    )
+
+
+def load_weights(files: list[Path], allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Read and merge the tensors of one or more weight files onto the CPU."""
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        if file.suffix == ".safetensors":
+            part = load_file(file, device="cpu")
+        elif file.suffix == ".bin":
+            if not allow_pickle:
+                raise CheckpointError(
+                    f"Refusing to unpickle {file}: pickle can run code. Pass allow_pickle=True if you trust "
+                    f"it (it is loaded with torch.load(weights_only=True)), or convert it to safetensors."
+                )
+            part = torch.load(file, map_location="cpu", weights_only=True)
+        else:
+            raise CheckpointError(f"Unknown weights format {file.suffix!r} for {file}: use .safetensors")
+        state.update(part)
+    return state
