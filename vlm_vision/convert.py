@@ -103,17 +103,13 @@ def hf_to_ours(state: Mapping[str, torch.Tensor], config: VisionConfig) -> dict[
     out: dict[str, torch.Tensor] = {}
     wrong: list[str] = []
     for hf, ours in groups:
-        sources = [state[k] for k in hf]
         sizes = [expected[k][0] for k in ours]
-        if sum(s.shape[0] for s in sources) != sum(sizes) or any(s.shape[1:] != sources[0].shape[1:] for s in sources):
-            wrong += [f"{k}: checkpoint {tuple(state[k].shape)}" for k in hf]
+        want = (sum(sizes) // len(hf), *expected[ours[0]][1:])  # each source's shape; q, k, v are equal thirds
+        bad = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {want}" for k in hf if tuple(state[k].shape) != want]
+        if bad:
+            wrong += bad
             continue
-        out.update(zip(ours, _regroup(sources, sizes)))
-    wrong += [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k])}"
-        for k, v in out.items()
-        if tuple(v.shape) != tuple(expected[k])
-    ]
+        out.update(zip(ours, _regroup([state[k] for k in hf], sizes)))
     if wrong:
         raise CheckpointError(_mismatch_message([], [], wrong, state, config))
     return out

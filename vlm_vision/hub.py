@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .errors import CheckpointError
@@ -111,14 +113,22 @@ def load_weights(files: list[Path], allow_pickle: bool = False) -> dict[str, tor
     state: dict[str, torch.Tensor] = {}
     for file in files:
         if file.suffix == ".safetensors":
-            part = load_file(file, device="cpu")
+            try:
+                part = load_file(file, device="cpu")
+            except (SafetensorError, OSError) as e:
+                raise CheckpointError(f"Could not read {file} (corrupt or incomplete download?): {e}") from e
         elif file.suffix == ".bin":
             if not allow_pickle:
                 raise CheckpointError(
                     f"Refusing to unpickle {file}: pickle can run code. Pass allow_pickle=True if you trust "
                     f"it (it is loaded with torch.load(weights_only=True)), or convert it to safetensors."
                 )
-            part = torch.load(file, map_location="cpu", weights_only=True)
+            try:
+                part = torch.load(file, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as e:
+                raise CheckpointError(
+                    f"{file} holds more than tensors, and loading with weights_only=True refused it: {e}"
+                ) from e
         else:
             raise CheckpointError(f"Unknown weights format {file.suffix!r} for {file}: use .safetensors")
         state.update(part)

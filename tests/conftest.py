@@ -1,0 +1,32 @@
+"""Test-wide settings: never reach the network, quiet transformers, deterministic torch."""
+
+import os
+
+# Read by huggingface_hub at import time, so set before anything imports it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests import checkpoints  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tmp_path_factory):
+    """(folder, transformers model) of a tiny random SiglipVisionModel checkpoint."""
+    folder = tmp_path_factory.mktemp("tiny_vision")
+    return folder, checkpoints.vision_checkpoint(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory):
+    """(folder, transformers model) of a tiny random SiglipModel with a trained tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny_siglip")
+    return folder, checkpoints.siglip_checkpoint(folder)

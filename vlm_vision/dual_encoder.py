@@ -1,0 +1,205 @@
+"""Image-text dual encoder: our vision tower beside transformers' `SiglipTextModel`.
+
+Embeddings are L2-normalised; `logits = t * <image, text> + b` and each
+label's probability is `sigmoid(logits)` on its own (SigLIP scores every
+image-text pair independently, so probabilities don't sum to one).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel
+
+from .config import VisionConfig
+from .convert import hf_to_ours, ours_to_hf
+from .errors import CheckpointError
+from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json
+from .processor import ImageProcessor
+from .vision_transformer import VisionTransformer, as_dtype
+
+logger = logging.getLogger(__name__)
+
+ImageInput = str | Path | Image.Image
+DEFAULT_TEMPLATE = "This is a photo of {}."  # transformers' zero-shot pipeline prompt
+
+
+class DualEncoder(nn.Module):
+    """SigLIP image and text towers with the learned logit scale `t' ` and bias `b`."""
+
+    def __init__(
+        self,
+        vision: VisionTransformer,
+        text: SiglipTextModel,
+        tokenizer: PreTrainedTokenizerBase,
+        processor: ImageProcessor,
+        logit_scale: float = math.log(10),  # t' of the SigLIP paper; t = exp(t')
+        logit_bias: float = -10.0,  # b of the SigLIP paper
+    ) -> None:
+        super().__init__()
+        self.vision = vision
+        self.text = text
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.logit_scale = nn.Parameter(torch.tensor([float(logit_scale)]))
+        self.logit_bias = nn.Parameter(torch.tensor([float(logit_bias)]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    @property
+    def context_length(self) -> int:
+        """Tokens per text: the text tower's position count (64 for SigLIP)."""
+        return self.text.config.max_position_embeddings
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids (T, L), padded to the full context as SigLIP was trained (no attention mask)."""
+        if isinstance(texts, str) or not texts:
+            raise ValueError("texts must be a non-empty list of strings")
+        return self.tokenizer(
+            list(texts), padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
+        ).input_ids
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised image (B, D) and text (T, D) embeddings, with gradients (for training)."""
+        image = self.vision(pixel_values.to(self.device)).pooler_output
+        text = self.text(input_ids=input_ids.to(self.device)).pooler_output
+        return F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
+
+    def scale_and_bias(self, similarity: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities -> logits: `exp(t') * s + b`."""
+        return similarity * self.logit_scale.float().exp() + self.logit_bias.float()
+
+    @torch.inference_mode()
+    def encode_images(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor,
+                      batch_size: int = 32) -> torch.Tensor:
+        """L2-normalised float32 embeddings (B, D) of images, paths, or pixel values (B, 3, H, W)."""
+        if isinstance(images, torch.Tensor):
+            batches = images.split(batch_size)
+        else:
+            items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+            if not items:
+                raise ValueError("images must not be empty")
+            batches = (self.processor(items[i: i + batch_size]) for i in range(0, len(items), batch_size))
+        pooled = [self.vision(b.to(self.device)).pooler_output for b in batches]
+        return F.normalize(torch.cat(pooled).float(), dim=-1).cpu()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised float32 embeddings (T, D) of texts."""
+        ids = self.tokenize(texts)
+        pooled = [self.text(input_ids=b.to(self.device)).pooler_output for b in ids.split(batch_size)]
+        return F.normalize(torch.cat(pooled).float(), dim=-1).cpu()
+
+    @torch.inference_mode()
+    def logits(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """(B, T) logits, equal to transformers' `SiglipModel(...).logits_per_image`."""
+        return self.scale_and_bias(self.encode_images(images) @ self.encode_texts(texts).T).cpu()
+
+    def classify(self, image: ImageInput, labels: Sequence[str],
+                 template: str = DEFAULT_TEMPLATE) -> list[tuple[str, float]]:
+        """Each label's sigmoid probability for one image, highest first."""
+        labels = [label.strip() for label in labels if label.strip()]
+        if not labels:
+            raise ValueError("Give at least one non-empty label")
+        if "{}" not in template:
+            raise ValueError(f"template must contain '{{}}' where the label goes; got {template!r}")
+        probs = torch.sigmoid(self.logits(image, [template.format(label) for label in labels]))[0]
+        return sorted(zip(labels, probs.tolist()), key=lambda pair: pair[1], reverse=True)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        *,
+        revision: str | None = None,
+        allow_pickle: bool = False,
+    ) -> DualEncoder:
+        """Load a full SigLIP checkpoint (transformers `SiglipModel` format) in eval mode."""
+        folder = resolve_checkpoint(name_or_path, revision=revision, allow_pickle=allow_pickle)
+        if not folder.is_dir():
+            raise CheckpointError(
+                f"DualEncoder needs a checkpoint folder (config, weights, tokenizer); got the file {folder}"
+            )
+        raw = read_json(folder, "config.json")
+        if raw is None or raw.get("model_type") != "siglip":
+            found = "no config.json" if raw is None else f"model_type {raw.get('model_type')!r}"
+            raise CheckpointError(
+                f"{folder} is not a full SigLIP image-text checkpoint ({found}; expected model_type 'siglip'). "
+                f"For a vision tower alone use VisionTransformer.from_pretrained."
+            )
+        state = load_weights(weight_files(folder, allow_pickle), allow_pickle=allow_pickle)
+        vision_config = VisionConfig.from_hf_dict(raw)
+        with torch.device("meta"):
+            vision = VisionTransformer(vision_config)
+        vision.load_state_dict(hf_to_ours(state, vision_config), strict=True, assign=True)
+        text = SiglipTextModel(SiglipTextConfig.from_dict(raw.get("text_config", {})))
+        _load_strict(text, {k.removeprefix("text_model."): v for k, v in state.items() if k.startswith("text_model.")},
+                     "text_model.")
+        for key in ("logit_scale", "logit_bias"):
+            if key not in state:
+                raise CheckpointError(f"{folder} has no {key!r} weight; a SigLIP checkpoint has both logit_scale and "
+                                      f"logit_bias")
+        model = cls(vision, text, _load_tokenizer(folder), _load_processor(folder, vision_config),
+                    state["logit_scale"].item(), state["logit_bias"].item())
+        return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write a transformers `SiglipModel` checkpoint: config, weights, tokenizer and preprocessor config."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {f"vision_model.{k}": v for k, v in ours_to_hf(self.vision.state_dict(), self.vision.config).items()}
+        state |= {f"text_model.{k}": v.contiguous() for k, v in self.text.state_dict().items()}
+        state |= {"logit_scale": self.logit_scale.detach(), "logit_bias": self.logit_bias.detach()}
+        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+        text_config = self.text.config.to_dict()
+        for key in ("architectures", "transformers_version", "dtype", "torch_dtype"):
+            text_config.pop(key, None)
+        write_json(folder / "config.json", {
+            "architectures": ["SiglipModel"],
+            "model_type": "siglip",
+            "vision_config": self.vision.config.to_hf_dict(),
+            "text_config": text_config,
+        })
+        self.tokenizer.save_pretrained(folder)
+        self.processor.save_pretrained(folder)
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
+    """load_state_dict that raises CheckpointError naming missing and unexpected keys."""
+    expected = module.state_dict()
+    missing = sorted(prefix + k for k in expected if k not in state)
+    unexpected = sorted(prefix + k for k in state if k not in expected)
+    wrong = sorted(f"{prefix}{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+                   for k, v in state.items() if k in expected and v.shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"Checkpoint does not match the SigLIP text tower: missing {missing[:10]}, "
+            f"unexpected {unexpected[:10]}, wrong shape {wrong[:10]}"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    if not any((folder / name).is_file() for name in ("spiece.model", "tokenizer.json", "tokenizer_config.json")):
+        raise CheckpointError(f"{folder} has no tokenizer files (spiece.model or tokenizer.json)")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _load_processor(folder: Path, vision_config: VisionConfig) -> ImageProcessor:
+    if (folder / "preprocessor_config.json").is_file():
+        return ImageProcessor.from_pretrained(folder)
+    size = vision_config.image_size
+    logger.warning("%s has no preprocessor_config.json; using SigLIP's defaults at %dx%d", folder, size, size)
+    return ImageProcessor(size=(size, size))
