@@ -122,18 +122,22 @@ class VisionTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
         x = x + self.position_embedding(pixel_values.shape[2] // p, pixel_values.shape[3] // p,
                                          interpolate_pos_encoding)
-        hidden_states, attentions = [x], []
+        # Keep intermediate tensors only when asked: holding them all defeats the allocator's reuse.
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
         for block in self.blocks:
             x, weights = block(x, return_weights=output_attentions)
-            hidden_states.append(x)
-            attentions.append(weights)
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if attentions is not None:
+                attentions.append(weights)
         x = self.norm(x)
         pooled, head_attention = self.head(x, output_attentions) if self.head is not None else (None, None)
         return VisionOutput(
             last_hidden_state=x,
             pooler_output=pooled,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            attentions=tuple(attentions) if output_attentions else None,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
             head_attention=head_attention,
         )
 

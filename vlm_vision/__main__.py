@@ -1,0 +1,77 @@
+"""Command line: `python -m vlm_vision classify IMAGE --labels ... --model NAME_OR_PATH`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import CheckpointError, ImageLoadError
+
+CLASSIFY_EXAMPLE = """example:
+  python -m vlm_vision classify photo.jpg --labels "cat, dog, a red apple" \\
+      --model google/siglip-base-patch16-224
+
+Each label gets its own sigmoid probability (SigLIP scores every label
+independently, so they need not sum to one); labels are printed highest first."""
+
+
+def split_labels(values: list[str]) -> list[str]:
+    """Labels from repeated --labels options, each comma- or newline-separated."""
+    return [label.strip() for value in values for label in value.replace("\n", ",").split(",") if label.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vlm_vision", description="SigLIP tools from vlm-vision.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    classify = commands.add_parser(
+        "classify", help="zero-shot classify images against text labels", epilog=CLASSIFY_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Zero-shot classification of images with a SigLIP image-text model.",
+    )
+    classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    classify.add_argument("--labels", action="append", required=True,
+                          help="comma-separated labels; repeat the option to add more")
+    classify.add_argument("--model", required=True,
+                          help="Hub id (e.g. google/siglip-base-patch16-224) or a local SigLIP checkpoint folder")
+    classify.add_argument("--revision", default=None, help="Hub branch, tag or commit")
+    classify.add_argument("--template", default=None, help='prompt with {} for the label (default: '
+                                                           '"This is a photo of {}.")')
+    classify.add_argument("--top", type=int, default=None, help="print only the K most probable labels")
+    classify.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    classify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    classify.add_argument("--json", action="store_true", help="print one JSON object per image")
+    return parser
+
+
+def classify(args: argparse.Namespace) -> None:
+    from .dual_encoder import DEFAULT_TEMPLATE, DualEncoder
+
+    labels = split_labels(args.labels)
+    if not labels:
+        raise ValueError("--labels has no non-empty label; give e.g. --labels \"cat, dog\"")
+    model = DualEncoder.from_pretrained(args.model, dtype=args.dtype, device=args.device, revision=args.revision)
+    for image in args.images:
+        ranked = model.classify(image, labels, template=args.template or DEFAULT_TEMPLATE)[: args.top]
+        if args.json:
+            print(json.dumps({"image": image, "labels": [{"label": lb, "probability": p} for lb, p in ranked]}))
+        else:
+            print(image)
+            for label, probability in ranked:
+                print(f"  {probability:8.4f}  {label}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        classify(args)
+    except (CheckpointError, ImageLoadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
