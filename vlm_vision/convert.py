@@ -22,6 +22,7 @@ from .errors import CheckpointError
 # Prefixes of a full `SiglipModel` checkpoint that belong to other parts of it.
 _NON_VISION_PREFIXES = ("text_model.", "logit_scale", "logit_bias")
 _VISION_PREFIX = "vision_model."
+VISION_TOWER = "SigLIP vision tower"
 
 # Tell-tale keys of architectures people mistake for SigLIP.
 _FOREIGN_MARKERS = {
@@ -95,11 +96,7 @@ def hf_to_ours(state: Mapping[str, torch.Tensor], config: VisionConfig) -> dict[
     state = vision_keys_only(state)
     expected = expected_shapes(config)
     groups = key_groups(config)
-    missing = [k for hf, _ in groups for k in hf if k not in state]
-    used = {k for hf, _ in groups for k in hf}
-    unexpected = sorted(k for k in state if k not in used)
-    if missing or unexpected:
-        raise CheckpointError(_mismatch_message(missing, unexpected, [], state))
+    check_keys(state, [k for hf, _ in groups for k in hf])
     out: dict[str, torch.Tensor] = {}
     wrong: list[str] = []
     for hf, ours in groups:
@@ -111,18 +108,14 @@ def hf_to_ours(state: Mapping[str, torch.Tensor], config: VisionConfig) -> dict[
             continue
         out.update(zip(ours, _regroup([state[k] for k in hf], sizes)))
     if wrong:
-        raise CheckpointError(_mismatch_message([], [], wrong, state, config))
+        raise CheckpointError(mismatch_message([], [], wrong, state, config))
     return out
 
 
 def ours_to_hf(state: Mapping[str, torch.Tensor], config: VisionConfig) -> dict[str, torch.Tensor]:
     """Map our state dict to transformers' `SiglipVisionModel` keys (no prefix)."""
     groups = key_groups(config)
-    missing = [k for _, ours in groups for k in ours if k not in state]
-    used = {k for _, ours in groups for k in ours}
-    unexpected = sorted(k for k in state if k not in used)
-    if missing or unexpected:
-        raise CheckpointError(_mismatch_message(missing, unexpected, [], state))
+    check_keys(state, [k for _, ours in groups for k in ours])
     out: dict[str, torch.Tensor] = {}
     for hf, ours in groups:
         sources = [state[k] for k in ours]
@@ -140,23 +133,34 @@ def expected_shapes(config: VisionConfig) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-def _mismatch_message(
+def check_keys(state: Mapping[str, torch.Tensor], wanted: list[str], what: str = VISION_TOWER) -> None:
+    """Raise CheckpointError naming the `wanted` keys missing from `state` and the ones it has beyond them."""
+    missing = [k for k in wanted if k not in state]
+    unexpected = sorted(set(state) - set(wanted))
+    if missing or unexpected:
+        raise CheckpointError(mismatch_message(missing, unexpected, [], state, what=what))
+
+
+def mismatch_message(
     missing: list[str],
     unexpected: list[str],
     wrong_shape: list[str],
     state: Mapping[str, torch.Tensor],
     config: VisionConfig | None = None,
+    what: str = VISION_TOWER,
     show: int = 10,
 ) -> str:
+    """What doesn't match, at most `show` keys per kind, and the likely cause."""
     def listing(title: str, keys: list[str]) -> str:
         more = f" ... and {len(keys) - show} more" if len(keys) > show else ""
         return f"\n  {title} ({len(keys)}): {', '.join(keys[:show])}{more}"
 
-    text = "Checkpoint does not match the SigLIP vision tower:"
+    text = f"Checkpoint does not match the {what}:"
     for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
         if keys:
             text += listing(title, keys)
-    foreign = [what for marker, what in _FOREIGN_MARKERS.items() if any(marker in k for k in state)]
+    markers = _FOREIGN_MARKERS if what == VISION_TOWER else {}
+    foreign = [arch for marker, arch in markers.items() if any(marker in k for k in state)]
     if foreign:
         text += f"\nIt looks like {foreign[0]}, not SigLIP."
     elif wrong_shape and config is not None:

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel
 
 from .config import VisionConfig
-from .convert import hf_to_ours, ours_to_hf
+from .convert import check_keys, hf_to_ours, mismatch_message, ours_to_hf
 from .errors import CheckpointError
 from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json
 from .processor import ImageProcessor
@@ -145,8 +145,7 @@ class DualEncoder(nn.Module):
             vision = VisionTransformer(vision_config)
         vision.load_state_dict(hf_to_ours(state, vision_config), strict=True, assign=True)
         text = SiglipTextModel(SiglipTextConfig.from_dict(raw.get("text_config", {})))
-        _load_strict(text, {k.removeprefix("text_model."): v for k, v in state.items() if k.startswith("text_model.")},
-                     "text_model.")
+        _load_text_tower(text, state)
         for key in ("logit_scale", "logit_bias"):
             if key not in state:
                 raise CheckpointError(f"{folder} has no {key!r} weight; a SigLIP checkpoint has both logit_scale and "
@@ -176,19 +175,16 @@ class DualEncoder(nn.Module):
         self.processor.save_pretrained(folder)
 
 
-def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
-    """load_state_dict that raises CheckpointError naming missing and unexpected keys."""
-    expected = module.state_dict()
-    missing = sorted(prefix + k for k in expected if k not in state)
-    unexpected = sorted(prefix + k for k in state if k not in expected)
-    wrong = sorted(f"{prefix}{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                   for k, v in state.items() if k in expected and v.shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"Checkpoint does not match the SigLIP text tower: missing {missing[:10]}, "
-            f"unexpected {unexpected[:10]}, wrong shape {wrong[:10]}"
-        )
-    module.load_state_dict(state, strict=True)
+def _load_text_tower(text: SiglipTextModel, state: dict[str, torch.Tensor]) -> None:
+    """Strictly load the `text_model.` tensors of a SiglipModel checkpoint, naming any mismatch."""
+    state = {k: v for k, v in state.items() if k.startswith("text_model.")}
+    expected = {f"text_model.{k}": v.shape for k, v in text.state_dict().items()}
+    check_keys(state, list(expected), what="SigLIP text tower")
+    wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k])}"
+             for k, v in state.items() if v.shape != expected[k]]
+    if wrong:
+        raise CheckpointError(mismatch_message([], [], wrong, state, what="SigLIP text tower"))
+    text.load_state_dict({k.removeprefix("text_model."): v for k, v in state.items()}, strict=True)
 
 
 def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
