@@ -7,12 +7,10 @@ up as a numeric difference, not a silent pass.
 
 from __future__ import annotations
 
-import io
 import math
 import random
 from pathlib import Path
 
-import sentencepiece as spm
 import torch
 from transformers import (
     SiglipConfig,
@@ -22,6 +20,8 @@ from transformers import (
     SiglipVisionConfig,
     SiglipVisionModel,
 )
+
+from vlm_vision import tokenizer
 
 B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
            image_size=224, patch_size=16)
@@ -54,17 +54,7 @@ def sentences(n: int = 400, seed: int = 0) -> list[str]:
 
 def train_tokenizer(folder: Path, vocab_size: int = 64) -> SiglipTokenizer:
     """A real SentencePiece unigram model, trained on a few hundred captions, as a SiglipTokenizer."""
-    buffer = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences()), model_writer=buffer, vocab_size=vocab_size, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
-        minloglevel=2,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spiece.model").write_bytes(buffer.getvalue())
-    tokenizer = SiglipTokenizer(str(folder / "spiece.model"))
-    tokenizer.save_pretrained(folder)
-    return tokenizer
+    return tokenizer.train_tokenizer(sentences(), folder, vocab_size=vocab_size)
 
 
 def vision_checkpoint(folder: Path, seed: int = 0, **config) -> SiglipVisionModel:
