@@ -8,7 +8,6 @@ image-text pair independently, so probabilities don't sum to one).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from .config import VisionConfig
 from .convert import check_keys, hf_to_ours, mismatch_message, ours_to_hf
 from .errors import CheckpointError
 from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json
+from .losses import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE
 from .processor import ImageProcessor
 from .vision_transformer import VisionTransformer, as_dtype
 
@@ -41,8 +41,8 @@ class DualEncoder(nn.Module):
         text: SiglipTextModel,
         tokenizer: PreTrainedTokenizerBase,
         processor: ImageProcessor,
-        logit_scale: float = math.log(10),  # t' of the SigLIP paper; t = exp(t')
-        logit_bias: float = -10.0,  # b of the SigLIP paper
+        logit_scale: float = INIT_LOGIT_SCALE,  # t' of the SigLIP paper; t = exp(t')
+        logit_bias: float = INIT_LOGIT_BIAS,  # b of the SigLIP paper
     ) -> None:
         super().__init__()
         self.vision = vision
