@@ -1,0 +1,379 @@
+"""Image-caption datasets that users bring: CSV, JSONL or a class-per-folder tree.
+
+`read_records` turns any of the three layouts into a list of `CaptionRecord`s and
+fails early, naming the file and line, on what would otherwise break training
+hours later (a missing column, an empty caption, images that aren't there).
+`ImageCaptionDataset` serves `(pixels, caption)` pairs for a DataLoader. Every
+random choice it makes (which caption, which augmentation) comes from a
+generator seeded by `(seed, epoch, index)`, so a resumed run sees exactly the
+data it would have seen, whatever the number of DataLoader workers.
+`EmojiAugment` is a geometric-only augmentation for artwork whose colours carry
+meaning ("red heart" vs "blue heart"): it never shifts hue or saturation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .processor import ImageProcessor, load_image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE = "a photo of {}."
+# File suffixes taken as images in a class-per-folder tree (compared in lower case).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+MAX_MISSING_SHOWN = 5  # how many missing image paths a MissingImagesError message lists
+
+# An augmentation takes an RGB image and the random generator to draw from, and returns an RGB image.
+# The generator is passed in (not owned) so the dataset can make every draw reproducible.
+Augment = Callable[[Image.Image, random.Random], Image.Image]
+
+
+class MissingImagesError(FileNotFoundError):
+    """Images referenced by a CSV or JSONL file are not on disk; `.missing` lists all of them."""
+
+    def __init__(self, message: str, missing: list[Path]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class CaptionRecord:
+    """One image and what it shows: a main caption, optional alternative captions, an optional class label."""
+
+    path: Path  # the image file
+    caption: str  # the main caption (the first of `captions`)
+    label: str | None = None  # class name, for zero-shot evaluation and per-class statistics
+    alt_captions: tuple[str, ...] = ()  # more captions of the same image; training draws one per epoch
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "alt_captions", tuple(self.alt_captions))
+        for caption in self.captions:
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(f"Captions must be non-empty strings, got {caption!r} for {self.path}")
+
+    @property
+    def captions(self) -> tuple[str, ...]:
+        """All captions of the image, the main one first."""
+        return (self.caption, *self.alt_captions)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Readers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def read_records(source: str | os.PathLike, template: str = DEFAULT_TEMPLATE) -> list[CaptionRecord]:
+    """Read a dataset from a `.csv` file, a `.jsonl` file or a class-per-folder tree.
+
+    - CSV: header with `path` and `caption` columns (`label` used if present, other columns
+      ignored); one record per row, so an image listed on several rows is seen once per row.
+    - JSONL: one object per line with `path` and either `caption` (a string) or `captions`
+      (a non-empty list of strings: one record per image, the first caption is the main one;
+      the dataset draws one of them per epoch), and an optional `label`.
+    - Folder: `root/<class>/**/*.png|jpg|...`; the class name with `_` and `-` turned into
+      spaces is the label, and `template.format(label)` the caption. `template` is used only here.
+
+    Relative paths in CSV and JSONL files are relative to the file's folder. Raises ValueError
+    (file and line named) for malformed rows, MissingImagesError when referenced images are
+    absent, and ValueError for a dataset with no images.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"Dataset source {str(source)!r} doesn't exist: give a .csv, a .jsonl or a folder")
+    if source.is_dir():
+        records = _read_folder(source, template)
+    elif source.suffix.lower() == ".csv":
+        records = _read_csv(source)
+    elif source.suffix.lower() == ".jsonl":
+        records = _read_jsonl(source)
+    else:
+        raise ValueError(
+            f"Unsupported dataset source {str(source)!r}: give a .csv file, a .jsonl file, "
+            f"or a folder with one subfolder of images per class"
+        )
+    if not records:
+        raise ValueError(f"Dataset {str(source)!r} has no images: a dataset needs at least one record")
+    if not source.is_dir():
+        _check_images_exist(records, source)
+    logger.info("Read %d records from %s", len(records), source)
+    return records
+
+
+def _resolve(path_text: str, base: Path) -> Path:
+    """A path from a dataset file: absolute as given, relative to the dataset file's folder otherwise."""
+    path = Path(path_text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _read_csv(file: Path) -> list[CaptionRecord]:
+    # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark.
+    with open(file, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        missing = [name for name in ("path", "caption") if name not in columns]
+        if missing:
+            raise ValueError(
+                f"{file}:1: missing column(s) {', '.join(missing)}; the header must name 'path' and "
+                f"'caption' (and optionally 'label'), found {columns}"
+            )
+        records = []
+        for row in reader:
+            where = f"{file}:{reader.line_num}"
+            path_text = (row.get("path") or "").strip()
+            caption = (row.get("caption") or "").strip()
+            if not path_text:
+                raise ValueError(f"{where}: empty 'path'; every row needs an image path")
+            if not caption:
+                raise ValueError(f"{where}: empty 'caption' for {path_text!r}; every image needs a caption")
+            label = (row.get("label") or "").strip() or None
+            records.append(CaptionRecord(_resolve(path_text, file.parent), caption, label))
+    return records
+
+
+def _read_jsonl(file: Path) -> list[CaptionRecord]:
+    records = []
+    with open(file, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue  # blank lines (e.g. a trailing newline) carry no record
+            where = f"{file}:{number}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from e
+            if not isinstance(item, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(item).__name__}")
+            records.append(_record_from_json(item, file.parent, where))
+    return records
+
+
+def _record_from_json(item: dict[str, Any], base: Path, where: str) -> CaptionRecord:
+    """One CaptionRecord from a JSONL object; `where` ("file:line") prefixes every error."""
+    path_text = item.get("path")
+    if not isinstance(path_text, str) or not path_text.strip():
+        raise ValueError(f"{where}: missing or empty 'path'; every line needs an image path")
+    has_one, has_many = "caption" in item, "captions" in item
+    if has_one == has_many:
+        raise ValueError(
+            f"{where}: give either 'caption' (a string) or 'captions' (a list of strings), "
+            f"{'not both' if has_one else 'found neither'}"
+        )
+    captions = [item["caption"]] if has_one else item["captions"]
+    if not isinstance(captions, list) or not captions:
+        raise ValueError(f"{where}: 'captions' must be a non-empty list of strings, got {captions!r}")
+    for caption in captions:
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError(f"{where}: empty caption {caption!r} for {path_text!r}; captions must be non-empty text")
+    label = item.get("label")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise ValueError(f"{where}: 'label' must be a non-empty string or absent, got {label!r}")
+    captions = [c.strip() for c in captions]
+    return CaptionRecord(_resolve(path_text, base), captions[0], label and label.strip(), tuple(captions[1:]))
+
+
+def class_caption_text(folder_name: str) -> str:
+    """The readable class name of a folder: `red_apple` and `red-apple` become `red apple`."""
+    return " ".join(folder_name.replace("_", " ").replace("-", " ").split())
+
+
+def _read_folder(root: Path, template: str) -> list[CaptionRecord]:
+    if "{}" not in template:
+        raise ValueError(f"template must contain '{{}}' where the class name goes, got {template!r}")
+    records = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        label = class_caption_text(class_dir.name)
+        files = sorted(
+            p for p in class_dir.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
+        )  # hidden files and folders (.DS_Store, .ipynb_checkpoints/) are not data
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        if len(images) < len(files):
+            logger.info(
+                "Skipped %d non-image file(s) in %s (image suffixes: %s)",
+                len(files) - len(images), class_dir, ", ".join(sorted(IMAGE_SUFFIXES)),
+            )
+        if not images:
+            logger.warning("Skipped class folder %s: it has no image files", class_dir)
+        records += [CaptionRecord(path, template.format(label), label) for path in images]
+    stray = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if stray:
+        logger.warning("Skipped %d image(s) directly in %s: images must be inside a class folder", len(stray), root)
+    return records
+
+
+def _check_images_exist(records: Sequence[CaptionRecord], source: Path) -> None:
+    missing = sorted({r.path for r in records if not r.path.is_file()})
+    if missing:
+        shown = "\n  ".join(str(p) for p in missing[:MAX_MISSING_SHOWN])
+        more = f"\n  ... and {len(missing) - MAX_MISSING_SHOWN} more" if len(missing) > MAX_MISSING_SHOWN else ""
+        raise MissingImagesError(
+            f"{len(missing)} of {len(records)} images referenced by {source} are missing "
+            f"(relative paths are taken from {source.parent}):\n  {shown}{more}",
+            missing,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def item_rng(seed: int, epoch: int, index: int, stream: int) -> random.Random:
+    """A generator that depends only on (seed, epoch, index, stream): the same on resume and in any worker.
+
+    Separate streams keep the caption draw and the augmentation independent, so adding a
+    caption to a record doesn't change how its image is augmented.
+    """
+    state = np.random.SeedSequence([seed, epoch, index, stream]).generate_state(2, dtype=np.uint64)
+    return random.Random(int(state[0]) << 64 | int(state[1]))
+
+
+class ImageCaptionDataset(Dataset):
+    """(pixels (3, H, W) float32, caption) pairs from CaptionRecords, reproducible per (seed, epoch, index).
+
+    Call `set_epoch(epoch)` before each epoch (in every worker: with persistent workers,
+    recreate the DataLoader or set it through the sampler) so that records with several
+    captions show a different one each epoch. Images that can't be decoded raise
+    `ImageLoadError` naming the file; the training loop decides whether to skip them.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[CaptionRecord],
+        processor: ImageProcessor | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
+        if len(records) == 0:
+            raise ValueError("ImageCaptionDataset needs at least one record; read_records(...) gives a list of them")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.records = list(records)
+        self.processor = processor if processor is not None else ImageProcessor()
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose captions and augmentations the next items use."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def caption_for(self, index: int) -> str:
+        """The caption item `index` gets in the current epoch (without loading the image)."""
+        index = self._check_index(index)
+        captions = self.records[index].captions
+        if len(captions) == 1:
+            return captions[0]
+        return item_rng(self.seed, self.epoch, index, stream=0).choice(captions)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        index = self._check_index(index)
+        image = load_image(self.records[index].path)  # RGB, transparency composited onto white
+        if self.augment is not None:
+            image = self.augment(image, item_rng(self.seed, self.epoch, index, stream=1))
+        pixels = torch.from_numpy(self.processor.preprocess(image))  # (3, H, W) float32
+        return pixels, self.caption_for(index)
+
+    def _check_index(self, index: int) -> int:
+        """A non-negative index (so that -1 and len-1 draw the same randomness), or IndexError."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} records")
+        return index % len(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EmojiAugment:
+    """Random resized crop, small rotation and (optionally) a flip, in one resampling; colours untouched.
+
+    Suited to emoji and icons: there is no colour jitter or hue shift, since colour carries
+    meaning ("red heart" vs "blue heart"), and flips are off by default because arrows and
+    text-like emoji change meaning when mirrored. Areas the rotation uncovers are filled with
+    white, the colour `load_image` composites transparency onto, so training matches evaluation.
+    Call with `(image, rng)` for reproducible draws (as ImageCaptionDataset does), or with an
+    image alone to draw from the generator seeded by `seed`.
+    """
+
+    scale: tuple[float, float] = (0.7, 1.0)  # fraction of the image area the crop keeps
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio (width / height), drawn log-uniformly
+    degrees: float = 15.0  # rotation drawn uniformly from [-degrees, degrees]
+    flip: bool = False  # mirror left-right with probability 1/2
+    size: tuple[int, int] | None = None  # (height, width) of the output; None keeps the input size
+    fill: tuple[int, int, int] = (255, 255, 255)  # colour of uncovered areas: white, like load_image's background
+    seed: int | None = None  # seeds the generator used when no rng is passed
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        low, high = self.scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, got {self.scale!r}")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"ratio must be (low, high) with 0 < low <= high, got {self.ratio!r}")
+        if not 0 <= self.degrees <= 180:
+            raise ValueError(f"degrees must be in [0, 180], got {self.degrees!r}")
+        if self.size is not None and not (len(self.size) == 2 and all(s > 0 for s in self.size)):
+            raise ValueError(f"size must be None or (height, width) of positive ints, got {self.size!r}")
+        self._rng = random.Random(self.seed)
+
+    def __call__(self, image: Image.Image, rng: random.Random | None = None) -> Image.Image:
+        if image.mode != "RGB":
+            raise ValueError(f"EmojiAugment expects an RGB image, got mode {image.mode!r}: load it with load_image")
+        rng = rng if rng is not None else self._rng
+        width, height = image.size
+        out_height, out_width = self.size if self.size is not None else (height, width)
+        crop_w, crop_h = self._crop_size(width, height, rng)
+        center_x = rng.uniform(crop_w / 2, width - crop_w / 2)
+        center_y = rng.uniform(crop_h / 2, height - crop_h / 2)
+        angle = math.radians(rng.uniform(-self.degrees, self.degrees))
+        mirror = -1.0 if self.flip and rng.random() < 0.5 else 1.0
+
+        # Inverse map, output pixel -> input pixel, in continuous coordinates (PIL's convention):
+        # centre the output, scale it to the crop size, mirror, rotate, move to the crop centre.
+        sx, sy = mirror * crop_w / out_width, crop_h / out_height
+        cos, sin = math.cos(angle), math.sin(angle)
+        a, b, d, e = cos * sx, -sin * sy, sin * sx, cos * sy
+        c = center_x - (a * out_width / 2 + b * out_height / 2)
+        f = center_y - (d * out_width / 2 + e * out_height / 2)
+        return image.transform(
+            (out_width, out_height), Image.Transform.AFFINE, (a, b, c, d, e, f),
+            resample=Image.Resampling.BICUBIC, fillcolor=self.fill,
+        )
+
+    def _crop_size(self, width: int, height: int, rng: random.Random) -> tuple[float, float]:
+        """A (width, height) crop of random area and aspect ratio that fits the image (torchvision's method)."""
+        area = width * height
+        log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(log_low, log_high))
+            crop_w, crop_h = math.sqrt(target * aspect), math.sqrt(target / aspect)
+            if crop_w <= width and crop_h <= height:
+                return crop_w, crop_h
+        # Rare (extreme aspect ratios): fall back to the largest crop of the smallest allowed area.
+        side = math.sqrt(self.scale[0])
+        return width * side, height * side
