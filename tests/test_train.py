@@ -1,0 +1,157 @@
+"""Training: the loss goes down, resume is exact, torchrun matches one process, the output loads everywhere."""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
+
+from vlm_vision.dual_encoder import DualEncoder
+from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, train
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 20)}
+SHAPES = ("circle", "square", "triangle", "cross")
+
+
+@pytest.fixture(scope="module")
+def shapes_data(tmp_path_factory) -> Path:
+    """32 real PNGs of coloured shapes, two of each, with captions in a JSONL file."""
+    root = tmp_path_factory.mktemp("shapes")
+    rows = []
+    rng = np.random.default_rng(0)
+    for colour, rgb in COLOURS.items():
+        for shape in SHAPES:
+            for copy in range(2):
+                image = Image.new("RGB", (32, 32), "white")
+                draw = ImageDraw.Draw(image)
+                x, y = rng.integers(2, 8, 2)
+                box = (x, y, x + 22, y + 22)
+                if shape == "circle":
+                    draw.ellipse(box, fill=rgb)
+                elif shape == "square":
+                    draw.rectangle(box, fill=rgb)
+                elif shape == "triangle":
+                    draw.polygon([(x, y + 22), (x + 11, y), (x + 22, y + 22)], fill=rgb)
+                else:
+                    draw.rectangle((x + 8, y, x + 14, y + 22), fill=rgb)
+                    draw.rectangle((x, y + 8, x + 22, y + 14), fill=rgb)
+                name = f"{colour}_{shape}_{copy}.png"
+                image.save(root / name)
+                rows.append({"path": name, "captions": [f"a {colour} {shape}", f"{colour} {shape}"],
+                             "label": f"{colour} {shape}"})
+    (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "captions.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    return TrainConfig(**{**dict(
+        data=(str(data),), out=str(out), vocab_size=40, context_length=8, image_size=32, patch_size=8,
+        vision_width=32, vision_depth=2, vision_heads=2, vision_mlp=64, text_width=32, text_depth=1,
+        text_heads=2, text_mlp=64, steps=6, batch_size=8, lr=3e-3, warmup_steps=2, save_every=3,
+        workers=0, bf16=False, augment=True, seed=0,
+    ), **overrides})
+
+
+def test_schedule_and_batches():
+    assert [round(lr_factor(s, 2, 10), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+    batches = epoch_batches(10, 4, seed=0, epoch=0)
+    assert len(batches) == 2 and len(set(sum(batches, []))) == 8  # full batches only, no repeats
+    assert batches == epoch_batches(10, 4, seed=0, epoch=0) != epoch_batches(10, 4, seed=0, epoch=1)
+
+
+def test_a_few_steps_lower_the_loss(shapes_data, tmp_path):
+    result = train(tiny_config(shapes_data, tmp_path, steps=40, batch_size=16, warmup_steps=4, save_every=100,
+                               augment=False), progress=False)
+    losses = [result.losses[s] for s in sorted(result.losses)]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_resume_continues_exactly(shapes_data, tmp_path):
+    whole = train(tiny_config(shapes_data, tmp_path / "whole"), progress=False)
+    cfg = tiny_config(shapes_data, tmp_path / "split")
+    first = train(cfg, progress=False, stop_at=3)
+    assert sorted(first.losses) == [1, 2, 3] and not first.model_dir.exists()
+    second = train(cfg, progress=False)  # a new call, as after a crash: resumes from checkpoints/last.pt
+    assert sorted(second.losses) == list(range(1, 7))
+    for step in range(1, 7):
+        assert second.losses[step] == pytest.approx(whole.losses[step], abs=1e-6), step
+    for key, tensor in DualEncoder.from_pretrained(whole.model_dir).state_dict().items():
+        torch.testing.assert_close(DualEncoder.from_pretrained(second.model_dir).state_dict()[key], tensor,
+                                   atol=1e-6, rtol=0)
+
+
+def test_output_loads_in_transformers_with_equal_logits(shapes_data, tmp_path):
+    result = train(tiny_config(shapes_data, tmp_path, steps=2), progress=False)
+    folder = result.model_dir
+    assert {"config.json", "model.safetensors", "spiece.model", "preprocessor_config.json"} <= {
+        p.name for p in folder.iterdir()}
+    ours = DualEncoder.from_pretrained(folder)
+    hf = SiglipModel.from_pretrained(folder).eval()
+    texts = ["a red circle", "blue square", "a green cross"]
+    images = [shapes_data.parent / "red_circle_0.png", shapes_data.parent / "blue_cross_1.png"]
+    ids = AutoTokenizer.from_pretrained(folder)(texts, padding="max_length", max_length=8, truncation=True,
+                                               return_tensors="pt")
+    pixels = SiglipImageProcessorPil.from_pretrained(folder)([Image.open(p) for p in images],
+                                                            return_tensors="pt").pixel_values
+    with torch.no_grad():
+        expected = hf(input_ids=ids.input_ids, pixel_values=pixels).logits_per_image
+    torch.testing.assert_close(ours.logits(images, texts), expected, atol=1e-4, rtol=0)
+
+
+def test_softmax_loss_trains(shapes_data, tmp_path):
+    result = train(tiny_config(shapes_data, tmp_path, loss="softmax", steps=3), progress=False)
+    model = DualEncoder.from_pretrained(result.model_dir)
+    assert model.logit_bias.item() == -10.0  # untouched: the softmax loss has no bias
+    assert all(np.isfinite(list(result.losses.values())))
+
+
+def test_torchrun_two_processes_match_one(shapes_data, tmp_path):
+    """DDP + the ring-distributed loss over 2 gloo processes takes the same steps as one process."""
+    single = train(tiny_config(shapes_data, tmp_path / "one", steps=4), progress=False)
+    cfg = tiny_config(shapes_data, tmp_path / "two", steps=4)
+    (tmp_path / "run.json").write_text(json.dumps(dataclasses.asdict(cfg) | {"data": list(cfg.data)}))
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+         "-m", "vlm_vision.train", "--config", str(tmp_path / "run.json")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
+    for step in range(1, 5):
+        assert state["losses"][step] == pytest.approx(single.losses[step], abs=1e-5), step
+
+
+def test_config_file_and_flags(tmp_path, shapes_data):
+    (tmp_path / "run.json").write_text(json.dumps({"data": [str(shapes_data)], "steps": 7, "loss": "softmax"}))
+    cfg, stop_at = parse_args(["--config", str(tmp_path / "run.json"), "--steps", "9", "--no-bf16",
+                               "--stop-at", "4"])
+    assert (cfg.steps, cfg.loss, cfg.bf16, cfg.data, stop_at) == (9, "softmax", False, (str(shapes_data),), 4)
+    (tmp_path / "bad.json").write_text(json.dumps({"data": ["x"], "stepz": 1}))
+    with pytest.raises(SystemExit, match="unknown keys in --config: \\['stepz'\\]"):
+        parse_args(["--config", str(tmp_path / "bad.json")])
+    with pytest.raises(SystemExit, match="No training data"):
+        parse_args([])
+    with pytest.raises(SystemExit, match="Unknown loss 'hinge'"):
+        parse_args(["--data", "x", "--loss", "hinge"])
+
+
+def test_too_little_data_for_a_batch(shapes_data, tmp_path):
+    with pytest.raises(ValueError, match="32 training pairs can't fill one batch of 64"):
+        train(tiny_config(shapes_data, tmp_path, batch_size=64), progress=False)

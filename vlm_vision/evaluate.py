@@ -1,0 +1,116 @@
+"""Zero-shot classification and text-to-image retrieval metrics for a DualEncoder.
+
+    python -m vlm_vision.evaluate --model data/models/siglip-emoji --data corpus/twitter/captions.jsonl
+
+Class embeddings average the normalised text embeddings of several prompt
+templates and renormalise, as open_clip's `build_zero_shot_classifier` does.
+SigLIP's scale and bias are monotonic, so ranking by cosine similarity ranks by
+logit too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .dual_encoder import DualEncoder
+
+# Prompts for emoji artwork; "{}" is the class name.
+EMOJI_TEMPLATES = ("{}", "an emoji of {}.", "a {} emoji.", "an icon of {}.", "a drawing of {}.")
+
+
+@dataclass
+class ZeroShotResult:
+    top1: float  # share of images whose true class ranks first
+    top5: float
+    text_to_image_r1: float  # share of class prompts whose image ranks in the top 1 / 5 / 10
+    text_to_image_r5: float
+    text_to_image_r10: float
+    num_images: int
+    num_classes: int
+
+
+def class_embeddings(model: DualEncoder, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """(C, D) normalised mean of each class's normalised template embeddings."""
+    prompts = [template.format(name) for name in class_names for template in templates]
+    per_prompt = model.encode_texts(prompts).view(len(class_names), len(templates), -1)  # (C, T, D)
+    return F.normalize(per_prompt.mean(dim=1), dim=-1)
+
+
+def recall_at(scores: torch.Tensor, targets: torch.Tensor, k: int) -> float:
+    """Share of rows whose target column is among the row's k highest scores."""
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices  # (R, k)
+    return (top == targets[:, None]).any(dim=1).float().mean().item()
+
+
+def zero_shot(model: DualEncoder, images: Sequence[str | Path], labels: Sequence[str],
+              class_names: Sequence[str] | None = None, templates: Sequence[str] = EMOJI_TEMPLATES,
+              batch_size: int = 256) -> ZeroShotResult:
+    """Classify `images` among `class_names` (default: the distinct `labels`) and retrieve images by class prompt.
+
+    Text-to-image recall uses one image per class (the first image of each class),
+    so it is well defined when classes have several images.
+    """
+    if len(images) != len(labels) or not images:
+        raise ValueError(f"Need as many labels as images, and at least one: {len(images)} images, {len(labels)} labels")
+    class_names = list(dict.fromkeys(labels)) if class_names is None else list(class_names)
+    index = {name: i for i, name in enumerate(class_names)}
+    missing = sorted(set(labels) - set(index))
+    if missing:
+        raise ValueError(f"{len(missing)} labels are not among the class names, e.g. {missing[:5]}")
+    targets = torch.tensor([index[label] for label in labels])
+    image_emb = model.encode_images(list(images), batch_size=batch_size)  # (N, D)
+    classes = class_embeddings(model, class_names, templates)  # (C, D)
+    scores = image_emb @ classes.T  # (N, C)
+    first = {}
+    for i, label in enumerate(labels):
+        first.setdefault(index[label], i)
+    queried = torch.tensor(sorted(first))  # classes that have an image
+    image_of = torch.tensor([first[c] for c in queried.tolist()])
+    text_scores = classes[queried] @ image_emb[image_of].T  # (Q, Q): class prompts against one image each
+    diagonal = torch.arange(len(queried))
+    return ZeroShotResult(
+        top1=recall_at(scores, targets, 1), top5=recall_at(scores, targets, 5),
+        text_to_image_r1=recall_at(text_scores, diagonal, 1), text_to_image_r5=recall_at(text_scores, diagonal, 5),
+        text_to_image_r10=recall_at(text_scores, diagonal, 10),
+        num_images=len(images), num_classes=len(class_names),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import read_records
+
+    parser = argparse.ArgumentParser(
+        prog="python -m vlm_vision.evaluate", description="Zero-shot top-1/top-5 and text-to-image recall.",
+        epilog="example:\n  python -m vlm_vision.evaluate --model runs/emoji/model "
+               "--data corpus/twitter/captions.jsonl", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="SigLIP checkpoint folder or Hub id")
+    parser.add_argument("--data", required=True, nargs="+", help="caption files (.jsonl/.csv) or class folders")
+    parser.add_argument("--templates", nargs="+", default=list(EMOJI_TEMPLATES), help="prompts with {}")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    args = parser.parse_args(argv)
+    records = [r for source in args.data for r in read_records(source)]
+    records = [r for r in records if r.label is not None][: args.limit]
+    if not records:
+        print("error: no labelled images in --data", file=sys.stderr)
+        return 2
+    model = DualEncoder.from_pretrained(args.model)
+    result = zero_shot(model, [r.path for r in records], [r.label for r in records], templates=args.templates)
+    if args.json:
+        print(json.dumps(asdict(result)))
+    else:
+        for name, value in asdict(result).items():
+            print(f"{name:>18}: {value:.4f}" if isinstance(value, float) else f"{name:>18}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Train a SigLIP DualEncoder from image-caption data: `python -m vlm_vision.train`.
+
+    python -m vlm_vision.train --data corpus/google/captions.jsonl --out runs/emoji --steps 2000
+    torchrun --nproc-per-node 2 -m vlm_vision.train --config run.json      # DDP + distributed loss
+
+Every field of `TrainConfig` is a flag (`--vision-width 256`) and a key of the
+optional `--config` JSON file; flags win. Training state is saved every
+`save_every` steps to OUT/checkpoints/last.pt and resumed from there, exactly:
+the data order and augmentation are functions of (seed, epoch, index), so a
+resumed run takes the same next step as an uninterrupted one. The result,
+OUT/model/, is a transformers `SiglipModel` checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from transformers import SiglipTextConfig, SiglipTextModel, SiglipTokenizer
+
+from . import losses
+from .config import VisionConfig
+from .data import EmojiAugment, ImageCaptionDataset, read_records
+from .dual_encoder import DualEncoder
+from .processor import ImageProcessor
+from .tokenizer import train_tokenizer
+from .vision_transformer import VisionTransformer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults: the embedded emoji model (64-px images, patch 8)."""
+
+    data: tuple[str, ...] = ()  # caption files (.csv / .jsonl) or class-per-folder roots
+    template: str = "a photo of {}."  # caption of class-per-folder images
+    out: str = "runs/siglip"  # output folder: checkpoints/, tokenizer/, model/
+    tokenizer: str = ""  # an existing tokenizer folder; empty: train one on the captions
+    vocab_size: int = 4000  # upper bound on SentencePiece pieces when training one
+    context_length: int = 16  # text positions; captions are padded to this length
+    image_size: int = 64
+    patch_size: int = 8
+    vision_width: int = 256  # also the embedding size both towers project to
+    vision_depth: int = 6
+    vision_heads: int = 4
+    vision_mlp: int = 1024
+    text_width: int = 256
+    text_depth: int = 4
+    text_heads: int = 4
+    text_mlp: int = 1024
+    loss: str = "sigmoid"  # "sigmoid" (SigLIP) or "softmax" (CLIP), for comparison
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 256  # global batch: pairs per step over all processes
+    lr: float = 1e-3  # peak learning rate, after linear warmup, then cosine decay to 0
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # AdamW, on matrices only (not biases, norms, embeddings, t', b)
+    beta2: float = 0.95  # SigLIP paper: lower beta2 stabilises sigmoid-loss training
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    bf16: bool = True  # bfloat16 autocast for the towers (losses stay float32)
+    augment: bool = True  # colour-preserving crops and rotations
+    workers: int = 2  # DataLoader worker processes
+    seed: int = 0
+    save_every: int = 200  # steps between training-state checkpoints
+    device: str = "auto"  # "auto": cuda when available, else cpu
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("sigmoid", "softmax"):
+            raise ValueError(f"Unknown loss {self.loss!r}; use 'sigmoid' or 'softmax'")
+        if not self.data:
+            raise ValueError("No training data: pass --data CAPTIONS.jsonl|CAPTIONS.csv|CLASS_FOLDER")
+        if self.vision_width % self.vision_heads or self.text_width % self.text_heads:
+            raise ValueError("vision_width and text_width must be divisible by their head counts")
+
+    def vision_config(self) -> VisionConfig:
+        return VisionConfig(hidden_size=self.vision_width, intermediate_size=self.vision_mlp,
+                            num_hidden_layers=self.vision_depth, num_attention_heads=self.vision_heads,
+                            image_size=self.image_size, patch_size=self.patch_size)
+
+    def text_config(self, tokenizer: SiglipTokenizer) -> SiglipTextConfig:
+        return SiglipTextConfig(
+            vocab_size=len(tokenizer), hidden_size=self.text_width, intermediate_size=self.text_mlp,
+            num_hidden_layers=self.text_depth, num_attention_heads=self.text_heads,
+            max_position_embeddings=self.context_length, projection_size=self.vision_width,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+        )
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path  # the exported SiglipModel checkpoint
+    losses: dict[int, float] = field(default_factory=dict)  # step -> loss (all processes' mean)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of one epoch: a seeded permutation, cut into full batches."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [order[i: i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def build_model(cfg: TrainConfig, tokenizer: SiglipTokenizer) -> DualEncoder:
+    torch.manual_seed(cfg.seed)
+    init_scale = losses.INIT_LOGIT_SCALE if cfg.loss == "sigmoid" else losses.CLIP_INIT_LOGIT_SCALE
+    model = DualEncoder(
+        VisionTransformer(cfg.vision_config()), SiglipTextModel(cfg.text_config(tokenizer)), tokenizer,
+        ImageProcessor(size=(cfg.image_size, cfg.image_size)), init_scale, losses.INIT_LOGIT_BIAS,
+    )
+    model.logit_bias.requires_grad_(cfg.loss == "sigmoid")  # the softmax loss has no bias
+    return model
+
+
+def build_optimizer(model: DualEncoder, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and not (p.ndim >= 2 and "embed" not in n)]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-6,
+    )
+
+
+def contrastive_loss(cfg: TrainConfig, model: DualEncoder, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if cfg.loss == "sigmoid":
+        fn = losses.distributed_sigmoid_loss if distributed else losses.sigmoid_loss
+        return fn(image, text, model.logit_scale, model.logit_bias)
+    if distributed:
+        image, text = losses.gather_with_grad(image), losses.gather_with_grad(text)
+    return losses.softmax_loss(image, text, model.logit_scale)
+
+
+def save_atomically(obj: object, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_tokenizer(cfg: TrainConfig, captions: list[str], rank: int) -> SiglipTokenizer:
+    folder = Path(cfg.tokenizer or Path(cfg.out) / "tokenizer")
+    if not cfg.tokenizer and rank == 0 and not (folder / "spiece.model").is_file():
+        train_tokenizer(captions, folder, vocab_size=cfg.vocab_size, max_length=cfg.context_length)
+    if dist.is_initialized():
+        dist.barrier()  # the other processes wait for rank 0's tokenizer
+    return SiglipTokenizer.from_pretrained(folder, model_max_length=cfg.context_length)
+
+
+def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> TrainResult:
+    """Run (or resume) training and export OUT/model. Works alone and under torchrun.
+
+    `stop_at` ends this run after that step with a checkpoint, for time-boxed jobs;
+    the next call resumes there. The model is exported only once `cfg.steps` is reached.
+    """
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
+    device = torch.device(
+        (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+        if cfg.device == "auto" else cfg.device
+    )
+    out = Path(cfg.out)
+    records = [r for source in cfg.data for r in read_records(source, template=cfg.template)]
+    tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
+    model = build_model(cfg, tokenizer).to(device).train()
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
+
+    step, result = 0, TrainResult(model_dir=out / "model")
+    checkpoint = out / "checkpoints" / "last.pt"
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state["config"] != dataclasses.asdict(cfg) | {"data": list(cfg.data)}:
+            logger.warning("Resuming %s with a changed config", checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, result.losses = state["step"], state["losses"]
+        logger.info("Resumed from %s at step %d", checkpoint, step)
+
+    ddp = DistributedDataParallel(model) if world > 1 else model
+    augment = EmojiAugment() if cfg.augment else None
+    dataset = ImageCaptionDataset(records, model.processor, augment=augment, seed=cfg.seed)
+    per_epoch = len(records) // cfg.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"{len(records)} training pairs can't fill one batch of {cfg.batch_size}")
+    local = cfg.batch_size // world
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    started, samples = time.perf_counter(), 0
+    last = min(cfg.steps, stop_at or cfg.steps)
+    while step < last:
+        epoch, offset = divmod(step, per_epoch)
+        dataset.set_epoch(epoch)
+        batches = [b[rank * local: (rank + 1) * local] for b in epoch_batches(len(records), cfg.batch_size,
+                                                                              cfg.seed, epoch)[offset:]]
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate,
+                            persistent_workers=False)
+        for pixels, captions in loader:
+            if step >= last:
+                break
+            input_ids = model.tokenize(captions)
+            with autocast:
+                image, text = ddp(pixels.to(device), input_ids.to(device))
+            loss = contrastive_loss(cfg, model, image.float(), text.float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            samples += cfg.batch_size
+            value = loss.detach()
+            if world > 1:
+                dist.all_reduce(value, op=dist.ReduceOp.AVG)
+            result.losses[step] = value.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{value.item():.4f}", t=f"{model.logit_scale.exp().item():.2f}",
+                            b=f"{model.logit_bias.item():.2f}",
+                            samples_s=f"{samples / (time.perf_counter() - started):.0f}")
+            if rank == 0 and (step % cfg.save_every == 0 or step == last):
+                save_atomically({
+                    "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "losses": result.losses,
+                    "config": dataclasses.asdict(cfg) | {"data": list(cfg.data)},
+                }, checkpoint)
+    bar.close()
+    if rank == 0 and step == cfg.steps:
+        model.save_pretrained(result.model_dir)
+    if dist.is_initialized():
+        dist.barrier()
+    return result
+
+
+def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:
+    return torch.stack([pixels for pixels, _ in items]), [caption for _, caption in items]
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int | None]:
+    """(TrainConfig from an optional JSON --config file overridden by flags named after its fields, --stop-at)."""
+    parser = argparse.ArgumentParser(prog="python -m vlm_vision.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
+    parser.add_argument("--stop-at", type=int, help="end this run after this step (resume later)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "data":
+            parser.add_argument(flag, nargs="+", default=None, help="caption files or class folders")
+        elif f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, type={"int": int, "float": float}.get(f.type, str), default=None)
+    args = vars(parser.parse_args(argv))
+    stop_at = args.pop("stop_at")
+    config_file = args.pop("config")
+    values = json.loads(config_file.read_text()) if config_file else {}
+    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise SystemExit(f"error: unknown keys in --config: {sorted(unknown)}")
+    values |= {k: v for k, v in args.items() if v is not None}
+    values["data"] = tuple(values.get("data", ()))
+    try:
+        return TrainConfig(**values), stop_at
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg, stop_at = parse_args(argv)
+    result = train(cfg, stop_at=stop_at)
+    if (not dist.is_initialized() or dist.get_rank() == 0) and result.model_dir.is_dir():
+        print(f"model saved to {result.model_dir}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
