@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -127,12 +128,17 @@ def test_torchrun_two_processes_match_one(shapes_data, tmp_path):
     cfg = tiny_config(shapes_data, tmp_path / "two", steps=4)
     (tmp_path / "run.json").write_text(json.dumps(dataclasses.asdict(cfg) | {"data": list(cfg.data)}))
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-         "-m", "vlm_vision.train", "--config", str(tmp_path / "run.json")],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(free_port()), "-m", "vlm_vision.train", "--config", str(tmp_path / "run.json")]
+    # A session of its own, so that a timeout kills torchrun's workers too, not only torchrun.
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            _, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert process.returncode == 0, stderr[-3000:]
     state = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
     for step in range(1, 5):
         assert state["losses"][step] == pytest.approx(single.losses[step], abs=1e-5), step

@@ -6,10 +6,13 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .errors import CheckpointError, ImageLoadError
+from .hub import DEFAULT_MODEL
 
-CLASSIFY_EXAMPLE = """example:
+CLASSIFY_EXAMPLE = """examples:
+  python -m vlm_vision classify data/samples/red_heart.png --labels "red heart, blue heart, pizza"
   python -m vlm_vision classify photo.jpg --labels "cat, dog, a red apple" \\
       --model google/siglip-base-patch16-224
 
@@ -33,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     classify.add_argument("--labels", action="append", required=True,
                           help="comma-separated labels; repeat the option to add more")
-    classify.add_argument("--model", required=True,
-                          help="Hub id (e.g. google/siglip-base-patch16-224) or a local SigLIP checkpoint folder")
+    classify.add_argument("--model", default=None,
+                          help="Hub id (e.g. google/siglip-base-patch16-224) or a local SigLIP checkpoint folder "
+                               "(default: the embedded emoji model in data/models/siglip-emoji)")
     classify.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     classify.add_argument("--template", default=None, help='prompt with {} for the label (default: '
                                                            '"This is a photo of {}.")')
@@ -45,13 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_model() -> Path:
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        raise CheckpointError(
+            f"The embedded default model is not at {DEFAULT_MODEL} (it ships with the source checkout, "
+            f"not with a wheel): pass --model, e.g. --model google/siglip-base-patch16-224"
+        )
+    return DEFAULT_MODEL
+
+
 def classify(args: argparse.Namespace) -> None:
     from .dual_encoder import DEFAULT_TEMPLATE, DualEncoder
 
     labels = split_labels(args.labels)
     if not labels:
         raise ValueError("--labels has no non-empty label; give e.g. --labels \"cat, dog\"")
-    model = DualEncoder.from_pretrained(args.model, dtype=args.dtype, device=args.device, revision=args.revision)
+    model = DualEncoder.from_pretrained(args.model or default_model(), dtype=args.dtype, device=args.device,
+                                        revision=args.revision)
     for image in args.images:
         ranked = model.classify(image, labels, template=args.template or DEFAULT_TEMPLATE)[: args.top]
         if args.json:

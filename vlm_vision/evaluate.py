@@ -1,6 +1,7 @@
 """Zero-shot classification and text-to-image retrieval metrics for a DualEncoder.
 
-    python -m vlm_vision.evaluate --model data/models/siglip-emoji --data corpus/twitter/captions.jsonl
+    python -m vlm_vision.evaluate --model data/models/siglip-emoji --data data/emoji-eval/twitter/captions.jsonl \\
+        --classes data/emoji-eval/labels.txt
 
 Class embeddings average the normalised text embeddings of several prompt
 templates and renormalise, as open_clip's `build_zero_shot_classifier` does.
@@ -53,34 +54,45 @@ def recall_at(scores: torch.Tensor, targets: torch.Tensor, k: int) -> float:
 def zero_shot(model: DualEncoder, images: Sequence[str | Path], labels: Sequence[str],
               class_names: Sequence[str] | None = None, templates: Sequence[str] = EMOJI_TEMPLATES,
               batch_size: int = 256) -> ZeroShotResult:
-    """Classify `images` among `class_names` (default: the distinct `labels`) and retrieve images by class prompt.
+    """Classify `images` among `class_names` (default: the distinct `labels`) and retrieve images by class prompt."""
+    class_names, targets = class_targets(labels, class_names)
+    image_emb = model.encode_images(list(images), batch_size=batch_size)  # (N, D)
+    return metrics(image_emb, class_embeddings(model, class_names, templates), targets)
 
-    Text-to-image recall uses one image per class (the first image of each class),
-    so it is well defined when classes have several images.
-    """
-    if len(images) != len(labels) or not images:
-        raise ValueError(f"Need as many labels as images, and at least one: {len(images)} images, {len(labels)} labels")
+
+def class_targets(labels: Sequence[str], class_names: Sequence[str] | None = None) -> tuple[list[str], torch.Tensor]:
+    """(class names, each label's class index); class names default to the distinct labels in order."""
+    if not labels:
+        raise ValueError("Need at least one labelled image")
     class_names = list(dict.fromkeys(labels)) if class_names is None else list(class_names)
     index = {name: i for i, name in enumerate(class_names)}
     missing = sorted(set(labels) - set(index))
     if missing:
         raise ValueError(f"{len(missing)} labels are not among the class names, e.g. {missing[:5]}")
-    targets = torch.tensor([index[label] for label in labels])
-    image_emb = model.encode_images(list(images), batch_size=batch_size)  # (N, D)
-    classes = class_embeddings(model, class_names, templates)  # (C, D)
-    scores = image_emb @ classes.T  # (N, C)
-    first = {}
-    for i, label in enumerate(labels):
-        first.setdefault(index[label], i)
+    return class_names, torch.tensor([index[label] for label in labels])
+
+
+def metrics(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor) -> ZeroShotResult:
+    """Top-1/5 of images (N, D) among classes (C, D), and text-to-image recall.
+
+    Text-to-image recall uses one image per class (the first image of each class),
+    so it is well defined when classes have several images.
+    """
+    if len(image_emb) != len(targets):
+        raise ValueError(f"{len(image_emb)} image embeddings but {len(targets)} targets")
+    scores = image_emb @ class_emb.T  # (N, C)
+    first: dict[int, int] = {}
+    for i, c in enumerate(targets.tolist()):
+        first.setdefault(c, i)
     queried = torch.tensor(sorted(first))  # classes that have an image
     image_of = torch.tensor([first[c] for c in queried.tolist()])
-    text_scores = classes[queried] @ image_emb[image_of].T  # (Q, Q): class prompts against one image each
+    text_scores = class_emb[queried] @ image_emb[image_of].T  # (Q, Q): class prompts against one image each
     diagonal = torch.arange(len(queried))
     return ZeroShotResult(
         top1=recall_at(scores, targets, 1), top5=recall_at(scores, targets, 5),
         text_to_image_r1=recall_at(text_scores, diagonal, 1), text_to_image_r5=recall_at(text_scores, diagonal, 5),
         text_to_image_r10=recall_at(text_scores, diagonal, 10),
-        num_images=len(images), num_classes=len(class_names),
+        num_images=len(image_emb), num_classes=len(class_emb),
     )
 
 
@@ -89,10 +101,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m vlm_vision.evaluate", description="Zero-shot top-1/top-5 and text-to-image recall.",
-        epilog="example:\n  python -m vlm_vision.evaluate --model runs/emoji/model "
-               "--data corpus/twitter/captions.jsonl", formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog="examples:\n  python -m vlm_vision.evaluate --model runs/emoji/model --data CORPUS/twitter/captions.jsonl\n"
+               "  python -m vlm_vision.evaluate --model data/models/siglip-emoji "
+               "--data data/emoji-eval/twitter/captions.jsonl --classes data/emoji-eval/labels.txt",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="SigLIP checkpoint folder or Hub id")
     parser.add_argument("--data", required=True, nargs="+", help="caption files (.jsonl/.csv) or class folders")
+    parser.add_argument("--classes", type=Path, default=None,
+                        help="text file with one class name per line (default: the distinct labels of --data)")
     parser.add_argument("--templates", nargs="+", default=list(EMOJI_TEMPLATES), help="prompts with {}")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -102,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print("error: no labelled images in --data", file=sys.stderr)
         return 2
+    classes = None
+    if args.classes:
+        classes = [line.strip() for line in args.classes.read_text(encoding="utf-8").splitlines() if line.strip()]
     model = DualEncoder.from_pretrained(args.model)
-    result = zero_shot(model, [r.path for r in records], [r.label for r in records], templates=args.templates)
+    result = zero_shot(model, [r.path for r in records], [r.label for r in records], class_names=classes,
+                       templates=args.templates)
     if args.json:
         print(json.dumps(asdict(result)))
     else:

@@ -30,6 +30,10 @@ from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
+# The embedded default: a small SigLIP trained by this project on open emoji artwork
+# (model card: data/models/siglip-emoji/README.md). It ships with the source checkout.
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "siglip-emoji"
+
 # What a SigLIP checkpoint needs; pickle weights are fetched only when allowed.
 _SAFE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 _PICKLE_PATTERNS = ["pytorch_model*.bin"]

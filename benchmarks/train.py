@@ -1,0 +1,142 @@
+"""Training throughput, and loss-only cost of the sigmoid vs the softmax loss.
+
+    python benchmarks/train.py                 # both parts
+    python benchmarks/train.py --part step     # training samples/s: ours vs transformers' SiglipModel
+    python benchmarks/train.py --part loss --batch-sizes 1024 4096 16384
+
+Part "step": one optimizer step (forward, loss, backward, AdamW) of the default
+training config (TrainConfig defaults as overridden by --width etc.) on random
+64-px images, for our DualEncoder and for transformers' SiglipModel with the
+same weights and the same loss, interleaved; prints samples/s and the ratio.
+
+Part "loss": the loss alone (forward + backward on random normalised
+embeddings, D = 192) at each batch size, each in a fresh subprocess so that its
+peak resident memory (ru_maxrss) is its own; prints milliseconds and MiB above
+the process's baseline, and the softmax/sigmoid ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def time_loss(name: str, batch: int, dim: int, repeats: int) -> tuple[float, float]:
+    """(median ms, peak MiB above baseline) of forward + backward of one loss."""
+    from vlm_vision import losses
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    generator = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(batch, dim, generator=generator), dim=-1).requires_grad_()
+    text = torch.nn.functional.normalize(torch.randn(batch, dim, generator=generator), dim=-1).requires_grad_()
+    scale = torch.tensor([losses.INIT_LOGIT_SCALE], requires_grad=True)
+    bias = torch.tensor([losses.INIT_LOGIT_BIAS], requires_grad=True)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        if name == "sigmoid":
+            loss = losses.sigmoid_loss(image, text, scale, bias)
+        else:
+            loss = losses.softmax_loss(image, text, scale)
+        loss.backward()
+        times.append(time.perf_counter() - start)
+        image.grad = text.grad = scale.grad = bias.grad = None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return statistics.median(times) * 1000, (peak - baseline) / 1024
+
+
+def loss_part(batch_sizes: list[int], dim: int, repeats: int) -> None:
+    print("| batch | sigmoid ms | softmax ms | ms ratio softmax/sigmoid | sigmoid peak MiB | softmax peak MiB |")
+    print("|---|---|---|---|---|---|")
+    for batch in batch_sizes:
+        row = {}
+        for name in ("sigmoid", "softmax"):
+            done = subprocess.run([sys.executable, __file__, "--one-loss", name, str(batch), str(dim), str(repeats)],
+                                  capture_output=True, text=True, check=True)
+            row[name] = [float(x) for x in done.stdout.split()]
+        (s_ms, s_mib), (x_ms, x_mib) = row["sigmoid"], row["softmax"]
+        print(f"| {batch} | {s_ms:.1f} | {x_ms:.1f} | {x_ms / s_ms:.2f} | {s_mib:.0f} | {x_mib:.0f} |", flush=True)
+
+
+def step_part(min_time: float) -> None:
+    from transformers import SiglipConfig, SiglipModel
+
+    from vlm_vision import losses
+    from vlm_vision.convert import ours_to_hf
+    from vlm_vision.train import TrainConfig, build_model, build_optimizer
+
+    class _Tokenizer:  # the step benchmark feeds token ids directly; only the size matters
+        pad_token_id, eos_token_id = 0, 1
+
+        def __len__(self) -> int:
+            return 4000
+
+    cfg = TrainConfig(data=("unused",), vision_width=192, vision_heads=3, vision_mlp=768, text_width=192,
+                      text_heads=3, text_mlp=768)
+    ours = build_model(cfg, _Tokenizer()).train()
+    hf = SiglipModel(SiglipConfig(vision_config=ours.vision.config.to_hf_dict(),
+                                  text_config=ours.text.config.to_dict())).train()
+    hf.vision_model.load_state_dict(ours_to_hf(ours.vision.state_dict(), ours.vision.config))
+    hf.text_model.load_state_dict(ours.text.state_dict())
+    batch = cfg.batch_size
+    pixels = torch.randn(batch, 3, cfg.image_size, cfg.image_size)
+    ids = torch.randint(2, 4000, (batch, cfg.context_length))
+
+    def ours_step(optimizer=build_optimizer(ours, cfg)) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            image, text = ours(pixels, ids)
+        loss = losses.sigmoid_loss(image, text, ours.logit_scale, ours.logit_bias)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def hf_step(optimizer=torch.optim.AdamW(hf.parameters(), lr=1e-3)) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = hf(input_ids=ids, pixel_values=pixels, return_loss=True)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+
+    times: dict[str, list[float]] = {"ours": [], "transformers": []}
+    for step in (ours_step, hf_step):  # warm-up
+        step()
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_time or min(map(len, times.values())) < 3:
+        for name, step in (("ours", ours_step), ("transformers", hf_step)):
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    ours_sps, hf_sps = (batch / statistics.median(times[n]) for n in ("ours", "transformers"))
+    print(f"| default config (D 192, 64 px, batch {batch}, bf16 autocast) | {ours_sps:.1f} | {hf_sps:.1f} | "
+          f"{ours_sps / hf_sps:.3f} |")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--one-loss":
+        name, batch, dim, repeats = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        print(*time_loss(name, batch, dim, repeats))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["step", "loss", "both"], default="both")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--dim", type=int, default=192)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-time", type=float, default=30.0)
+    args = parser.parse_args()
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.part in ("step", "both"):
+        print("| what | ours samples/s | transformers samples/s | ratio |")
+        print("|---|---|---|---|")
+        step_part(args.min_time)
+    if args.part in ("loss", "both"):
+        loss_part(args.batch_sizes, args.dim, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
