@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup test bench clean
+.PHONY: setup test demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The main job on the embedded default model, offline: zero-shot classify sample images.
+demo: setup
+	$(BIN)/python -m vlm_vision classify data/samples/red_heart.png data/samples/pizza.png \
+		--labels "red heart, blue heart, pizza, rocket, thumbs up" --template "{}"
 
 bench: setup
 	$(BIN)/python benchmarks/vision_tower.py

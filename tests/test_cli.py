@@ -63,8 +63,15 @@ def test_module_entry_point_and_help_example(tiny_siglip, image):
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "vlm_vision", "classify", "--help"], capture_output=True, text=True,
                           env=env, timeout=120)
-    assert done.returncode == 0 and "example:" in done.stdout and "--model" in done.stdout
+    assert done.returncode == 0 and "examples:" in done.stdout and "--model" in done.stdout
     done = subprocess.run([sys.executable, "-m", "vlm_vision", "classify", str(image), "--labels", "cat, dog",
                            "--model", str(tiny_siglip[0])], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == str(image) and len(done.stdout.splitlines()) == 3
+
+
+def test_embedded_default_model_is_used_without_model(capsys):
+    sample = ROOT / "data" / "samples" / "red_heart.png"
+    assert main(["classify", str(sample), "--labels", "pizza, red heart, rocket", "--template", "{}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split(maxsplit=1)[1] == "red heart"
