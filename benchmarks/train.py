@@ -18,7 +18,6 @@ the process's baseline, and the softmax/sigmoid ratios.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,12 +30,12 @@ def time_loss(name: str, batch: int, dim: int, repeats: int) -> tuple[float, flo
     """(median ms, peak MiB above baseline) of forward + backward of one loss."""
     from vlm_vision import losses
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     generator = torch.Generator().manual_seed(0)
     image = torch.nn.functional.normalize(torch.randn(batch, dim, generator=generator), dim=-1).requires_grad_()
     text = torch.nn.functional.normalize(torch.randn(batch, dim, generator=generator), dim=-1).requires_grad_()
     scale = torch.tensor([losses.INIT_LOGIT_SCALE], requires_grad=True)
     bias = torch.tensor([losses.INIT_LOGIT_BIAS], requires_grad=True)
+    baseline = _reset_peak_rss()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -47,8 +46,22 @@ def time_loss(name: str, batch: int, dim: int, repeats: int) -> tuple[float, flo
         loss.backward()
         times.append(time.perf_counter() - start)
         image.grad = text.grad = scale.grad = bias.grad = None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return statistics.median(times) * 1000, (peak - baseline) / 1024
+    return statistics.median(times) * 1000, (_status_kib("VmHWM") - baseline) / 1024
+
+
+def _status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in KiB."""
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> int:
+    """Reset the peak resident size (VmHWM) to the current one (Linux >= 4.0) and return it in KiB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS")
 
 
 def loss_part(batch_sizes: list[int], dim: int, repeats: int) -> None:

@@ -190,9 +190,10 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
 
     step, result = 0, TrainResult(model_dir=out / "model")
     checkpoint = out / "checkpoints" / "last.pt"
+    config_dict = dataclasses.asdict(cfg) | {"data": list(cfg.data)}  # as saved: plain lists, loadable weights_only
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state["config"] != dataclasses.asdict(cfg) | {"data": list(cfg.data)}:
+        if state["config"] != config_dict:
             logger.warning("Resuming %s with a changed config", checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -244,8 +245,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
             if rank == 0 and (step % cfg.save_every == 0 or step == last):
                 save_atomically({
                     "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "losses": result.losses,
-                    "config": dataclasses.asdict(cfg) | {"data": list(cfg.data)},
+                    "scheduler": scheduler.state_dict(), "losses": result.losses, "config": config_dict,
                 }, checkpoint)
     bar.close()
     if rank == 0 and step == cfg.steps:
