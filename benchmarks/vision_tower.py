@@ -18,15 +18,13 @@ import time
 import torch
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from vlm_vision import PRESETS, VisionConfig, VisionTransformer
-from vlm_vision.convert import hf_to_ours
+from vlm_vision import PRESETS, VisionTransformer
 
 
 def build_pair(preset: str, attn: str) -> tuple[SiglipVisionModel, VisionTransformer]:
     config = PRESETS[preset]
     hf = SiglipVisionModel(SiglipVisionConfig(**config.to_hf_dict(), attn_implementation=attn)).eval()
-    ours = VisionTransformer(VisionConfig.from_hf_dict(config.to_hf_dict())).eval()
-    ours.load_state_dict(hf_to_ours(hf.state_dict(), config))
+    ours = VisionTransformer.from_hf_state_dict(hf.state_dict(), config).eval()
     ours.set_attn_implementation(attn)
     return hf, ours
 

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel
 
 from .config import VisionConfig
-from .convert import check_keys, hf_to_ours, mismatch_message, ours_to_hf
+from .convert import check_keys, mismatch_message
 from .errors import CheckpointError
 from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json
 from .losses import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE
@@ -103,7 +103,7 @@ class DualEncoder(nn.Module):
     @torch.inference_mode()
     def logits(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """(B, T) logits, equal to transformers' `SiglipModel(...).logits_per_image`."""
-        return self.scale_and_bias(self.encode_images(images) @ self.encode_texts(texts).T).cpu()
+        return self.scale_and_bias(self.encode_images(images) @ self.encode_texts(texts).T)
 
     def classify(self, image: ImageInput, labels: Sequence[str],
                  template: str = DEFAULT_TEMPLATE) -> list[tuple[str, float]]:
@@ -141,9 +141,7 @@ class DualEncoder(nn.Module):
             )
         state = load_weights(weight_files(folder, allow_pickle), allow_pickle=allow_pickle)
         vision_config = VisionConfig.from_hf_dict(raw)
-        with torch.device("meta"):
-            vision = VisionTransformer(vision_config)
-        vision.load_state_dict(hf_to_ours(state, vision_config), strict=True, assign=True)
+        vision = VisionTransformer.from_hf_state_dict(state, vision_config)
         text = SiglipTextModel(SiglipTextConfig.from_dict(raw.get("text_config", {})))
         _load_text_tower(text, state)
         for key in ("logit_scale", "logit_bias"):
@@ -158,7 +156,7 @@ class DualEncoder(nn.Module):
         """Write a transformers `SiglipModel` checkpoint: config, weights, tokenizer and preprocessor config."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {f"vision_model.{k}": v for k, v in ours_to_hf(self.vision.state_dict(), self.vision.config).items()}
+        state = self.vision.hf_state_dict()
         state |= {f"text_model.{k}": v.contiguous() for k, v in self.text.state_dict().items()}
         state |= {"logit_scale": self.logit_scale.detach(), "logit_bias": self.logit_bias.detach()}
         save_file(state, folder / "model.safetensors", metadata={"format": "pt"})

@@ -201,19 +201,27 @@ class VisionTransformer(nn.Module):
                     f"pass config=VisionConfig(...) (see vlm_vision.PRESETS)."
                 )
             config = VisionConfig.from_hf_dict(raw)
-        state = hf_to_ours(load_weights(files, allow_pickle=allow_pickle), config)
+        model = cls.from_hf_state_dict(load_weights(files, allow_pickle=allow_pickle), config)
+        return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()
+
+    @classmethod
+    def from_hf_state_dict(cls, state: dict[str, torch.Tensor], config: VisionConfig) -> VisionTransformer:
+        """A tower holding transformers-format weights (strictly checked), built without random init."""
+        ours = hf_to_ours(state, config)
         with torch.device("meta"):
             model = cls(config)
-        model.load_state_dict(state, strict=True, assign=True)
-        return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()
+        model.load_state_dict(ours, strict=True, assign=True)
+        return model
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """Our weights under transformers' keys, `vision_model.`-prefixed as SigLIP checkpoints store them."""
+        return {f"vision_model.{k}": v for k, v in ours_to_hf(self.state_dict(), self.config).items()}
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write config.json and model.safetensors that transformers' `SiglipVisionModel` loads."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = ours_to_hf(self.state_dict(), self.config)
-        save_file({f"vision_model.{k}": v for k, v in state.items()}, folder / "model.safetensors",
-                  metadata={"format": "pt"})
+        save_file(self.hf_state_dict(), folder / "model.safetensors", metadata={"format": "pt"})
         write_json(folder / "config.json", self.config.to_hf_dict())
 
 
