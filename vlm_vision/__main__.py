@@ -6,10 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from .errors import CheckpointError, ImageLoadError
-from .hub import DEFAULT_MODEL
+from .hub import default_model
 
 CLASSIFY_EXAMPLE = """examples:
   python -m vlm_vision classify data/samples/red_heart.png --labels "red heart, blue heart, pizza"
@@ -48,14 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print one JSON object per image")
     return parser
 
-
-def default_model() -> Path:
-    if not (DEFAULT_MODEL / "config.json").is_file():
-        raise CheckpointError(
-            f"The embedded default model is not at {DEFAULT_MODEL} (it ships with the source checkout, "
-            f"not with a wheel): pass --model, e.g. --model google/siglip-base-patch16-224"
-        )
-    return DEFAULT_MODEL
 
 
 def classify(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel, SiglipTokenizer
 
 from .config import VisionConfig
 from .convert import check_keys, mismatch_message
@@ -51,6 +51,7 @@ class DualEncoder(nn.Module):
         self.processor = processor
         self.logit_scale = nn.Parameter(torch.tensor([float(logit_scale)]))
         self.logit_bias = nn.Parameter(torch.tensor([float(logit_bias)]))
+        self.name_or_path: str | None = None  # what from_pretrained was given, as transformers models record it
 
     @property
     def device(self) -> torch.device:
@@ -150,6 +151,7 @@ class DualEncoder(nn.Module):
                                       f"logit_bias")
         model = cls(vision, text, _load_tokenizer(folder), _load_processor(folder, vision_config),
                     state["logit_scale"].item(), state["logit_bias"].item())
+        model.name_or_path = str(name_or_path)
         return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -188,6 +190,9 @@ def _load_text_tower(text: SiglipTextModel, state: dict[str, torch.Tensor]) -> N
 def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     if not any((folder / name).is_file() for name in ("spiece.model", "tokenizer.json", "tokenizer_config.json")):
         raise CheckpointError(f"{folder} has no tokenizer files (spiece.model or tokenizer.json)")
+    if (read_json(folder, "tokenizer_config.json") or {}).get("tokenizer_class") == "SiglipTokenizer":
+        # Direct: AutoTokenizer would first build a SiglipConfig, which warns about its own default token ids.
+        return SiglipTokenizer.from_pretrained(folder)
     return AutoTokenizer.from_pretrained(folder)
 
 

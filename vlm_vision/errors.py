@@ -15,4 +15,11 @@ class CheckpointError(ValueError):
 
 
 class ImageLoadError(OSError):
-    """An image file can't be opened or decoded (corrupt, truncated, not an image, too large)."""
+    """An image file can't be opened or decoded (corrupt, truncated, not an image, too large).
+
+    `reason` is the cause alone, without the file name, for lists that already show the path.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message

@@ -34,6 +34,18 @@ logger = logging.getLogger(__name__)
 # (model card: data/models/siglip-emoji/README.md). It ships with the source checkout.
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "siglip-emoji"
 
+
+
+def default_model() -> Path:
+    """The embedded default model's folder, or CheckpointError saying what to pass instead."""
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        raise CheckpointError(
+            f"The embedded default model is not at {DEFAULT_MODEL} (it ships with the source checkout, "
+            f"not with a wheel): pass --model, e.g. --model google/siglip-base-patch16-224"
+        )
+    return DEFAULT_MODEL
+
+
 # What a SigLIP checkpoint needs; pickle weights are fetched only when allowed.
 _SAFE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 _PICKLE_PATTERNS = ["pytorch_model*.bin"]

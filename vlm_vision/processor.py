@@ -10,6 +10,7 @@ from and written to the HF `preprocessor_config.json`, so they travel with the w
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -38,24 +39,28 @@ _METADATA_KEYS = {"image_processor_type", "processor_class", "feature_extractor_
 _PLAIN_KEYS = {"resample", "rescale_factor", "do_resize", "do_rescale", "do_normalize", "do_convert_rgb"}
 
 
-def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               data: bytes | None = None) -> Image.Image:
     """Open and fully decode an image file, EXIF orientation applied, in its own mode.
 
     Decoding happens here (not lazily) so that truncated or corrupt files fail at
     this line with the file's name, instead of deep inside a later resize.
+    `data`, when given, is the file's content already read (the photo index reads
+    each file once, to hash and decode it); `path` then only names it in errors.
     """
     path = Path(path)
 
     def fail(reason: str) -> ImageLoadError:
-        return ImageLoadError(f"Can't load image {str(path)!r}: {reason}")
+        return ImageLoadError(f"Can't load image {str(path)!r}: {reason}", reason)
 
-    if path.is_file() and path.stat().st_size == 0:
+    empty = len(data) == 0 if data is not None else path.is_file() and path.stat().st_size == 0
+    if empty:
         raise fail("the file is empty (0 bytes)")
     try:
         # PIL warns above its global limit; our own max_pixels check below decides instead.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(io.BytesIO(data) if data is not None else path)
     except FileNotFoundError as e:
         raise fail("no such file") from e
     except IsADirectoryError as e:
