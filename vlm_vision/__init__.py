@@ -3,6 +3,7 @@
 from .config import PRESETS, VisionConfig
 from .errors import CheckpointError, ImageLoadError
 from .processor import ImageProcessor, load_image
+from .projector import Projector, ProjectorConfig, select_features
 from .vision_transformer import VisionOutput, VisionTransformer
 
 __all__ = [
@@ -11,17 +12,25 @@ __all__ = [
     "DualEncoder",
     "ImageLoadError",
     "ImageProcessor",
+    "Projector",
+    "ProjectorConfig",
     "VisionConfig",
     "VisionOutput",
+    "VisionLanguageModel",
     "VisionTransformer",
     "load_image",
+    "select_features",
 ]
 
 
 def __getattr__(name: str):
-    # DualEncoder imports transformers' text tower (seconds to import): load it on first use only.
+    # These import transformers (seconds to import): load them on first use only.
     if name == "DualEncoder":
         from .dual_encoder import DualEncoder
 
         return DualEncoder
+    if name == "VisionLanguageModel":
+        from .vlm import VisionLanguageModel
+
+        return VisionLanguageModel
     raise AttributeError(f"module 'vlm_vision' has no attribute {name!r}")
