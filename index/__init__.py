@@ -1,0 +1,26 @@
+"""Photo index: encode photo folders with a SigLIP model into FAISS + SQLite, and search them.
+
+Command line: `python -m index build FOLDER`, `python -m index search "a dog"`;
+Python: `index.PhotoIndex`.
+"""
+
+from .build import BuildProgress, BuildSummary
+from .db import IndexedFile, ModelInfo, SkippedFile
+from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
+from .photo_index import IndexStats, PhotoIndex, SearchHit, default_db_path
+
+__all__ = [
+    "BuildLockedError",
+    "BuildProgress",
+    "BuildSummary",
+    "IndexNotFoundError",
+    "IndexStats",
+    "IndexedFile",
+    "ModelInfo",
+    "ModelMismatchError",
+    "PhotoIndex",
+    "SchemaError",
+    "SearchHit",
+    "SkippedFile",
+    "default_db_path",
+]

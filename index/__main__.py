@@ -1,0 +1,176 @@
+"""Command line: `python -m index build|search|stats|errors` (each has --help with examples)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from vlm_vision.errors import CheckpointError, ImageLoadError
+
+from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
+from .photo_index import PhotoIndex
+
+DB_HELP = ("index database file (default: $VLM_INDEX_DB, else ~/.local/share/vlm-vision/index.db). "
+           "Put it inside the photo folder (e.g. --db ~/Photos/.vlm-index.db) and the index moves with the photos")
+MODEL_HELP = ("Hub id (e.g. google/siglip-base-patch16-224) or local SigLIP checkpoint folder (default: the model "
+              "the index was built with; for a new index the embedded emoji model)")
+
+BUILD_EXAMPLE = """examples:
+  python -m index build data/samples --db /tmp/samples.db
+  python -m index build ~/Pictures ~/Phone --model google/siglip-base-patch16-224 --dtype bfloat16
+
+Incremental: unchanged files (same size and mtime) are not read again, renamed
+and duplicated files reuse their vectors, deleted files leave the index. Files
+that can't be indexed are skipped and listed (`python -m index errors`)."""
+
+SEARCH_EXAMPLE = """examples:
+  python -m index search "red apple" --db /tmp/samples.db
+  python -m index search "a dog on the beach" -k 20 --under ~/Pictures/2024
+  python -m index search --image ~/Pictures/cat.jpg --not "indoors" --json
+
+Scores are cosine similarities between the query and each image."""
+
+STATS_EXAMPLE = """example:
+  python -m index stats --db /tmp/samples.db"""
+
+ERRORS_EXAMPLE = """example:
+  python -m index errors --db /tmp/samples.db"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m index", description="Search photo folders with SigLIP.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=example,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--db", default=None, help=DB_HELP)
+        return sub
+
+    build = command("build", "index the images under photo folders, or bring an index up to date", BUILD_EXAMPLE)
+    build.add_argument("folders", nargs="+", metavar="FOLDER", help="folders to index (recursively)")
+    build.add_argument("--model", default=None, help=MODEL_HELP)
+    build.add_argument("--batch-size", type=int, default=32, help="images per model call and per commit (32)")
+    build.add_argument("--workers", type=int, default=None,
+                       help="decoding processes beside the model (default: CPU cores - 1, at most 8; 0: none)")
+    build.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    build.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    build.add_argument("--index-type", default=None, choices=["auto", "flat", "hnsw", "ivf"],
+                       help="FAISS index (default auto: exact flat while small, approximate when large)")
+    build.add_argument("--max-pixels", type=int, default=None,
+                       help="skip images with more pixels than this, as possible decompression bombs (100 million)")
+
+    search = command("search", "find the images that best match a text and/or an image", SEARCH_EXAMPLE)
+    search.add_argument("query", nargs="?", default=None, help="text query")
+    search.add_argument("--image", default=None, help="image file to search by (alone or with the text)")
+    search.add_argument("--not", dest="negative", action="append", default=None,
+                        help="text to steer away from (repeatable)")
+    search.add_argument("-k", type=int, default=10, help="number of results (10)")
+    search.add_argument("--under", default=None, help="only results inside this folder")
+    search.add_argument("--model", default=None, help=MODEL_HELP)
+    search.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    search.add_argument("--json", action="store_true", help='print JSON lines {"path": ..., "score": ...}')
+
+    stats = command("stats", "show what an index holds: files, vectors, model, index type, sizes", STATS_EXAMPLE)
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+
+    errors = command("errors", "list the files the builds skipped, with the reason for each", ERRORS_EXAMPLE)
+    errors.add_argument("--json", action="store_true", help='print JSON lines {"path": ..., "reason": ...}')
+    return parser
+
+
+def run_build(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .photos import DEFAULT_MAX_PIXELS
+
+    index = PhotoIndex(args.db, args.model, device=args.device, dtype=args.dtype, create=True)
+    bar = None
+
+    def progress(p) -> None:
+        nonlocal bar
+        if bar is None:  # created once the scan is done: the model load and the scan don't count in its rate
+            bar = tqdm(total=p.total, unit="file", dynamic_ncols=True, desc="indexing", smoothing=0)
+        bar.update(p.done - bar.n)
+        if p.done:
+            bar.set_postfix_str(f"{p.encoded / p.seconds:.1f} images/s encoded", refresh=False)
+
+    with index:
+        summary = index.build(args.folders, batch_size=args.batch_size, workers=args.workers,
+                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, index_type=args.index_type,
+                              progress=progress)
+        if bar is not None:
+            bar.close()
+        print(f"{summary.added} added, {summary.updated} updated, {summary.reused} reused, {summary.removed} removed, "
+              f"{summary.skipped} skipped, {summary.unchanged} unchanged; {summary.encoded} images encoded in "
+              f"{summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s).")
+        for skipped in summary.skipped_files[:20]:
+            print(f"  skipped {skipped.path}: {skipped.reason}")
+        if len(summary.skipped_files) > 20:
+            print(f"  ... and {len(summary.skipped_files) - 20} more")
+        if summary.skipped:
+            print(f"All skipped files and reasons: python -m index errors --db {index.db.path}")
+        print(f"Index: {index.db.path}")
+
+
+def run_search(args: argparse.Namespace) -> None:
+    with PhotoIndex(args.db, args.model, device=args.device) as index:
+        hits = index.search(args.query, image=args.image, negative=args.negative, k=args.k, under=args.under)
+        for hit in hits:
+            print(json.dumps({"path": hit.path, "score": round(hit.score, 6)}) if args.json
+                  else f"{hit.score:.4f}  {hit.path}")
+        if not hits and not args.json:
+            print("No results.", file=sys.stderr)
+
+
+def run_stats(args: argparse.Namespace) -> None:
+    with PhotoIndex(args.db) as index:
+        s = index.stats()
+    model = s.model
+    if args.json:
+        print(json.dumps({
+            "db": s.db_path, "files": s.files, "vectors": s.vectors, "skipped": s.skipped, "roots": s.roots,
+            "model": model.name if model else None, "revision": model.revision if model else None,
+            "dim": model.dim if model else None, "index_type": s.index_type, "db_bytes": s.db_bytes,
+            "faiss_bytes": s.ann_bytes, "last_build": s.last_build}))
+        return
+    print(f"index:      {s.db_path} ({s.db_bytes / 1e6:.1f} MB, FAISS file {s.ann_bytes / 1e6:.1f} MB)")
+    print(f"files:      {s.files} indexed ({s.vectors} distinct), {s.skipped} skipped")
+    if model:
+        print(f"model:      {model.name}" + (f" @ {model.revision}" if model.revision else "") + f", dim {model.dim}")
+    print(f"FAISS:      {s.index_type or '-'}")
+    for root in s.roots:
+        print(f"folder:     {root}")
+    if s.last_build:
+        print("last build: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in s.last_build.items()))
+
+
+def run_errors(args: argparse.Namespace) -> None:
+    with PhotoIndex(args.db) as index:
+        for skipped in index.errors():
+            print(json.dumps({"path": skipped.path, "reason": skipped.reason}) if args.json
+                  else f"{skipped.path}: {skipped.reason}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"build": run_build, "search": run_search, "stats": run_stats, "errors": run_errors}
+    try:
+        commands[args.command](args)
+    except (BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError, CheckpointError, ImageLoadError,
+            FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted; everything committed so far is kept. Run the same build again to go on.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

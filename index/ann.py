@@ -1,0 +1,374 @@
+"""Approximate nearest-neighbour search over the photo embeddings, with FAISS.
+
+Vectors are float32 and L2-normalised, so inner product is cosine similarity.
+The SQLite database is the single source of truth for vectors: the FAISS index
+built here is derived from it, written to one file together with a stamp of the
+database state it was built from, and rebuilt whenever that stamp no longer
+matches or the file is damaged. That is also why HNSW's lack of `remove_ids`
+does not matter: deleting photos means rebuilding.
+
+Index types (every number below is from `benchmarks/index.py --part faiss`,
+recorded in benchmarks/README.md, "Photo index: FAISS level"):
+- "flat": exact search, IndexFlatIP in an IndexIDMap2.
+- "hnsw": IndexHNSWFlat in an IndexIDMap2.
+- "ivf":  IndexIVFScalarQuantizer (8 bits per dimension), ids stored in the
+          inverted lists themselves.
+
+File format (one file, so the stamp and the index can't disagree):
+    magic b"VLMANN01" | u32 stamp length | stamp (UTF-8) | u64 payload length |
+    u32 CRC-32 of the payload | payload (faiss.write_index bytes)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+
+# Flat search reads every vector once per query; single-query p95 on a 2-core
+# AMD EPYC (768-d) was 2.5 ms at 10k, 5.3 ms at 30k, 17.6 ms at 100k. Up to
+# 50k (about 9 ms) exact search fits the 10 ms budget and needs no training
+# or tuning; above it we switch to IVF.
+FLAT_MAX_N = 50_000
+
+# IVF: nlist = IVF_LISTS_PER_SQRT_N * sqrt(N). At 1M x 768, nlist 1000 with
+# SQ8 and nprobe 32 gave recall@10 0.98 at p95 3.7 ms, 0.77 GB, 38 s build;
+# nlist 4000 searched no better per ms and took ~4x longer to build.
+IVF_LISTS_PER_SQRT_N = 4.0
+IVF_ENCODING = "SQ8"  # 8-bit scalar quantiser: 1/4 of Flat's memory, recall 0.98 vs 0.99 at the same nprobe
+IVF_NPROBE = 32  # see above; nprobe 16 gave recall 0.95 at 1M, too close to the target
+IVF_MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
+IVF_TRAIN_POINTS_PER_LIST = 64  # k-means training sample; more didn't change recall at 1M
+IVF_MIN_LISTS = 8  # below this an IVF index is a slower flat index: build flat instead
+
+# HNSW: M 32, efConstruction 40 (faiss's defaults); efSearch 64 gave recall@10
+# 0.97 at p95 1.5 ms at 200k, but 3.3 GB at 1M and a build 20x slower than IVF.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 40
+HNSW_EF_SEARCH = 256
+
+# HNSW filters of up to this many ids are searched exactly, through the flat
+# storage under the graph: about 2.5 ms of flat scan (see FLAT_MAX_N) plus a
+# membership test per stored vector, where a graph search restricted to a small
+# subset finds few of its members.
+EXACT_FILTER_MAX = 20_000
+_HNSW_EF_FILTERED_MAX = 1024  # bounds a filtered HNSW search's widened beam (and its time)
+
+_BITMAP_MAX_BITS = 1 << 26  # ids up to 64M filter through a bitmap (8 MiB); larger ones through a hash set
+
+_MAGIC = b"VLMANN01"
+_STAMP_HEADER = struct.Struct("<8sI")  # magic, stamp length
+_PAYLOAD_HEADER = struct.Struct("<QI")  # payload length, CRC-32 of the payload
+_CHUNK = 1 << 22  # bytes read at a time when checking the CRC
+
+
+def choose_index_type(n: int) -> str:
+    """Index type for `n` vectors: exact "flat" while it meets the latency target, "ivf" above."""
+    if n < 0:
+        raise ValueError(f"Number of vectors must be >= 0, got {n}")
+    return "flat" if n <= FLAT_MAX_N else "ivf"
+
+
+def build_ann(vectors: np.ndarray, ids: np.ndarray, index_type: str = "auto") -> faiss.Index:
+    """An inner-product index over `vectors` (N, D) float32 that returns `ids` (N,) int64.
+
+    "auto" picks the type with `choose_index_type(N)`. N = 0 gives an empty,
+    searchable flat index.
+    """
+    if index_type != "auto" and index_type not in INDEX_TYPES:
+        raise ValueError(f"Unknown index type: {index_type!r}; expected one of {('auto',) + INDEX_TYPES}")
+    vectors, ids = _check_vectors(vectors, ids)
+    if index_type == "auto":
+        index_type = choose_index_type(len(vectors))
+    if index_type == "hnsw":
+        return _build_hnsw(vectors, ids)
+    if index_type == "ivf":
+        return _build_ivf(vectors, ids)
+    return _build_flat(vectors, ids)
+
+
+def search_ann(
+    index: faiss.Index, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`k` (scores (Q, k) float32, ids (Q, k) int64) of each query, best first.
+
+    Missing results (fewer than k vectors, or allowed) have id -1 and score -inf.
+    `allowed_ids` restricts the results to those ids; the search widens
+    (nprobe, efSearch) as the allowed fraction shrinks, so that recall holds.
+    """
+    return _search(index, queries, k, allowed_ids, ef_search=HNSW_EF_SEARCH, nprobe=IVF_NPROBE)
+
+
+def index_type_of(index: faiss.Index) -> str:
+    """"flat", "hnsw" or "ivf" for an index made by `build_ann` (or read by `read_ann`)."""
+    inner = _inner(index)
+    if isinstance(inner, faiss.IndexFlat):
+        return "flat"
+    if isinstance(inner, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(inner, faiss.IndexIVF):
+        return "ivf"
+    raise ValueError(f"Not an index made by build_ann: {type(inner).__name__}")
+
+
+def write_ann(index: faiss.Index, path: Path, stamp: str) -> None:
+    """Write `index` and `stamp` to `path` atomically: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    stamp_bytes = stamp.encode("utf-8")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_STAMP_HEADER.pack(_MAGIC, len(stamp_bytes)) + stamp_bytes)
+            payload_at = f.tell() + _PAYLOAD_HEADER.size
+            f.write(_PAYLOAD_HEADER.pack(0, 0))  # patched once the payload is written
+            crc = 0
+
+            def write_chunk(chunk: bytes) -> int:
+                nonlocal crc
+                crc = zlib.crc32(chunk, crc)
+                return f.write(chunk)
+
+            # Streams the index through a callback, so no second in-memory copy of it is made.
+            faiss.write_index(index, faiss.PyCallbackIOWriter(write_chunk))
+            length = f.tell() - payload_at
+            f.seek(payload_at - _PAYLOAD_HEADER.size)
+            f.write(_PAYLOAD_HEADER.pack(length, crc))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    logger.info("Wrote %s index of %d vectors to %s (%d bytes)", index_type_of(index), index.ntotal, path, length)
+
+
+def read_ann(path: Path, stamp: str) -> faiss.Index | None:
+    """The index at `path` if it was written with `stamp`; None, logging why, if missing, stale or damaged."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _read_open(f, path, stamp.encode("utf-8"))
+    except FileNotFoundError:
+        logger.info("No ANN index at %s; it will be built", path)
+    except OSError as e:
+        logger.warning("Can't read ANN index %s (%s); it will be rebuilt", path, e)
+    return None
+
+
+# --- building -------------------------------------------------------------------------
+
+
+def _check_vectors(vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`vectors` as C-contiguous float32 (N, D) and `ids` as int64 (N,), or ValueError saying what is wrong."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if vectors.ndim != 2 or vectors.shape[1] == 0:
+        raise ValueError(f"vectors must have shape (N, D) with D > 0, got {vectors.shape}")
+    if ids.shape != (len(vectors),):
+        raise ValueError(f"ids must have shape ({len(vectors)},) to match vectors, got {ids.shape}")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    if len(ids) and ids.min() < 0:
+        raise ValueError("ids must be >= 0 (-1 marks a missing result)")
+    return vectors, ids
+
+
+def _build_flat(vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+    index.add_with_ids(vectors, ids)
+    return index
+
+
+def _build_hnsw(
+    vectors: np.ndarray, ids: np.ndarray, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION
+) -> faiss.Index:
+    inner = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    inner.hnsw.efConstruction = ef_construction
+    index = faiss.IndexIDMap2(inner)
+    index.add_with_ids(vectors, ids)
+    return index
+
+
+def _ivf_nlist(n: int) -> int:
+    """Number of IVF lists for `n` vectors: IVF_LISTS_PER_SQRT_N * sqrt(n), with enough points to train each."""
+    return min(round(IVF_LISTS_PER_SQRT_N * math.sqrt(n)), n // IVF_MIN_POINTS_PER_LIST)
+
+
+def _build_ivf(
+    vectors: np.ndarray, ids: np.ndarray, nlist: int | None = None, encoding: str = IVF_ENCODING, seed: int = 0
+) -> faiss.Index:
+    """IVF index trained on a seeded sample of `vectors`; a flat index when there are too few to train lists."""
+    n, dim = vectors.shape
+    nlist = _ivf_nlist(n) if nlist is None else nlist
+    if nlist < IVF_MIN_LISTS:
+        logger.info("%d vectors are too few for an IVF index (%d lists); building a flat index", n, nlist)
+        return _build_flat(vectors, ids)
+    # For inner product faiss trains the coarse quantiser with spherical k-means.
+    index = faiss.index_factory(dim, f"IVF{nlist},{encoding}", faiss.METRIC_INNER_PRODUCT)
+    n_train = min(n, nlist * IVF_TRAIN_POINTS_PER_LIST)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
+    index.train(vectors[rows])
+    index.add_with_ids(vectors, ids)
+    return index
+
+
+# --- searching ------------------------------------------------------------------------
+
+
+def _inner(index: faiss.Index) -> faiss.Index:
+    """The index under an IndexIDMap2 wrapper, downcast to its concrete class."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap2):
+        return faiss.downcast_index(index.index)
+    return index
+
+
+def _search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    allowed_ids: np.ndarray | None,
+    *,
+    ef_search: int,
+    nprobe: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`search_ann` with explicit efSearch and nprobe (the benchmark sweeps them)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != index.d:
+        raise ValueError(f"queries must have shape (Q, {index.d}), got {queries.shape}")
+    kind = index_type_of(index)
+
+    sel = None
+    n_allowed = index.ntotal
+    widen = 1.0  # 1 / the fraction of the index that the filter allows
+    if allowed_ids is not None:
+        sel, n_allowed = _selector(allowed_ids)
+        if n_allowed == 0:
+            return _missing(len(queries), k)
+        widen = max(1.0, index.ntotal / n_allowed)
+
+    if kind == "flat":
+        params = faiss.SearchParameters(sel=sel) if sel is not None else None
+        scores, ids = index.search(queries, k, params=params)
+    elif kind == "hnsw" and sel is not None and n_allowed <= EXACT_FILTER_MAX:
+        scores, ids = _search_hnsw_exact(index, queries, k, sel)
+    elif kind == "hnsw":
+        # A filtered search keeps only the allowed nodes it visits: widening the beam
+        # by 1 / fraction reaches about as many allowed nodes as an unfiltered search.
+        ef = min(math.ceil(ef_search * widen), max(ef_search, _HNSW_EF_FILTERED_MAX))
+        scores, ids = index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=max(ef, k), sel=sel))
+    else:
+        # Only allowed entries of the probed lists are scored, so probing 1 / fraction
+        # more lists scores about as many vectors as an unfiltered search (checking an
+        # id costs far less than scoring it). Small filters probe every list, which
+        # makes the search exhaustive over the allowed ids.
+        nlist = _inner(index).nlist
+        params = faiss.SearchParametersIVF(nprobe=min(nlist, math.ceil(nprobe * widen)), sel=sel)
+        scores, ids = index.search(queries, k, params=params)
+    scores[ids < 0] = -np.inf
+    return scores, ids
+
+
+def _selector(allowed_ids: np.ndarray) -> tuple[faiss.IDSelector | None, int]:
+    """(selector of `allowed_ids`, number of distinct ids in it); (None, 0) when nothing is allowed.
+
+    A bitmap over 0..max id unless the ids are huge: SQLite rowids are small. For
+    1M allowed ids of 1M stored (1M x 32-d IVF1000,SQ8, every list probed) a
+    bitmap took 1.2 ms to build and 8 ms to search, IDSelectorBatch's hash set
+    41 ms and 170 ms.
+    """
+    allowed = np.asarray(allowed_ids, dtype=np.int64).ravel()
+    allowed = allowed[allowed >= 0]  # ids are >= 0, so negative ones can't match anything
+    if len(allowed) == 0:
+        return None, 0
+    top = int(allowed.max())
+    if top < _BITMAP_MAX_BITS:
+        bits = np.zeros(top + 1, dtype=bool)
+        bits[allowed] = True
+        return faiss.IDSelectorBitmap(np.packbits(bits, bitorder="little")), int(np.count_nonzero(bits))
+    allowed = np.unique(allowed)
+    return faiss.IDSelectorBatch(allowed), len(allowed)
+
+
+def _search_hnsw_exact(
+    index: faiss.IndexIDMap2, queries: np.ndarray, k: int, sel: faiss.IDSelector
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search of the allowed ids through the flat storage under the HNSW graph."""
+    storage = faiss.downcast_index(_inner(index).storage)
+    params = faiss.SearchParameters(sel=faiss.IDSelectorTranslated(index.id_map, sel))
+    scores, rows = storage.search(queries, k, params=params)
+    id_map = faiss.rev_swig_ptr(index.id_map.data(), index.id_map.size())  # a view, not a copy
+    return scores, np.where(rows >= 0, id_map[np.maximum(rows, 0)], -1)
+
+
+def _missing(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n_queries, k), -np.inf, dtype=np.float32), np.full((n_queries, k), -1, dtype=np.int64)
+
+
+# --- file -----------------------------------------------------------------------------
+
+
+def _read_open(f, path: Path, stamp: bytes) -> faiss.Index | None:
+    """`read_ann` on an open file; OSError is left to the caller."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(_STAMP_HEADER.size)
+    if len(head) < _STAMP_HEADER.size or head[: len(_MAGIC)] != _MAGIC:
+        logger.warning("%s is not an ANN index file (no %r header); it will be rebuilt", path, _MAGIC)
+        return None
+    _, stamp_len = _STAMP_HEADER.unpack(head)
+    payload_at = _STAMP_HEADER.size + stamp_len + _PAYLOAD_HEADER.size
+    if payload_at > size:
+        logger.warning("ANN index %s is truncated (%d bytes); it will be rebuilt", path, size)
+        return None
+    found = f.read(stamp_len)
+    if found != stamp:
+        logger.info("ANN index %s is stale (stamp %.80r, database %.80r); it will be rebuilt", path, found, stamp)
+        return None
+    length, crc = _PAYLOAD_HEADER.unpack(f.read(_PAYLOAD_HEADER.size))
+    if payload_at + length != size:
+        logger.warning("ANN index %s is truncated or has trailing bytes (%d bytes, header says %d); "
+                       "it will be rebuilt", path, size, payload_at + length)
+        return None
+    # Check the CRC before faiss parses anything: damaged sizes inside the payload could
+    # make it allocate wildly, and damaged vectors would load without any error.
+    found_crc = 0
+    while chunk := f.read(_CHUNK):
+        found_crc = zlib.crc32(chunk, found_crc)
+    if found_crc != crc:
+        logger.warning("ANN index %s is damaged (CRC mismatch); it will be rebuilt", path)
+        return None
+    f.seek(payload_at)
+    try:
+        index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+        index_type_of(index)
+    except (RuntimeError, ValueError) as e:
+        logger.warning("ANN index %s can't be loaded (%s); it will be rebuilt", path, str(e).splitlines()[0])
+        return None
+    return index
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (no-op where directories can't be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,172 @@
+"""The build pipeline: scan, diff against the database, read and encode what changed, commit in batches.
+
+Decoding runs in DataLoader workers while the main process runs the model, and
+each batch is committed in one transaction, so a build killed at any moment
+resumes where it stopped. Removals of files that vanished from disk come last,
+after renamed files had their chance to reuse the vectors of their old paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vlm_vision.processor import ImageProcessor
+
+from .db import Database, IndexedFile, SkippedFile
+from .photos import DEFAULT_MAX_PIXELS, PhotoRecord, read_photo
+from .scan import FoundFile, is_under, scan
+
+logger = logging.getLogger(__name__)
+
+Encoder = Callable[[torch.Tensor], np.ndarray]  # pixels (B, 3, H, W) -> L2-normalised float32 (B, D)
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core beyond the one running the model, at least 1, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+@dataclass
+class BuildProgress:
+    """Passed to the progress callback after each committed batch."""
+
+    done: int  # files read so far in this build
+    total: int  # files to read (new, changed, or skipped before and changed since)
+    encoded: int  # images run through the model so far
+    seconds: float
+
+
+@dataclass
+class BuildSummary:
+    added: int = 0  # new paths, content encoded
+    updated: int = 0  # changed paths, content re-encoded
+    reused: int = 0  # new or changed paths whose content was already indexed (renames, duplicates)
+    removed: int = 0  # paths gone from disk, dropped from the index
+    skipped: int = 0  # files that can't be indexed; reasons in `skipped_files` and `python -m index errors`
+    unchanged: int = 0  # same size and mtime as at the last build: not read
+    encoded: int = 0  # images run through the model
+    seconds: float = 0.0
+    skipped_files: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        keys = ("added", "updated", "reused", "removed", "skipped", "unchanged", "encoded", "seconds")
+        return {k: getattr(self, k) for k in keys}
+
+
+class _PhotoDataset(Dataset):
+    """Reads one file per item in a worker; the model never waits on decoding."""
+
+    def __init__(self, files: Sequence[FoundFile], processor: ImageProcessor, known: frozenset[str],
+                 max_pixels: int | None) -> None:
+        self.files, self.processor, self.known, self.max_pixels = files, processor, known, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> PhotoRecord:
+        return read_photo(self.files[i], self.processor, self.known, self.max_pixels)
+
+
+def _as_list(records: list[PhotoRecord]) -> list[PhotoRecord]:
+    return records
+
+
+def run_build(db: Database, encode: Encoder, processor: ImageProcessor, folders: Sequence[str], *,
+              batch_size: int = 32, workers: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+              progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
+    """Bring the index up to date with `folders` (absolute paths of existing folders)."""
+    start = time.perf_counter()
+    summary = BuildSummary()
+    found = scan(folders)
+    indexed_before = db.file_states(folders)
+    skipped_before = db.skipped_states(folders)
+
+    to_read: list[FoundFile] = []
+    seen: set[str] = set()
+    for f in found.files:
+        seen.add(f.path)
+        state = indexed_before.get(f.path)
+        if state is not None and state[:2] == (f.size, f.mtime_ns):
+            summary.unchanged += 1
+        elif skipped_before.get(f.path) == (f.size, f.mtime_ns, f.ctime_ns):
+            summary.skipped += 1  # skipped before and untouched since: the same reason still holds
+        else:
+            to_read.append(f)
+    problems = [SkippedFile(p.path, p.reason) for p in found.problems]
+    seen.update(p.path for p in problems)
+    db.commit_batch([], {}, problems)
+    summary.skipped += len(problems)
+    summary.skipped_files += problems
+
+    known = db.known_hashes()
+    dataset = _PhotoDataset(to_read, processor, frozenset(known), max_pixels)
+    workers = min(default_workers() if workers is None else workers, len(to_read) // batch_size + 1)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if to_read else 0,
+                        collate_fn=_as_list, prefetch_factor=4 if workers and to_read else None)
+    done = 0
+    def reread(file: FoundFile) -> PhotoRecord:
+        return read_photo(file, processor, frozenset(), max_pixels)
+
+    for records in loader:
+        _commit(db, encode, reread, records, indexed_before, known, summary)
+        done += len(records)
+        if progress is not None:
+            progress(BuildProgress(done, len(to_read), summary.encoded, time.perf_counter() - start))
+
+    gone = [p for p in (indexed_before.keys() | skipped_before.keys())
+            if p not in seen and not is_under(p, found.unlisted)]
+    if gone:
+        db.remove(gone)
+    summary.removed = sum(p in indexed_before for p in gone)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _commit(db: Database, encode: Encoder, reread: Callable[[FoundFile], PhotoRecord], records: list[PhotoRecord],
+            indexed_before: dict, known: set[str], summary: BuildSummary) -> None:
+    """Encode the new contents of one batch and store the batch in one transaction."""
+    # A worker skips decoding content the index had when the build started; if that content has left the
+    # index since (its only file was modified in an earlier batch), decode it after all.
+    records = [reread(r.file) if r.error is None and r.pixels is None and r.hash not in known else r
+               for r in records]
+    skipped = [SkippedFile(r.file.path, r.error, r.file.size, r.file.mtime_ns, r.file.ctime_ns)
+               for r in records if r.error is not None]
+    good = [r for r in records if r.error is None]
+    to_encode: dict[str, PhotoRecord] = {}
+    for r in good:
+        if r.hash not in known and r.hash not in to_encode and r.pixels is not None:
+            to_encode[r.hash] = r
+    vectors: dict[str, np.ndarray] = {}
+    if to_encode:
+        pixels = torch.stack([r.pixels for r in to_encode.values()])  # (B, 3, H, W)
+        vectors = dict(zip(to_encode, encode(pixels)))
+    # Content indexed before (renames, duplicates) takes its metadata from a file that has it.
+    metadata = db.metadata_of(r.hash for r in good if r.hash in known)
+    metadata |= {h: (r.width, r.height, r.taken_at, r.camera) for h, r in to_encode.items()}
+    files = []
+    for r in good:
+        files.append(IndexedFile(r.file.path, r.hash, r.file.size, r.file.mtime_ns, *metadata[r.hash]))
+        if to_encode.get(r.hash) is r:
+            if r.file.path in indexed_before:
+                summary.updated += 1
+            else:
+                summary.added += 1
+        else:
+            summary.reused += 1
+    known -= db.commit_batch(files, vectors, skipped)
+    known.update(vectors)
+    summary.encoded += len(vectors)
+    summary.skipped += len(skipped)
+    summary.skipped_files += skipped

@@ -1,0 +1,362 @@
+"""The index database: one SQLite file (via sqlite-utils) that owns every vector and all metadata.
+
+It is the single source of truth. The FAISS file beside it is derived and carries
+the `stamp` of the state it was built from; triggers bump that stamp whenever a
+vector is added or removed, so a stale FAISS file can't go unnoticed.
+
+Paths under the database's own folder are stored relative to it, so a photo
+folder that holds its index (`--db ~/Photos/.vlm-index.db`) can be moved or
+copied as a whole. Other paths are stored absolute.
+
+Tables (schema version 1):
+    meta      key -> value: schema version, database id, vectors version, model name/revision/dim/probe
+    vectors   one row per distinct file content: id (the FAISS id), hash, float32 vector
+    files     one row per indexed path: hash (-> vectors), size, mtime_ns, width, height, taken_at, camera
+    skipped   one row per file the build could not take, with the reason
+    roots     folders that were built
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from .errors import IndexNotFoundError, SchemaError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model made the vectors; `probe` is its embedding of a fixed synthetic image (see photo_index)."""
+
+    name: str
+    revision: str | None
+    dim: int
+    probe: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """A row of `files`, with the path absolute."""
+
+    path: str
+    hash: str
+    size: int
+    mtime_ns: int
+    width: int | None
+    height: int | None
+    taken_at: str | None
+    camera: str | None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A row of `skipped`: a file the build could not index, and why."""
+
+    path: str
+    reason: str
+    size: int | None = None
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
+    seen_at: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _migrate_to_1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["vectors"].create({"id": int, "hash": str, "vector": bytes}, pk="id", not_null={"hash", "vector"})
+    db["vectors"].create_index(["hash"], unique=True)
+    db["files"].create(
+        {"path": str, "hash": str, "size": int, "mtime_ns": int, "width": int, "height": int,
+         "taken_at": str, "camera": str, "indexed_at": str},
+        pk="path", not_null={"hash", "size", "mtime_ns"}, foreign_keys=[("hash", "vectors", "hash")],
+    )
+    db["files"].create_index(["hash"])
+    db["skipped"].create(
+        {"path": str, "reason": str, "size": int, "mtime_ns": int, "ctime_ns": int, "seen_at": str},
+        pk="path", not_null={"reason"},
+    )
+    db["roots"].create({"path": str, "added_at": str}, pk="path")
+    db.execute("INSERT INTO meta VALUES ('database_id', ?), ('vectors_version', '0')", [uuid.uuid4().hex])
+    for event in ("INSERT", "DELETE", "UPDATE"):
+        db.execute(f"""
+            CREATE TRIGGER vectors_{event.lower()} AFTER {event} ON vectors BEGIN
+                UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'vectors_version';
+            END""")
+
+
+# Step-by-step migrations: MIGRATIONS[v] takes a database at version v - 1 to version v.
+MIGRATIONS = {1: _migrate_to_1}
+
+
+class Database:
+    """Owns the SQLite file: schema, typed reads and one transaction per write."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = False) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.home = self.path.parent  # paths under it are stored relative to it
+        if not self.path.exists():
+            if not create:
+                raise IndexNotFoundError(
+                    f"No index at {self.path}. Build one first: python -m index build FOLDER --db {self.path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: no implicit transactions, so each `transaction()` is exactly one BEGIN/COMMIT.
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA journal_mode = WAL")  # readers (search) never wait for the writer (build)
+            self.db.execute("PRAGMA synchronous = NORMAL")  # WAL keeps every commit across a process kill
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise SchemaError(f"{self.path} is not a vlm-vision index database ({e})") from e
+
+    # -- schema ---------------------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"{self.path} has schema version {version}, newer than this vlm-vision understands "
+                f"({SCHEMA_VERSION}). Upgrade vlm-vision to use it.")
+        if version == 0 and self.db.table_names():
+            raise SchemaError(f"{self.path} is an SQLite database but not a vlm-vision index; pick another --db path")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                MIGRATIONS[target](self.db)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
+            logger.info("Migrated %s to schema version %d", self.path, target)
+
+    def schema_version(self) -> int:
+        if "meta" not in self.db.table_names():
+            return 0
+        return int(self._meta("schema_version") or 0)
+
+    def transaction(self, immediate: bool = True):
+        """A context manager: BEGIN IMMEDIATE (or a plain BEGIN for a read snapshot) ... COMMIT, or ROLLBACK."""
+        return _Transaction(self.db.conn, immediate)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- paths ----------------------------------------------------------------------------------------------
+
+    def to_stored(self, path: str) -> str:
+        """Absolute path -> stored form: relative (POSIX) under the database's folder, else absolute."""
+        home = str(self.home)
+        if path.startswith(home.rstrip(os.sep) + os.sep):
+            return Path(os.path.relpath(path, home)).as_posix()
+        return path
+
+    def to_absolute(self, stored: str) -> str:
+        return stored if os.path.isabs(stored) else os.path.normpath(os.path.join(self.home, stored))
+
+    def _under(self, folders: Sequence[str]) -> tuple[str, list[str]]:
+        """SQL condition (and parameters) for `path` at or under any of the absolute `folders`."""
+        clauses, params = [], []
+        for folder in folders:
+            stored = self.to_stored(os.path.join(folder, "x"))[:-2]  # the folder's stored form, as a prefix
+            if stored == "" or folder.rstrip(os.sep) == str(self.home):  # the home folder itself: every relative path
+                clauses.append("substr(path, 1, 1) != '/'")
+                continue
+            clauses.append("(path = ? OR substr(path, 1, ?) = ?)")
+            params += [stored, len(stored) + 1, stored + "/"]
+        return "(" + " OR ".join(clauses or ["0"]) + ")", params
+
+    # -- meta -----------------------------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else row[0]
+
+    def stamp(self) -> str:
+        """Identifies the current set of vectors; a FAISS file built from another state is stale."""
+        return f"{self._meta('database_id')}:{self._meta('vectors_version')}"
+
+    def model_info(self) -> ModelInfo | None:
+        raw = self._meta("model")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return ModelInfo(data["name"], data["revision"], int(data["dim"]), tuple(data["probe"]))
+
+    def set_model_info(self, info: ModelInfo) -> None:
+        raw = json.dumps({"name": info.name, "revision": info.revision, "dim": info.dim, "probe": list(info.probe)})
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?)", [raw])
+
+    def set_setting(self, key: str, value: object) -> None:
+        """Store a JSON value in `meta` (the last build's summary, the chosen index type)."""
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [f"setting:{key}", json.dumps(value)])
+
+    def setting(self, key: str, default: object = None) -> object:
+        raw = self._meta(f"setting:{key}")
+        return default if raw is None else json.loads(raw)
+
+    # -- reads ----------------------------------------------------------------------------------------------
+
+    def file_states(self, folders: Sequence[str]) -> dict[str, tuple[int, int, str]]:
+        """Absolute path -> (size, mtime_ns, hash) of indexed files under `folders`."""
+        where, params = self._under(folders)
+        rows = self.db.execute(f"SELECT path, size, mtime_ns, hash FROM files WHERE {where}", params)
+        return {self.to_absolute(p): (s, m, h) for p, s, m, h in rows}
+
+    def skipped_states(self, folders: Sequence[str]) -> dict[str, tuple[int | None, int | None, int | None]]:
+        """Absolute path -> (size, mtime_ns, ctime_ns) of skipped files under `folders`."""
+        where, params = self._under(folders)
+        rows = self.db.execute(f"SELECT path, size, mtime_ns, ctime_ns FROM skipped WHERE {where}", params)
+        return {self.to_absolute(p): (s, m, c) for p, s, m, c in rows}
+
+    def known_hashes(self) -> set[str]:
+        return {h for (h,) in self.db.execute("SELECT hash FROM vectors")}
+
+    def metadata_of(self, hashes: Iterable[str]) -> dict[str, tuple]:
+        """hash -> (width, height, taken_at, camera) copied from a file that has that content."""
+        out = {}
+        for h in set(hashes):
+            row = self.db.execute("SELECT width, height, taken_at, camera FROM files WHERE hash = ? LIMIT 1",
+                                  [h]).fetchone()
+            out[h] = tuple(row) if row else (None, None, None, None)
+        return out
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """(ids (N,) int64, vectors (N, D) float32, stamp), read in one snapshot."""
+        with self.transaction(immediate=False):
+            stamp = self.stamp()
+            rows = self.db.execute("SELECT id, vector FROM vectors ORDER BY id").fetchall()
+        info = self.model_info()
+        dim = info.dim if info else 0
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return ids, vectors, stamp
+
+    def vector_of(self, path: str) -> np.ndarray | None:
+        row = self.db.execute(
+            "SELECT v.vector FROM files f JOIN vectors v ON v.hash = f.hash WHERE f.path = ?",
+            [self.to_stored(path)]).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32)
+
+    def files_of_ids(self, ids: Iterable[int], folders: Sequence[str] = ()) -> dict[int, list[IndexedFile]]:
+        """Vector id -> the indexed files with that content (optionally only those under `folders`)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        where, params = self._under(folders) if folders else ("1", [])
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            f"SELECT v.id, f.path, f.hash, f.size, f.mtime_ns, f.width, f.height, f.taken_at, f.camera "
+            f"FROM files f JOIN vectors v ON v.hash = f.hash WHERE v.id IN ({marks}) AND {where} ORDER BY f.path",
+            ids + params)
+        out: dict[int, list[IndexedFile]] = {}
+        for vid, path, *rest in rows:
+            out.setdefault(vid, []).append(IndexedFile(self.to_absolute(path), *rest))
+        return out
+
+    def ids_under(self, folders: Sequence[str]) -> np.ndarray:
+        where, params = self._under(folders)
+        rows = self.db.execute(
+            f"SELECT DISTINCT v.id FROM files f JOIN vectors v ON v.hash = f.hash WHERE {where}", params)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def count(self, table: str) -> int:
+        return self.db[table].count
+
+    def roots(self) -> list[str]:
+        return [self.to_absolute(p) for (p,) in self.db.execute("SELECT path FROM roots ORDER BY path")]
+
+    def skipped_files(self) -> list[SkippedFile]:
+        rows = self.db.execute("SELECT path, reason, size, mtime_ns, ctime_ns, seen_at FROM skipped ORDER BY path")
+        return [SkippedFile(self.to_absolute(p), *rest) for p, *rest in rows]
+
+    def indexed_file(self, path: str) -> IndexedFile | None:
+        row = self.db.execute("SELECT path, hash, size, mtime_ns, width, height, taken_at, camera FROM files "
+                              "WHERE path = ?", [self.to_stored(path)]).fetchone()
+        return None if row is None else IndexedFile(self.to_absolute(row[0]), *row[1:])
+
+    # -- writes (each call is one transaction) --------------------------------------------------------------
+
+    def add_roots(self, folders: Sequence[str]) -> None:
+        with self.transaction():
+            for folder in folders:
+                self.db.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", [self.to_stored(folder), _now()])
+
+    def commit_batch(self, files: Sequence[IndexedFile], vectors: dict[str, np.ndarray],
+                     skipped: Sequence[SkippedFile]) -> set[str]:
+        """Store a batch atomically: new vectors, file rows (replacing older content), skip records.
+
+        Vectors whose content no file has any more (a modified file's old content) go in the same transaction,
+        so after any commit every vector belongs to a file and every file has a vector. Returns their hashes.
+        """
+        now = _now()
+        with self.transaction():
+            old = self._hashes_of([f.path for f in files] + [s.path for s in skipped])
+            for h, vector in vectors.items():
+                self.db.execute("INSERT OR IGNORE INTO vectors (hash, vector) VALUES (?, ?)",
+                                [h, np.ascontiguousarray(vector, dtype=np.float32).tobytes()])
+            for f in files:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [self.to_stored(f.path), f.hash, f.size, f.mtime_ns, f.width, f.height, f.taken_at, f.camera, now])
+                self.db.execute("DELETE FROM skipped WHERE path = ?", [self.to_stored(f.path)])
+            for s in skipped:
+                self.db.execute("DELETE FROM files WHERE path = ?", [self.to_stored(s.path)])
+                self.db.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?, ?)",
+                                [self.to_stored(s.path), s.reason, s.size, s.mtime_ns, s.ctime_ns, now])
+            return self._drop_orphans(old)
+
+    def remove(self, paths: Sequence[str]) -> None:
+        """Forget files (deleted from disk) and skip records, and the vectors no other file shares."""
+        with self.transaction():
+            old = self._hashes_of(paths)
+            for path in paths:
+                self.db.execute("DELETE FROM files WHERE path = ?", [self.to_stored(path)])
+                self.db.execute("DELETE FROM skipped WHERE path = ?", [self.to_stored(path)])
+            self._drop_orphans(old)
+
+    def _hashes_of(self, paths: Sequence[str]) -> set[str]:
+        out = set()
+        for path in paths:
+            row = self.db.execute("SELECT hash FROM files WHERE path = ?", [self.to_stored(path)]).fetchone()
+            if row:
+                out.add(row[0])
+        return out
+
+    def _drop_orphans(self, hashes: Iterable[str]) -> set[str]:
+        dropped = set()
+        for h in hashes:
+            cursor = self.db.execute("DELETE FROM vectors WHERE hash = ? AND NOT EXISTS "
+                                     "(SELECT 1 FROM files WHERE files.hash = vectors.hash)", [h])
+            if cursor.rowcount:
+                dropped.add(h)
+        return dropped
+
+
+class _Transaction:
+    """BEGIN (IMMEDIATE for writes: take the write lock up front, no upgrade deadlocks) ... COMMIT / ROLLBACK."""
+
+    def __init__(self, conn: sqlite3.Connection, immediate: bool = True) -> None:
+        self.conn, self.immediate = conn, immediate
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")

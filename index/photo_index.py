@@ -1,0 +1,264 @@
+"""`PhotoIndex`: build, search and inspect a photo index with a SigLIP model.
+
+The database (index/db.py) holds the vectors; a FAISS file beside it
+(`<db>.faiss`, index/ann.py) is derived from them and rebuilt when stale.
+The model is loaded on first use, and checked against the one the index was
+built with, so vectors of two models never meet in one search.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vlm_vision.hub import DEFAULT_MODEL, default_model, resolve_checkpoint
+
+from . import ann
+from .build import BuildProgress, BuildSummary, default_workers, run_build
+from .db import Database, IndexedFile, ModelInfo, SkippedFile
+from .errors import ModelMismatchError
+from .lock import BuildLock
+from .photos import DEFAULT_MAX_PIXELS, register_plugins
+
+if TYPE_CHECKING:
+    from vlm_vision.dual_encoder import DualEncoder
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "default"  # the embedded model, data/models/siglip-emoji
+# Two loads of one model (fp32 and bf16, CPU and GPU) embed the probe image with cosine > 0.999;
+# different models land far below this.
+PROBE_MIN_COSINE = 0.99
+
+
+def default_db_path() -> Path:
+    """$VLM_INDEX_DB, else $XDG_DATA_HOME/vlm-vision/index.db (~/.local/share/vlm-vision/index.db)."""
+    if os.environ.get("VLM_INDEX_DB"):
+        return Path(os.environ["VLM_INDEX_DB"]).expanduser()
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data_home / "vlm-vision" / "index.db"
+
+
+def probe_image() -> Image.Image:
+    """A fixed synthetic 96x96 RGB image: its embedding fingerprints the model that made an index."""
+    y, x = np.mgrid[0:96, 0:96]
+    rgb = np.stack([x * 2.65, y * 2.65, (x + y) * 1.3], axis=-1) % 256
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    path: str
+    score: float  # cosine similarity between the query and the image embedding
+    file: IndexedFile
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    db_path: str
+    files: int
+    vectors: int  # distinct contents; duplicates share one
+    skipped: int
+    roots: list[str]
+    model: ModelInfo | None
+    index_type: str | None
+    db_bytes: int
+    ann_bytes: int
+    last_build: dict | None
+
+
+class PhotoIndex:
+    """A photo index at `db` (default: `default_db_path()`), used with `model` (default: the index's own).
+
+    >>> index = PhotoIndex("photos.db", create=True)
+    >>> index.build(["~/Pictures"])
+    >>> index.search("a dog on the beach", k=5)
+    """
+
+    def __init__(self, db: str | os.PathLike | None = None, model: str | os.PathLike | DualEncoder | None = None, *,
+                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                 create: bool = False) -> None:
+        self.db = Database(Path(db).expanduser() if db is not None else default_db_path(), create=create)
+        self.ann_path = self.db.path.with_name(self.db.path.name + ".faiss")
+        self.lock_path = self.db.path.with_name(self.db.path.name + ".lock")
+        self.device, self.dtype = device, dtype
+        self._model: DualEncoder | None = None
+        if hasattr(model, "encode_images"):  # a loaded DualEncoder (the app shares one model between its tabs)
+            self._model, model = model, model.name_or_path
+        self.model_name = str(model) if model is not None else None
+        self._info: ModelInfo | None = None  # set once the model is loaded and checked
+        self._ann: tuple[str, object] | None = None  # (stamp, faiss index)
+        register_plugins()
+
+    # -- the model ------------------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> DualEncoder:
+        """The DualEncoder, loaded on first use; raises `ModelMismatchError` if the index was built with another."""
+        if self._info is None:
+            recorded = self.db.model_info()
+            name = self.model_name or (recorded.name if recorded else DEFAULT_MODEL_NAME)
+            if name != DEFAULT_MODEL_NAME and Path(name).expanduser().exists():
+                name = str(Path(name).expanduser().resolve())  # a local folder: recorded so it works from anywhere
+                if Path(name) == DEFAULT_MODEL.resolve():
+                    name = DEFAULT_MODEL_NAME
+            folder = default_model() if name == DEFAULT_MODEL_NAME else resolve_checkpoint(name)
+            if self._model is None:
+                from vlm_vision.dual_encoder import DualEncoder  # imports transformers: only when a model is needed
+
+                self._model = DualEncoder.from_pretrained(folder, dtype=self.dtype, device=self.device)
+            model = self._model
+            info = self._model_info(model, name, folder)
+            if recorded is not None:
+                _check_same_model(recorded, info)
+            self._model, self._info, self.model_name = model, info, name
+        return self._model
+
+    @staticmethod
+    def _model_info(model, name: str, folder: Path) -> ModelInfo:
+        probe = model.encode_images(probe_image())[0]
+        revision = folder.name if folder.parent.name == "snapshots" else None  # a Hub snapshot's commit hash
+        return ModelInfo(name, revision, probe.numel(), tuple(round(v, 6) for v in probe.tolist()))
+
+    @torch.inference_mode()
+    def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        return self.model.encode_images(pixels, batch_size=len(pixels)).numpy()
+
+    # -- building -------------------------------------------------------------------------------------------
+
+    def build(self, folders: Sequence[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, index_type: str | None = None,
+              progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
+        """Index the images under `folders`: new and changed files are encoded, deleted ones removed."""
+        roots = []
+        for folder in folders:
+            path = os.path.abspath(os.path.expanduser(folder))
+            if not os.path.isdir(path):
+                # Never read a missing folder (an unmounted drive) as "all its photos were deleted".
+                raise FileNotFoundError(f"Not a folder: {folder!r}. Nothing was changed in the index.")
+            roots.append(path)
+        if not roots:
+            raise ValueError("Give at least one folder to index")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if index_type is not None and index_type not in ("auto", *ann.INDEX_TYPES):
+            raise ValueError(f"Unknown index type: {index_type!r}; expected 'auto' or one of {ann.INDEX_TYPES}")
+        with BuildLock(self.lock_path):
+            model = self.model
+            if self.db.model_info() is None:
+                self.db.set_model_info(self._info)
+            if index_type is not None:
+                self.db.set_setting("index_type", index_type)
+            self.db.add_roots(roots)
+            summary = run_build(self.db, self._encode_pixels, model.processor, roots, batch_size=batch_size,
+                                workers=default_workers() if workers is None else workers, max_pixels=max_pixels,
+                                progress=progress)
+            self._ann_index(write=True)
+            self.db.set_setting("last_build", summary.as_dict())
+        return summary
+
+    # -- searching ------------------------------------------------------------------------------------------
+
+    def _ann_index(self, write: bool = False):
+        """The FAISS index for the current vectors: cached, read from `<db>.faiss`, or rebuilt from the database."""
+        stamp = self.db.stamp()
+        if self._ann is not None and self._ann[0] == stamp:
+            return self._ann[1]
+        index = ann.read_ann(self.ann_path, stamp)
+        if index is None:
+            ids, vectors, stamp = self.db.vectors()
+            index = ann.build_ann(vectors, ids, self.db.setting("index_type", "auto"))
+            # Write it when we hold the build lock, or can take it: never race a running build's own write.
+            lock = BuildLock(self.lock_path, "index rebuild")
+            if write or lock.acquire():
+                try:
+                    ann.write_ann(index, self.ann_path, stamp)
+                finally:
+                    lock.release()
+        self._ann = (stamp, index)
+        return index
+
+    def query_vector(self, text: str | Sequence[str] | None = None, image: str | os.PathLike | Image.Image | None = None,
+                     negative: str | Sequence[str] | None = None) -> np.ndarray:
+        """The normalised query (D,): the sum of text and image embeddings, minus the negative terms."""
+        texts = [text] if isinstance(text, str) else list(text or [])
+        negatives = [negative] if isinstance(negative, str) else list(negative or [])
+        texts, negatives = [t for t in texts if t.strip()], [t for t in negatives if t.strip()]
+        if not texts and image is None:
+            raise ValueError("Give a text query, an image, or both")
+        parts = []
+        if texts:
+            parts.append(self.model.encode_texts(texts).numpy().sum(0))
+        if image is not None:
+            stored = self.db.vector_of(os.path.abspath(image)) if isinstance(image, (str, os.PathLike)) else None
+            parts.append(stored if stored is not None else self.model.encode_images(image)[0].numpy())
+        query = np.sum(parts, axis=0)
+        if negatives:
+            query = query - self.model.encode_texts(negatives).numpy().sum(0)
+        norm = np.linalg.norm(query)
+        if norm == 0:
+            raise ValueError("The query terms cancel out; change the negative term")
+        return (query / norm).astype(np.float32)
+
+    def search(self, text: str | Sequence[str] | None = None, *, image: str | os.PathLike | Image.Image | None = None,
+               negative: str | Sequence[str] | None = None, k: int = 10,
+               under: str | os.PathLike | None = None) -> list[SearchHit]:
+        """The `k` indexed files most similar to the query, best first (duplicates count one each)."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        query = self.query_vector(text, image, negative)
+        folders = [os.path.abspath(os.path.expanduser(under))] if under is not None else []
+        allowed = self.db.ids_under(folders) if folders else None
+        if allowed is not None and len(allowed) == 0:
+            return []
+        index = self._ann_index()
+        scores, ids = ann.search_ann(index, query[None], k, allowed)
+        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        files = self.db.files_of_ids([i for _, i in found], folders)
+        hits = [SearchHit(f.path, score, f) for score, i in found for f in files.get(i, [])]
+        return hits[:k]
+
+    # -- reporting ------------------------------------------------------------------------------------------
+
+    def stats(self) -> IndexStats:
+        index_type = None
+        if self.db.count("vectors"):
+            index_type = ann.index_type_of(self._ann_index())
+        size = sum(p.stat().st_size for p in (self.db.path, self.db.path.with_name(self.db.path.name + "-wal"))
+                   if p.exists())
+        return IndexStats(
+            str(self.db.path), self.db.count("files"), self.db.count("vectors"), self.db.count("skipped"),
+            self.db.roots(), self.db.model_info(), index_type, size,
+            self.ann_path.stat().st_size if self.ann_path.exists() else 0, self.db.setting("last_build"))
+
+    def errors(self) -> list[SkippedFile]:
+        """Files the builds could not index, with the reason for each."""
+        return self.db.skipped_files()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> PhotoIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_same_model(recorded: ModelInfo, current: ModelInfo) -> None:
+    same = recorded.dim == current.dim and float(
+        np.dot(recorded.probe, current.probe) / (np.linalg.norm(recorded.probe) * np.linalg.norm(current.probe))
+    ) >= PROBE_MIN_COSINE
+    if not same:
+        raise ModelMismatchError(
+            f"This index was built with model {recorded.name!r} (embedding dim {recorded.dim}), but the model "
+            f"given is {current.name!r} (dim {current.dim}) and embeds images differently. Use --model "
+            f"{recorded.name!r} with this index, or build a separate index (another --db) with the new model.")

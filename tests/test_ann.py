@@ -1,0 +1,266 @@
+"""The ANN layer: exactness of flat search, recall of HNSW and IVF, id filters, and the index file."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import zlib
+
+import faiss
+import numpy as np
+import pytest
+
+from index import ann
+
+DIM = 64
+K = 10
+
+
+def clustered(n: int, seed: int, n_clusters: int = 50, dim: int = DIM) -> np.ndarray:
+    """(n, dim) unit float32 vectors around `n_clusters` random centres (seeded; same centres for every seed)."""
+    centres = np.random.default_rng(1234).standard_normal((n_clusters, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    x = centres[rng.integers(n_clusters, size=n)] + 0.1 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force(base: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = queries.astype(np.float64) @ base.T.astype(np.float64)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), ids[order]
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth)) / truth.size
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base (5000, 64), ids (5000,): unique, non-contiguous, large int64, queries (200, 64), held out)."""
+    base = clustered(5000, seed=0)
+    ids = np.random.default_rng(1).choice(2**40, size=5000, replace=False).astype(np.int64)
+    return base, ids, clustered(200, seed=2)
+
+
+@pytest.fixture(scope="module")
+def indexes(data) -> dict[str, object]:
+    base, ids, _ = data
+    return {kind: ann.build_ann(base, ids, kind) for kind in ann.INDEX_TYPES}
+
+
+def test_flat_equals_numpy_brute_force(data, indexes):
+    base, ids, queries = data
+    scores, found = ann.search_ann(indexes["flat"], queries, K)
+    want_scores, want_ids = brute_force(base, ids, queries, K)
+    assert scores.dtype == np.float32 and found.dtype == np.int64 and found.shape == (len(queries), K)
+    np.testing.assert_array_equal(found, want_ids)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_ann_recall_against_flat(data, indexes, kind):
+    _, _, queries = data
+    _, truth = ann.search_ann(indexes["flat"], queries, K)
+    scores, found = ann.search_ann(indexes[kind], queries, K)
+    assert ann.index_type_of(indexes[kind]) == kind
+    assert recall(found, truth) >= 0.9
+    assert np.all(np.diff(scores, axis=1) <= 1e-6), "results must come best first"
+
+
+@pytest.mark.parametrize("kind", ann.INDEX_TYPES)
+def test_ids_are_the_callers(data, indexes, kind):
+    base, ids, _ = data
+    _, found = ann.search_ann(indexes[kind], base[:50], 1)
+    np.testing.assert_array_equal(found[:, 0], ids[:50])  # each stored vector finds itself
+
+
+@pytest.mark.parametrize("sparse_ids", [True, False], ids=["hash-set", "bitmap"])
+@pytest.mark.parametrize("kind", ann.INDEX_TYPES)
+def test_allowed_ids_restrict_results(data, kind, sparse_ids):
+    base, sparse, queries = data
+    ids = sparse if sparse_ids else np.arange(len(base), dtype=np.int64) * 2 + 1
+    index = ann.build_ann(base, ids, kind)
+    rows = np.random.default_rng(3).choice(len(base), size=300, replace=False)
+    allowed = ids[rows]
+    scores, found = ann.search_ann(index, queries, K, allowed_ids=allowed)
+    assert np.isin(found, allowed).all()
+    want_scores, want_ids = brute_force(base[rows], allowed, queries, K)
+    if kind == "ivf":  # 8-bit codes: scores are approximate, so near ties may swap
+        assert recall(found, want_ids) >= 0.95
+    else:  # flat, and HNSW's exact path for small filters
+        np.testing.assert_array_equal(found, want_ids)
+        np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_allowed_ids_through_the_ann_path(data, indexes, kind, monkeypatch):
+    base, ids, queries = data
+    monkeypatch.setattr(ann, "EXACT_FILTER_MAX", 10)  # 2500 allowed ids take the HNSW / IVF search path
+    rows = np.arange(0, len(base), 2)
+    scores, found = ann.search_ann(indexes[kind], queries, K, allowed_ids=ids[rows])
+    assert np.isin(found, ids[rows]).all()
+    assert recall(found, brute_force(base[rows], ids[rows], queries, K)[1]) >= 0.9
+
+
+@pytest.mark.parametrize("kind", ann.INDEX_TYPES)
+def test_allowed_ids_matching_nothing(data, indexes, kind):
+    _, _, queries = data
+    for allowed in (np.array([], dtype=np.int64), np.array([-5, 12345])):  # empty; ids not in the index
+        scores, found = ann.search_ann(indexes[kind], queries[:3], K, allowed_ids=allowed)
+        assert (found == -1).all() and np.isneginf(scores).all()
+
+
+def test_few_allowed_ids_pad_with_minus_one(data, indexes):
+    base, ids, queries = data
+    scores, found = ann.search_ann(indexes["flat"], queries[:2], K, allowed_ids=ids[:3])
+    assert set(found[0, :3]) == set(ids[:3])
+    assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+
+
+@pytest.mark.parametrize("kind", ["auto", *ann.INDEX_TYPES])
+def test_empty_index_is_searchable(kind):
+    index = ann.build_ann(np.zeros((0, DIM), np.float32), np.zeros(0, np.int64), kind)
+    assert index.ntotal == 0
+    scores, found = ann.search_ann(index, clustered(3, seed=4), K)
+    assert found.shape == (3, K) and (found == -1).all() and np.isneginf(scores).all()
+
+
+def test_ivf_with_few_vectors_falls_back_to_flat(caplog):
+    base = clustered(100, seed=5)
+    ids = np.arange(100, dtype=np.int64) + 1000
+    with caplog.at_level(logging.INFO, logger=ann.__name__):
+        index = ann.build_ann(base, ids, "ivf")
+    assert ann.index_type_of(index) == "flat"
+    assert "too few for an IVF index" in caplog.text
+    _, found = ann.search_ann(index, base[:5], 1)
+    np.testing.assert_array_equal(found[:, 0], ids[:5])
+
+
+def test_k_larger_than_the_index_pads():
+    base = clustered(4, seed=6)
+    scores, found = ann.search_ann(ann.build_ann(base, np.arange(4) + 10), base[:1], 6)
+    assert sorted(found[0, :4]) == [10, 11, 12, 13] and (found[0, 4:] == -1).all()
+    assert np.isneginf(scores[0, 4:]).all()
+
+
+def test_choose_index_type():
+    assert ann.choose_index_type(0) == "flat"
+    assert ann.choose_index_type(ann.FLAT_MAX_N) == "flat"
+    assert ann.choose_index_type(ann.FLAT_MAX_N + 1) == "ivf"
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ann.choose_index_type(-1)
+
+
+def test_unknown_index_type_raises():
+    with pytest.raises(ValueError, match=r"Unknown index type: 'annoy'; expected one of"):
+        ann.build_ann(clustered(10, seed=7), np.arange(10), "annoy")
+
+
+@pytest.mark.parametrize(
+    "vectors, ids, message",
+    [
+        (np.zeros((3, DIM)), np.arange(2), "ids must have shape"),
+        (np.zeros(DIM), np.arange(1), "vectors must have shape"),
+        (np.zeros((3, DIM)), np.array([1, 2, 1]), "ids must be unique"),
+        (np.zeros((2, DIM)), np.array([-1, 2]), "ids must be >= 0"),
+    ],
+)
+def test_bad_build_inputs_raise(vectors, ids, message):
+    with pytest.raises(ValueError, match=message):
+        ann.build_ann(vectors, ids, "flat")
+
+
+def test_bad_search_inputs_raise(indexes):
+    with pytest.raises(ValueError, match=r"queries must have shape \(Q, 64\)"):
+        ann.search_ann(indexes["flat"], np.zeros((2, 32), np.float32), K)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        ann.search_ann(indexes["flat"], np.zeros((2, DIM), np.float32), 0)
+
+
+@pytest.mark.parametrize("kind", ann.INDEX_TYPES)
+def test_write_read_roundtrip(data, indexes, kind, tmp_path):
+    _, ids, queries = data
+    path = tmp_path / "photos.faiss"
+    ann.write_ann(indexes[kind], path, "db-v1")
+    loaded = ann.read_ann(path, "db-v1")
+    assert loaded is not None and ann.index_type_of(loaded) == kind
+    for allowed in (None, ids[::7]):
+        want = ann.search_ann(indexes[kind], queries, K, allowed_ids=allowed)
+        got = ann.search_ann(loaded, queries, K, allowed_ids=allowed)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["photos.faiss"]  # no temporary file left behind
+
+
+def test_write_replaces_an_existing_file(data, indexes, tmp_path):
+    path = tmp_path / "photos.faiss"
+    ann.write_ann(indexes["flat"], path, "old")
+    ann.write_ann(indexes["ivf"], path, "new")
+    assert ann.read_ann(path, "old") is None
+    assert ann.index_type_of(ann.read_ann(path, "new")) == "ivf"
+
+
+def test_read_with_another_stamp_is_stale(indexes, tmp_path, caplog):
+    path = tmp_path / "photos.faiss"
+    ann.write_ann(indexes["flat"], path, "db-v1")
+    with caplog.at_level(logging.INFO, logger=ann.__name__):
+        assert ann.read_ann(path, "db-v2") is None
+    assert "stale" in caplog.text
+
+
+def test_read_missing_file(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger=ann.__name__):
+        assert ann.read_ann(tmp_path / "nothing.faiss", "db-v1") is None
+    assert "No ANN index" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[: len(b) // 2], "truncated"),  # cut in the payload
+        (lambda b: b[:10], "not an ANN index file"),  # cut in the header
+        (lambda b: b[:20], "truncated"),  # cut in the stamp
+        (lambda b: b + b"x", "trailing bytes"),
+        (lambda b: b[:-100] + bytes([b[-100] ^ 0xFF]) + b[-99:], "CRC mismatch"),  # one flipped byte
+        (lambda b: b"\x00" * len(b), "not an ANN index file"),
+        (lambda b: b"", "not an ANN index file"),
+    ],
+    ids=["truncated", "header-only", "stamp-cut", "trailing", "bit-flip", "zeros", "empty"],
+)
+def test_read_damaged_file_gives_none(indexes, tmp_path, caplog, damage, message):
+    path = tmp_path / "photos.faiss"
+    ann.write_ann(indexes["flat"], path, "db-v1")
+    path.write_bytes(damage(path.read_bytes()))
+    with caplog.at_level(logging.WARNING, logger=ann.__name__):
+        assert ann.read_ann(path, "db-v1") is None
+    assert message in caplog.text
+
+
+def test_read_garbage_file_gives_none(tmp_path, caplog):
+    path = tmp_path / "photos.faiss"
+    path.write_bytes(np.random.default_rng(8).bytes(5000))
+    with caplog.at_level(logging.WARNING, logger=ann.__name__):
+        assert ann.read_ann(path, "db-v1") is None
+    assert "not an ANN index file" in caplog.text
+
+
+def test_read_plain_faiss_file_gives_none(indexes, tmp_path, caplog):
+    """A file written by faiss.write_index alone (no header, no stamp) is not taken as ours."""
+    path = tmp_path / "photos.faiss"
+    faiss.write_index(indexes["flat"], str(path))
+    with caplog.at_level(logging.WARNING, logger=ann.__name__):
+        assert ann.read_ann(path, "db-v1") is None
+    assert "not an ANN index file" in caplog.text
+
+
+def test_valid_header_with_a_payload_faiss_cannot_read(tmp_path, caplog):
+    """Right magic, stamp, length and CRC around bytes that are not a faiss index: faiss's error is caught."""
+    payload = b"this is not a faiss index" * 10
+    stamp = b"db-v1"
+    path = tmp_path / "photos.faiss"
+    path.write_bytes(b"VLMANN01" + struct.pack("<I", len(stamp)) + stamp
+                     + struct.pack("<QI", len(payload), zlib.crc32(payload)) + payload)
+    with caplog.at_level(logging.WARNING, logger=ann.__name__):
+        assert ann.read_ann(path, "db-v1") is None
+    assert "can't be loaded" in caplog.text

@@ -1,0 +1,240 @@
+"""Photo index: incremental builds, agreement of SQLite and FAISS, search, moves, model checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index import IndexNotFoundError, ModelMismatchError, PhotoIndex, SchemaError
+from index import ann
+from tests.photos import SAMPLES, noise_image, write_images
+from vlm_vision.dual_encoder import DualEncoder
+from vlm_vision.hub import DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def emoji_model():
+    return DualEncoder.from_pretrained(DEFAULT_MODEL)
+
+
+def open_index(db: Path, model) -> PhotoIndex:
+    return PhotoIndex(db, model, create=True)
+
+
+def assert_consistent(index: PhotoIndex) -> None:
+    """Every file has a vector, every vector a file, and the FAISS file holds exactly the database's vectors."""
+    db = index.db.db
+    assert db.execute("SELECT COUNT(*) FROM files WHERE hash NOT IN (SELECT hash FROM vectors)").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM vectors WHERE hash NOT IN (SELECT hash FROM files)").fetchone()[0] == 0
+    faiss_index = ann.read_ann(index.ann_path, index.db.stamp())
+    assert faiss_index is not None, "the FAISS file is missing or stale after a build"
+    ids, vectors, _ = index.db.vectors()
+    assert faiss_index.ntotal == len(ids)
+    if len(ids):
+        _, found = ann.search_ann(faiss_index, vectors, 1)
+        assert np.array_equal(found[:, 0], ids)  # each stored vector finds itself: same ids, same vectors
+
+
+def paths(index: PhotoIndex) -> set[str]:
+    return {index.db.to_absolute(p) for (p,) in index.db.db.execute("SELECT path FROM files")}
+
+
+def test_text_queries_find_the_matching_emoji(tmp_path, emoji_model):
+    with open_index(tmp_path / "samples.db", emoji_model) as index:
+        summary = index.build([SAMPLES], workers=0)
+        assert (summary.added, summary.skipped) == (12, 0)
+        top3 = [Path(h.path).name for h in index.search("red apple", k=3)]
+        assert "red_apple.png" in top3
+        labels = [p.stem for p in sorted(SAMPLES.glob("*.png"))]
+        found = sum(f"{label}.png" in [Path(h.path).name for h in index.search(label.replace("_", " "), k=3)]
+                    for label in labels)
+        assert found >= 10, f"only {found} of {len(labels)} sample names rank their emoji in the top 3"
+        hits = index.search("red apple", k=12)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert_consistent(index)
+
+
+def test_incremental_add_modify_rename_duplicate_delete(tmp_path, emoji_model):
+    photos = tmp_path / "photos"
+    files = write_images(photos, 6)
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        s = index.build([photos], batch_size=4, workers=0)
+        assert (s.added, s.encoded) == (6, 6)
+        assert_consistent(index)
+
+        s = index.build([photos], workers=0)  # nothing changed: nothing read
+        assert (s.unchanged, s.encoded, s.added, s.removed) == (6, 0, 0, 0)
+
+        write_images(photos / "new", 2, start=50)  # add
+        s = index.build([photos], workers=0)
+        assert (s.added, s.encoded, s.unchanged) == (2, 2, 6)
+        assert_consistent(index)
+
+        noise_image(99).save(files[0])  # modify
+        os.utime(files[0], ns=(1, 1_000_000_000))
+        s = index.build([photos], workers=0)
+        assert (s.updated, s.encoded) == (1, 1)
+        assert index.db.count("vectors") == 8  # the old content's vector left with it
+        assert_consistent(index)
+
+        files[1].rename(photos / "renamed.png")  # rename: the vector is reused, not re-encoded
+        shutil.copy(files[2], photos / "copy_of_2.png")  # duplicate: shares the vector
+        s = index.build([photos], workers=0)
+        assert (s.reused, s.removed, s.encoded) == (2, 1, 0)
+        assert index.db.count("files") == 9 and index.db.count("vectors") == 8
+        assert_consistent(index)
+        hits = index.search(image=photos / "copy_of_2.png", k=2)
+        assert {Path(h.path).name for h in hits} == {"copy_of_2.png", files[2].name}
+        assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+        files[3].unlink()  # delete
+        (photos / "copy_of_2.png").unlink()  # delete one of two duplicates: the shared vector stays
+        s = index.build([photos], workers=0)
+        assert (s.removed, s.encoded) == (2, 0)
+        assert index.db.count("files") == 7 and index.db.count("vectors") == 7
+        assert str(files[3]) not in paths(index)
+        assert_consistent(index)
+
+
+def test_modified_file_whose_old_content_is_copied_elsewhere(tmp_path, emoji_model):
+    """A copy of a file's old content, indexed in the same build that modifies the original, keeps a vector."""
+    photos = tmp_path / "photos"
+    first, = write_images(photos, 1)
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([photos], workers=0)
+        shutil.copy(first, photos / "zz_copy.png")  # sorted after the original: read in a later batch
+        noise_image(77).save(first)
+        os.utime(first, ns=(1, 1_000_000_000))
+        s = index.build([photos], batch_size=1, workers=0)
+        assert index.db.count("files") == 2 and index.db.count("vectors") == 2
+        assert s.encoded == 2  # the new content, and the old one again (its vector left with the original)
+        assert_consistent(index)
+
+
+def test_build_with_workers_matches_build_without(tmp_path, emoji_model):
+    photos = tmp_path / "photos"
+    write_images(photos, 10)
+    vectors = []
+    for workers in (0, 2):
+        with open_index(tmp_path / f"w{workers}.db", emoji_model) as index:
+            assert index.build([photos], batch_size=3, workers=workers).encoded == 10
+            vectors.append(index.db.vectors()[1])
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_index_inside_the_photo_folder_moves_with_it(tmp_path, emoji_model):
+    photos = tmp_path / "photos"
+    write_images(photos / "trip", 3)
+    with open_index(photos / ".vlm-index.db", emoji_model) as index:
+        index.build([photos], workers=0)
+        stored = {p for (p,) in index.db.db.execute("SELECT path FROM files")}
+        assert stored == {f"trip/img_{i:04d}.png" for i in range(3)}  # relative: no absolute path inside
+    moved = tmp_path / "elsewhere" / "my photos"
+    moved.parent.mkdir()
+    photos.rename(moved)
+    with PhotoIndex(moved / ".vlm-index.db", emoji_model) as index:
+        s = index.build([moved], workers=0)
+        assert (s.unchanged, s.encoded, s.removed) == (3, 0, 0)
+        hits = index.search(image=moved / "trip" / "img_0001.png", k=1)
+        assert hits[0].path == str(moved / "trip" / "img_0001.png")
+        assert [h.path for h in index.search("anything", k=5, under=moved / "trip")][:1]
+
+
+def test_under_filter_negative_and_k(tmp_path, emoji_model):
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        shutil.copytree(SAMPLES, tmp_path / "a", ignore=shutil.ignore_patterns("*.md", "*.txt"))
+        write_images(tmp_path / "b", 4)
+        index.build([tmp_path / "a", tmp_path / "b"], workers=0)
+        hits = index.search("red apple", k=3, under=tmp_path / "b")
+        assert len(hits) == 3 and all(h.path.startswith(str(tmp_path / "b") + os.sep) for h in hits)
+        assert index.search("red apple", k=50, under=tmp_path / "b" / "nothing-here") == []
+        assert len(index.search("red apple", k=50)) == 16
+        plain = [Path(h.path).name for h in index.search("red heart", k=3)]
+        steered = [Path(h.path).name for h in index.search("red heart", negative="red", k=3)]
+        assert plain[0] == "red_heart.png" and steered != plain
+        with pytest.raises(ValueError, match="text query, an image"):
+            index.search("   ")
+        with pytest.raises(ValueError, match="k must be"):
+            index.search("cat", k=0)
+
+
+def test_missing_folder_changes_nothing(tmp_path, emoji_model):
+    photos = tmp_path / "photos"
+    write_images(photos, 2)
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([photos], workers=0)
+        shutil.move(photos, tmp_path / "unmounted")
+        with pytest.raises(FileNotFoundError, match="Nothing was changed"):
+            index.build([photos], workers=0)
+        assert index.db.count("files") == 2
+
+
+def test_model_mismatch_is_a_clear_error(tmp_path, emoji_model, tiny_siglip):
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([SAMPLES], workers=0)
+    with PhotoIndex(tmp_path / "index.db", tiny_siglip[0]) as index:
+        with pytest.raises(ModelMismatchError, match="built with model 'default'.*--model 'default'"):
+            index.search("cat")
+        with pytest.raises(ModelMismatchError):
+            index.build([SAMPLES], workers=0)
+    with PhotoIndex(tmp_path / "index.db") as index:  # no --model: the index's own model
+        assert index.search("pizza", k=1)[0].path.endswith("pizza.png")
+    with PhotoIndex(tmp_path / "index.db", DEFAULT_MODEL, dtype="bfloat16") as index:  # same model, other dtype
+        assert index.search("pizza", k=1)[0].path.endswith("pizza.png")
+
+
+def test_missing_and_foreign_databases(tmp_path):
+    with pytest.raises(IndexNotFoundError, match="python -m index build FOLDER --db"):
+        PhotoIndex(tmp_path / "none.db")
+    assert not (tmp_path / "none.db").exists()
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE notes (x)").connection.commit()
+    with pytest.raises(SchemaError, match="not a vlm-vision index"):
+        PhotoIndex(other)
+    (tmp_path / "garbage.db").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(SchemaError):
+        PhotoIndex(tmp_path / "garbage.db")
+
+
+def test_newer_schema_is_refused(tmp_path):
+    PhotoIndex(tmp_path / "index.db", create=True).close()
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "index.db")
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaError, match="schema version 99.*Upgrade vlm-vision"):
+        PhotoIndex(tmp_path / "index.db")
+
+
+def test_stale_or_damaged_faiss_file_is_rebuilt(tmp_path, emoji_model):
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([SAMPLES], workers=0)
+        expected = [h.path for h in index.search("rocket", k=5)]
+    faiss_file = tmp_path / "index.db.faiss"
+    faiss_file.write_bytes(faiss_file.read_bytes()[:100])  # damaged
+    with PhotoIndex(tmp_path / "index.db", emoji_model) as index:
+        assert [h.path for h in index.search("rocket", k=5)] == expected
+        assert_consistent(index)  # the search rewrote the file
+    faiss_file.unlink()
+    with PhotoIndex(tmp_path / "index.db", emoji_model) as index:
+        assert [h.path for h in index.search("rocket", k=5)] == expected
+
+
+def test_stats_and_index_type_override(tmp_path, emoji_model):
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([SAMPLES], workers=0, index_type="hnsw")
+        stats = index.stats()
+        assert (stats.files, stats.vectors, stats.skipped, stats.index_type) == (12, 12, 0, "hnsw")
+        assert stats.model.name == "default" and stats.model.dim == 192
+        assert stats.roots == [str(SAMPLES)]
+        assert stats.last_build["added"] == 12
+        with pytest.raises(ValueError, match="Unknown index type: 'annoy'"):
+            index.build([SAMPLES], index_type="annoy")

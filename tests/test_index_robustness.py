@@ -1,0 +1,206 @@
+"""Photo index under bad input, kill -9, concurrent use, and from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from index import BuildLockedError, PhotoIndex
+from index.__main__ import build_parser
+from index.photos import read_photo
+from index.scan import FoundFile
+from tests.photos import SAMPLES, bad_inputs, good_formats, noise_image, write_images
+from tests.test_index import assert_consistent
+from vlm_vision.processor import ImageProcessor
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+
+def cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "index", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_bad_input_is_skipped_with_reasons_and_good_files_are_searchable(tmp_path):
+    photos = tmp_path / "photos"
+    good = good_formats(photos / "good")
+    assert {"heic", "avif"} <= set(good), "the dev extra installs pillow-heif, and Pillow's wheels decode AVIF"
+    bad = bad_inputs(photos / "bad")
+    exif_photo = photos / "good" / "exif.jpg"
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "Canon", "Canon EOS R5", 6  # make, model, orientation: rotate
+    exif.get_ifd(0x8769)[0x9003] = "2024:07:14 18:30:05"  # DateTimeOriginal
+    noise_image(400, size=(60, 30)).save(exif_photo, exif=exif)
+    db = tmp_path / "index.db"
+
+    done = cli("build", str(photos), "--db", str(db), "--workers", "1", "--batch-size", "4")
+    assert "skipped" in done.stdout and "python -m index errors" in done.stdout
+
+    reasons = {json.loads(line)["path"]: json.loads(line)["reason"]
+               for line in cli("errors", "--db", str(db), "--json").stdout.splitlines()}
+    expected = {
+        "empty": "empty", "truncated": "truncated or corrupt", "corrupt": "", "text": "not an image",
+        "bomb": "decompression bomb", "broken_link": "broken symbolic link", "self_link": "symbolic link loop",
+        "fifo": "not a regular file", "loop": "link loop", "undecodable": "not valid UTF-8",
+    }
+    for kind, phrase in expected.items():
+        path = os.fsencode(bad[kind]).decode("utf-8", "backslashreplace")
+        assert path in reasons, f"{kind} ({path}) was not recorded; recorded: {sorted(reasons)}"
+        assert phrase in reasons[path], f"{kind}: {reasons[path]!r}"
+    assert len(reasons) == len(expected)
+
+    with PhotoIndex(db) as index:
+        for path in [*good.values(), exif_photo]:
+            hit = index.search(image=path, k=1)[0]
+            assert hit.path == str(path) and hit.score == pytest.approx(1, abs=1e-5)
+        row = index.db.indexed_file(str(exif_photo))
+        assert (row.width, row.height) == (30, 60)  # as displayed: EXIF orientation 6 turns it
+        assert (row.taken_at, row.camera) == ("2024-07-14T18:30:05", "Canon EOS R5")
+        assert_consistent(index)
+
+    again = cli("build", str(photos), "--db", str(db), "--workers", "0")  # skipped files are not retried unchanged
+    assert "0 images encoded" in again.stdout
+
+
+def test_skipped_file_is_retried_once_fixed(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "later.png").write_bytes(b"")
+    with PhotoIndex(tmp_path / "index.db", create=True) as index:
+        assert index.build([photos], workers=0).skipped == 1
+        noise_image(5).save(photos / "later.png")
+        s = index.build([photos], workers=0)
+        assert (s.added, s.skipped) == (1, 0) and index.errors() == []
+
+
+def test_read_photo_reasons_for_unreadable_and_vanished_files(tmp_path, monkeypatch):
+    import index.photos as photos
+
+    path = tmp_path / "a.png"
+    noise_image(1).save(path)
+    file = FoundFile(str(path), path.stat().st_size, 0, 0)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(photos, "open", denied, raising=False)  # root can read anything: simulate
+    assert read_photo(file, ImageProcessor()).error == "permission denied"
+    monkeypatch.undo()
+    path.unlink()
+    assert read_photo(file, ImageProcessor()).error == "vanished before it could be read"
+
+
+def test_heic_without_plugin_names_the_extra(tmp_path, monkeypatch):
+    import index.photos as photos
+
+    monkeypatch.setattr(photos, "pillow_heif", None)
+    path = tmp_path / "phone.heic"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(100))
+    record = read_photo(FoundFile(str(path), 112, 0, 0), ImageProcessor())
+    assert "vlm-vision[heif]" in record.error
+
+
+def _indexed_exactly_once(db: Path, files: list[Path]) -> None:
+    conn = sqlite3.connect(db)
+    stored = [row[0] for row in conn.execute("SELECT path FROM files")]
+    conn.close()
+    assert sorted(stored) == sorted(str(p.relative_to(db.parent)) for p in files)
+
+
+def test_kill_minus_nine_at_random_points_then_resume(tmp_path):
+    photos = tmp_path / "photos"
+    files = write_images(photos, 60)
+    db = tmp_path / "index.db"
+    rng = random.Random(1234)
+    args = [sys.executable, "-m", "index", "build", str(photos), "--db", str(db), "--batch-size", "2",
+            "--workers", "0"]
+    killed = 0
+    for _ in range(4):
+        process = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 5.0))  # model loading takes about 1-2 s: some kills land mid-encode
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            killed += 1
+        process.wait()
+        if db.exists():
+            with PhotoIndex(db) as index:  # after any kill, the database is consistent (no torn batches)
+                db_ = index.db.db
+                assert db_.execute("SELECT COUNT(*) FROM files WHERE hash NOT IN "
+                                   "(SELECT hash FROM vectors)").fetchone()[0] == 0
+    assert killed >= 1, "no build was killed; the test did not test anything"
+    done = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _indexed_exactly_once(db, files)
+    with PhotoIndex(db) as index:
+        assert index.db.count("vectors") == 60
+        assert_consistent(index)
+
+
+def test_search_during_a_build_and_the_lock_against_a_second(tmp_path):
+    photos = tmp_path / "photos"
+    write_images(photos, 150)
+    db = tmp_path / "index.db"
+    cli("build", str(SAMPLES), "--db", str(db), "--workers", "0")
+    slow = subprocess.Popen([sys.executable, "-m", "index", "build", str(photos), "--db", str(db),
+                             "--batch-size", "1", "--workers", "0"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        with PhotoIndex(db) as index:
+            while index.db.count("files") < 20 and time.time() < deadline:  # the build is under way
+                time.sleep(0.2)
+            assert slow.poll() is None, "the build finished before the test could search during it"
+            hits = index.search("red apple", k=3)
+            assert Path(hits[0].path).name == "red_apple.png"
+            with pytest.raises(BuildLockedError, match="Another build is already running"):
+                index.build([photos], workers=0)
+        second = cli("build", str(photos), "--db", str(db), check=False)
+        assert second.returncode == 1 and "Another build is already running" in second.stderr
+        assert slow.poll() is None
+    finally:
+        slow.wait(timeout=300)
+    assert slow.returncode == 0, slow.stderr.read()
+    with PhotoIndex(db) as index:
+        assert index.db.count("files") == 162
+        assert_consistent(index)
+
+
+def test_cli_search_stats_and_errors(tmp_path):
+    db = tmp_path / "index.db"
+    cli("build", str(SAMPLES), "--db", str(db), "--workers", "0")
+    lines = [json.loads(line) for line in cli("search", "red apple", "--db", str(db), "-k", "3", "--json").stdout
+             .splitlines()]
+    assert len(lines) == 3 and set(lines[0]) == {"path", "score"}
+    assert Path(lines[0]["path"]).name == "red_apple.png"
+    text = cli("search", "--image", str(SAMPLES / "pizza.png"), "--not", "food", "--db", str(db), "-k", "2").stdout
+    score, path = text.splitlines()[0].split(maxsplit=1)
+    assert path == str(SAMPLES / "pizza.png") and 0 < float(score) < 0.99  # steered away from "food"
+    stats = json.loads(cli("stats", "--db", str(db), "--json").stdout)
+    assert (stats["files"], stats["dim"], stats["model"], stats["index_type"]) == (12, 192, "default", "flat")
+    assert cli("errors", "--db", str(db)).stdout == ""
+    missing = cli("search", "cat", "--db", str(tmp_path / "none.db"), check=False)
+    assert missing.returncode == 1 and "Build one first" in missing.stderr and "Traceback" not in missing.stderr
+    nowhere = cli("build", str(tmp_path / "no-such-folder"), "--db", str(db), check=False)
+    assert nowhere.returncode == 1 and "Not a folder" in nowhere.stderr
+
+
+@pytest.mark.parametrize("command", ["build", "search", "stats", "errors"])
+def test_every_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    out = capsys.readouterr().out
+    assert "example" in out and f"python -m index {command}" in out
