@@ -1,0 +1,90 @@
+"""`python -m app`: the Gradio app on 127.0.0.1:7860, over the embedded model and a demo index by default."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXAMPLE = """examples:
+  python -m app                                   # the embedded model and a demo index of data/samples
+  python -m app --index ~/Pictures/.vlm-index.db  # your own index (python -m index build ~/Pictures --db ...)
+  python -m app --host 0.0.0.0 --auth me:secret   # reachable from other machines: set a password"""
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Photo search and zero-shot classification.",
+                                     epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", default=None,
+                        help="index database (default: your default index if it exists, else a demo index of "
+                             "data/samples)")
+    parser.add_argument("--model", default=None, help="SigLIP model (default: the index's own, else the embedded one)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only); anything else is a choice to "
+                             "expose the app and prints a warning")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--max-upload-mb", type=int, default=25, help="largest upload accepted (25 MB)")
+    return parser
+
+
+def demo_index() -> Path:
+    """A small index of data/samples in the user's cache, built (or brought up to date) now."""
+    from index import PhotoIndex
+
+    from .ui import SAMPLES
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlm-vision" / "demo"
+    db = cache / "samples.db"
+    with PhotoIndex(db, create=True) as index:
+        index.build([SAMPLES], workers=0)
+    return db
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry, no version check
+    auth = None
+    if args.auth is not None:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            print("error: --auth needs USER:PASS", file=sys.stderr)
+            return 2
+        auth = (user, password)
+    if args.host not in LOCAL_HOSTS:
+        print(f"WARNING: binding {args.host}: anyone who can reach this machine on port {args.port} can search "
+              f"your indexed photos{'' if auth else ' (no --auth set)'}.", file=sys.stderr)
+
+    from index import default_db_path
+
+    from .backend import Backend
+    from .ui import build_demo
+
+    index = Path(args.index).expanduser() if args.index else (
+        default_db_path() if default_db_path().exists() else demo_index())
+    print(f"Index: {index}")
+    backend = Backend(index, args.model, device=args.device)
+    demo = build_demo(backend=backend)
+    demo.queue(default_concurrency_limit=4).launch(**launch_options(backend, args.host, args.port, auth,
+                                                                    args.max_upload_mb))
+    return 0
+
+
+def launch_options(backend, host: str, port: int, auth: tuple[str, str] | None = None,
+                   max_upload_mb: int = 25) -> dict:
+    """`Blocks.launch` arguments: local-only by default, no share link, and only thumbnails and samples served."""
+    from .ui import SAMPLES
+
+    return dict(server_name=host, server_port=port, auth=auth, share=False, ssr_mode=False,
+                max_file_size=f"{max_upload_mb}mb", allowed_paths=[str(backend.thumbnails.folder), str(SAMPLES)],
+                footer_links=["api"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

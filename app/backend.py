@@ -1,0 +1,192 @@
+"""What the app does, without the UI: search, classify, explain, index a folder, report status.
+
+Everything here is plain Python returning plain values, so it is tested without
+a browser; app/ui.py turns it into Gradio components. Errors meant for the user
+are `UserError`s with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from index import PhotoIndex
+from index.errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
+from vlm_vision.dual_encoder import DualEncoder
+from vlm_vision.errors import ImageLoadError
+from vlm_vision.explain import overlay_heatmap, pooling_attention
+from vlm_vision.hub import default_model
+from vlm_vision.processor import load_image
+
+from .thumbnails import ThumbnailCache
+
+logger = logging.getLogger(__name__)
+
+# Uploads above this many pixels are refused (a 12,000 x 8,000 photo is 96 million).
+MAX_UPLOAD_PIXELS = 100_000_000
+MAX_LABELS = 200
+HEATMAP_SIZE = 384  # longest side of the attention picture, pixels
+
+
+class UserError(ValueError):
+    """A problem with what the user gave (an upload, labels, a folder); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Result:
+    path: str
+    score: float
+    thumbnail: str
+
+
+def split_labels(text: str) -> list[str]:
+    """Labels separated by commas or new lines, stripped, empty ones and repeats dropped."""
+    labels = [label.strip() for label in text.replace("\n", ",").split(",")]
+    return list(dict.fromkeys(label for label in labels if label))
+
+
+class Backend:
+    """The model and the index, loaded once and shared by every request."""
+
+    def __init__(self, index: str | os.PathLike | None, model: str | os.PathLike | None = None, *,
+                 device: str = "cpu", thumbnails: str | os.PathLike | None = None) -> None:
+        self.index_path = Path(index) if index is not None else None
+        self.index: PhotoIndex | None = None
+        self.index_problem: str | None = None  # why there is no index to search, shown in the UI
+        recorded = None
+        if self.index_path is not None:
+            try:
+                self.index = PhotoIndex(self.index_path, model, device=device)
+                recorded = self.index.db.model_info()
+            except (IndexNotFoundError, SchemaError) as e:
+                self.index_problem = str(e)
+        name = model or (recorded.name if recorded else None)
+        if self.index is not None and recorded is not None:
+            self.model = self.index.model  # loads the index's model (or `model`), checked against the index
+        else:
+            source = default_model() if name in (None, "default") else name
+            self.model = DualEncoder.from_pretrained(source, device=device)
+            if self.index is not None:  # an empty index: use it with this model
+                self.index = PhotoIndex(self.index_path, self.model)
+        self.model_name = str(name or "default")
+        if thumbnails is None:  # beside the index (hidden from scans when the index sits inside a photo folder)
+            thumbnails = (self.index_path.with_name(self.index_path.name + ".thumbnails") if self.index_path
+                          else Path(tempfile.mkdtemp(prefix="vlm-vision-thumbnails-")))
+        self.thumbnails = ThumbnailCache(Path(thumbnails))
+        self._lock = threading.Lock()  # one SQLite connection, one request at a time
+
+    # -- search ---------------------------------------------------------------------------------------------
+
+    def search(self, text: str = "", image: str | None = None, negative: str = "", k: int = 12,
+               under: str = "") -> list[Result]:
+        if self.index is None:
+            raise UserError(self.index_problem or "No index loaded. Index a folder first (below).")
+        if not text.strip() and not image:
+            raise UserError("Type what to look for, or give an image to find similar ones.")
+        if image and not os.path.isfile(image):
+            raise UserError(f"The image {image!r} is not a file.")
+        if under.strip() and not os.path.isdir(os.path.expanduser(under.strip())):
+            raise UserError(f"The folder filter {under!r} is not a folder.")
+        query_image = None
+        if image:  # an indexed file ("more like this") searches by its stored vector; an upload is decoded
+            indexed = self.index.db.indexed_file(os.path.abspath(image)) is not None
+            query_image = image if indexed else self._open_upload(image)
+        with self._lock:
+            try:
+                hits = self.index.search(text or None, image=query_image, negative=negative or None, k=int(k),
+                                         under=under.strip() or None)
+            except ModelMismatchError as e:
+                raise UserError(str(e)) from e
+            return [Result(h.path, h.score, str(self.thumbnails.get(h.path, h.file.hash))) for h in hits]
+
+    # -- classify and explain ---------------------------------------------------------------------------------
+
+    def _open_upload(self, path: str | None) -> Image.Image:
+        if not path:
+            raise UserError("Upload an image first.")
+        try:
+            return load_image(path, max_pixels=MAX_UPLOAD_PIXELS)
+        except ImageLoadError as e:
+            raise UserError(f"That file can't be used as an image: {e.reason}. Upload a JPEG, PNG, WebP, GIF, "
+                            f"BMP or TIFF file.") from e
+
+    def classify(self, image: str | None, labels: str, template: str = "{}") -> dict[str, float]:
+        """Each label's sigmoid probability (SigLIP scores each label on its own; they need not sum to 1)."""
+        picture = self._open_upload(image)
+        names = split_labels(labels or "")
+        if not names:
+            raise UserError("Type at least one label, separated by commas or new lines (e.g. cat, dog, pizza).")
+        if len(names) > MAX_LABELS:
+            raise UserError(f"{len(names)} labels is too many; give at most {MAX_LABELS}.")
+        if "{}" not in (template or ""):
+            raise UserError('The prompt template needs {} where the label goes, e.g. "a photo of {}."')
+        return dict(self.model.classify(picture, names, template=template))
+
+    def heatmap(self, image: str | Image.Image | None) -> Image.Image:
+        """The image with the attention-pooling head's weights drawn over it."""
+        picture = image if isinstance(image, Image.Image) else self._open_upload(image)
+        pixels = self.model.processor([picture]).to(self.model.device)
+        grid = pooling_attention(self.model.vision, pixels)[0].cpu()
+        scale = HEATMAP_SIZE / max(picture.size)  # small images (emoji) are drawn larger, large ones smaller
+        shown = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                               Image.Resampling.LANCZOS)
+        return overlay_heatmap(shown, grid)
+
+    # -- indexing and status ----------------------------------------------------------------------------------
+
+    def build(self, folder: str, progress: Callable[[float, str], None] | None = None) -> str:
+        """Index `folder` into the app's index (created if needed); returns the summary line."""
+        folder = os.path.expanduser((folder or "").strip())
+        if not folder or not os.path.isdir(folder):
+            raise UserError(f"{folder!r} is not a folder on this machine. Type the full path of a photo folder.")
+        if self.index_path is None:
+            raise UserError("The app was started without --index, so there is nowhere to store one.")
+
+        def report(p) -> None:
+            if progress is not None and p.total:
+                progress(p.done / p.total, f"{p.done} / {p.total} files")
+
+        # A connection of its own: the build's transactions must not interleave with searches on this one.
+        builder = PhotoIndex(self.index_path, self.model, create=True)
+        try:
+            summary = builder.build([folder], progress=report)
+        except (BuildLockedError, ModelMismatchError) as e:
+            raise UserError(str(e)) from e
+        finally:
+            builder.close()
+        with self._lock:
+            if self.index is None:
+                self.index = PhotoIndex(self.index_path, self.model)
+                self.index_problem = None
+        return (f"{summary.added} added, {summary.updated} updated, {summary.reused} reused, {summary.removed} "
+                f"removed, {summary.skipped} skipped, {summary.unchanged} unchanged "
+                f"({summary.encoded} images encoded in {summary.seconds:.1f} s).")
+
+    def status(self) -> str:
+        """Markdown: the model and the index, with their sizes."""
+        params = sum(p.numel() for p in self.model.parameters())
+        dim = self.model.vision.config.hidden_size  # the pooled image embedding's size
+        lines = [f"**Model:** `{self.model_name}`: {params / 1e6:.1f}M parameters, embedding dim {dim}, "
+                 f"{self.model.vision.config.image_size}px input, on {self.model.device}"]
+        if self.index is None:
+            lines.append(f"**Index:** none. {self.index_problem or ''}")
+        else:
+            with self._lock:
+                s = self.index.stats()
+            lines.append(f"**Index:** `{s.db_path}`: {s.files} images ({s.vectors} distinct), {s.skipped} skipped, "
+                         f"FAISS {s.index_type or '-'}, {(s.db_bytes + s.ann_bytes) / 1e6:.1f} MB")
+            for root in s.roots:
+                lines.append(f"- `{root}`")
+        return "\n\n".join(lines)
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
+

@@ -1,0 +1,42 @@
+"""Thumbnails of indexed photos, made once and kept by content hash.
+
+The app serves these small JPEGs and nothing else from disk: the original files
+are never exposed through the web server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from vlm_vision.processor import load_image
+
+THUMBNAIL_SIZE = 320  # longest side, pixels
+
+
+def default_thumbnail_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "vlm-vision" / "thumbnails"
+
+
+class ThumbnailCache:
+    """`get(path, content_hash)` returns a JPEG thumbnail's path, creating it on first use."""
+
+    def __init__(self, folder: Path, size: int = THUMBNAIL_SIZE) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.size = size
+
+    def get(self, path: str, content_hash: str) -> Path:
+        target = self.folder / f"{content_hash}-{self.size}.jpg"
+        if not target.exists():
+            image = load_image(path)  # EXIF orientation applied, transparency onto white
+            image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                image.save(f, "JPEG", quality=85)
+            os.replace(tmp, target)  # atomic: two requests racing both write whole files
+        return target

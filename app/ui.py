@@ -1,0 +1,159 @@
+"""The Gradio interface: a Search tab and a Classify tab over one `Backend`.
+
+`build_demo(...)` builds the Blocks and loads the model and index once; it never
+launches anything (app/__main__.py does). Handlers turn `UserError` and image
+errors into `gr.Error`, which the page shows as a message, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+
+from vlm_vision.errors import ImageLoadError
+
+from .backend import Backend, UserError
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+DEFAULT_LABELS = "red heart, blue heart, pizza, rocket, thumbs up, cat face, dog face, red apple, sun, rainbow"
+
+
+def friendly(fn: Callable) -> Callable:
+    """Show what went wrong as a message on the page instead of a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, ImageLoadError) as e:
+            raise gr.Error(str(e), print_exception=False) from e
+    return wrapper
+
+
+class ImageUpload(gr.Image):
+    """gr.Image whose unreadable uploads give a message: gr.Image would fail inside Gradio with a bare error."""
+
+    is_template = True  # Gradio's convention for subclasses: the browser uses gr.Image's own component
+    # Construct with image_mode=None, so the file is handed over as uploaded: gr.Image's default "RGB" converts
+    # RGBA by dropping alpha, which turns transparent backgrounds black, while load_image composites them onto
+    # white as SigLIP's processor does. (Not set in an __init__ override: Gradio reads the component's settings
+    # from its __init__ signature.)
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception as e:  # noqa: BLE001 - whatever PIL raised, the user gets the same advice
+            raise gr.Error(f"That file can't be read as an image ({type(e).__name__}). Upload a JPEG, PNG, WebP, "
+                           f"GIF, BMP or TIFF file.", print_exception=False) from e
+
+
+def sample_images() -> list[str]:
+    return sorted(str(p) for p in SAMPLES.glob("*.png")) if SAMPLES.is_dir() else []
+
+
+def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike | None = None, *,
+               device: str = "cpu", backend: Backend | None = None) -> gr.Blocks:
+    """The app's Blocks over `index` (a database path) and `model` (default: the index's model)."""
+    backend = backend or Backend(index, model, device=device)
+    template_default = "{}" if backend.model_name == "default" else "This is a photo of {}."
+
+    @friendly
+    def search(text, image, negative, k, under):
+        results = backend.search(text or "", image, negative or "", int(k), under or "")
+        if not results:
+            gr.Info("No results. Try other words, or remove the folder filter.")
+        gallery = [(r.thumbnail, f"{r.score:.3f}  {Path(r.path).name}") for r in results]
+        return gallery, [r.path for r in results], None, ""
+
+    @friendly
+    def more_like_this(selected, k, under):
+        if not selected:
+            raise UserError("Click a result first, then 'More like this'.")
+        return search("", selected, "", k, under)
+
+    def select(paths, evt: gr.SelectData):
+        path = paths[evt.index] if paths and evt.index is not None and evt.index < len(paths) else None
+        return path, f"Selected: `{path}`" if path else ""
+
+    @friendly
+    def explain_result(selected):
+        if not selected:
+            raise UserError("Click a result first, then 'Where does the model look?'.")
+        return backend.heatmap(selected)
+
+    @friendly
+    def classify(image, labels, template):
+        return backend.classify(image, labels, template), backend.heatmap(image)
+
+    @friendly
+    def build(folder, progress=gr.Progress()):
+        summary = backend.build(folder, lambda fraction, text: progress(fraction, desc=text))
+        return summary, backend.status()
+
+    with gr.Blocks(title="vlm-vision", analytics_enabled=False) as demo:
+        gr.Markdown("# vlm-vision\nSearch your photos with words or images, and classify images with any labels: "
+                    "a SigLIP model running on this machine, offline.")
+        status = gr.Markdown(backend.status(), elem_id="status")
+        with gr.Tab("Search", elem_id="search-tab"):
+            with gr.Row():
+                query = gr.Textbox(label="Search", placeholder="e.g. red apple", scale=5, elem_id="query")
+                search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-button")
+            with gr.Accordion("More ways to search", open=False):
+                with gr.Row():
+                    image_query = ImageUpload(label="Find images like this one", type="filepath", image_mode=None,
+                                           sources=["upload", "clipboard"], height=180, elem_id="image-query")
+                    with gr.Column():
+                        negative = gr.Textbox(label="But not", placeholder="e.g. night", elem_id="negative")
+                        under = gr.Textbox(label="Only in this folder", placeholder="/home/me/Pictures/2024",
+                                           elem_id="under")
+                        k = gr.Slider(1, 100, value=12, step=1, label="Number of results", elem_id="k")
+            gallery = gr.Gallery(label="Results (score, file name)", columns=6, height="auto", object_fit="contain",
+                                 elem_id="results")
+            paths = gr.State([])
+            selected = gr.State(None)
+            selected_text = gr.Markdown(elem_id="selected")
+            with gr.Row():
+                more_button = gr.Button("More like this", elem_id="more-like-this")
+                explain_button = gr.Button("Where does the model look?", elem_id="explain-result")
+            result_heatmap = gr.Image(label="Attention of the pooling head over the selected image",
+                                      interactive=False, height=320, elem_id="result-heatmap")
+            with gr.Accordion("Index a folder", open=backend.index is None):
+                gr.Markdown("Indexing reads every image under the folder once; later runs only read what changed. "
+                            "From a terminal: `python -m index build FOLDER --db INDEX`.")
+                with gr.Row():
+                    folder = gr.Textbox(label="Folder", placeholder="/home/me/Pictures", scale=5, elem_id="folder")
+                    build_button = gr.Button("Index folder", scale=1, elem_id="build-button")
+                build_result = gr.Markdown(elem_id="build-result")
+
+        with gr.Tab("Classify", elem_id="classify-tab"):
+            with gr.Row():
+                with gr.Column():
+                    image = ImageUpload(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                        height=300,
+                                     elem_id="classify-image")
+                    labels = gr.Textbox(label="Labels, separated by commas or new lines", value=DEFAULT_LABELS,
+                                        lines=3, elem_id="labels")
+                    template = gr.Textbox(label="Prompt template ({} is the label)", value=template_default,
+                                          elem_id="template")
+                    classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
+                with gr.Column():
+                    probabilities = gr.Label(label="Sigmoid probability of each label", num_top_classes=10,
+                                             elem_id="probabilities")
+                    heatmap = gr.Image(label="Where the pooled embedding looks (attention-pooling head)",
+                                       interactive=False, height=300, elem_id="classify-heatmap")
+            if sample_images():
+                gr.Examples(examples=[[p] for p in sample_images()], inputs=[image], label="Sample images")
+
+        search_inputs = [query, image_query, negative, k, under]
+        search_outputs = [gallery, paths, selected, selected_text]
+        search_button.click(search, search_inputs, search_outputs, api_name="search")
+        query.submit(search, search_inputs, search_outputs, api_name=False)
+        gallery.select(select, [paths], [selected, selected_text], api_name=False)
+        more_button.click(more_like_this, [selected, k, under], search_outputs, api_name=False)
+        explain_button.click(explain_result, [selected], [result_heatmap], api_name=False)
+        build_button.click(build, [folder], [build_result, status], api_name="index_folder")
+        classify_button.click(classify, [image, labels, template], [probabilities, heatmap], api_name="classify")
+    return demo

@@ -1,0 +1,195 @@
+"""The Gradio app: the backend's results and messages, and the launched server through gradio_client."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from app.backend import Backend, UserError, split_labels
+from index import PhotoIndex
+from tests.photos import SAMPLES, write_images
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """An indexed copy of the samples plus a few other images, the index kept beside them."""
+    folder = tmp_path_factory.mktemp("app") / "photos"
+    shutil.copytree(SAMPLES, folder / "emoji", ignore=shutil.ignore_patterns("*.md", "*.txt"))
+    write_images(folder / "noise", 3)
+    db = folder / ".index.db"
+    with PhotoIndex(db, create=True) as index:
+        index.build([folder], workers=0)
+    return folder, db
+
+
+@pytest.fixture(scope="module")
+def backend(photos):
+    backend = Backend(photos[1])
+    yield backend
+    backend.close()
+
+
+def test_split_labels():
+    assert split_labels("cat, dog\nred apple,, cat\n ") == ["cat", "dog", "red apple"]
+
+
+def test_search_finds_the_emoji_and_makes_thumbnails(backend, photos):
+    results = backend.search("red apple", k=3)
+    assert Path(results[0].path).name == "red_apple.png"
+    thumbnail = Image.open(results[0].thumbnail)
+    assert max(thumbnail.size) <= 320 and results[0].thumbnail.startswith(str(backend.thumbnails.folder))
+    again = backend.search("red apple", k=3)
+    assert [r.thumbnail for r in again] == [r.thumbnail for r in results]  # cached, not remade
+    similar = backend.search(image=str(photos[0] / "emoji" / "pizza.png"), k=2)
+    assert Path(similar[0].path).name == "pizza.png" and similar[0].score == pytest.approx(1, abs=1e-5)
+    only_noise = backend.search("red apple", k=5, under=str(photos[0] / "noise"))
+    assert len(only_noise) == 3 and all("/noise/" in r.path for r in only_noise)
+
+
+@pytest.mark.parametrize("sample, label", [("pizza.png", "pizza"), ("rocket.png", "rocket"),
+                                           ("red_heart.png", "red heart")])
+def test_classify_ranks_the_right_label_first(backend, sample, label):
+    probabilities = backend.classify(str(SAMPLES / sample), "red heart, blue heart, pizza, rocket, sun", "{}")
+    assert max(probabilities, key=probabilities.get) == label
+    assert all(0 <= p <= 1 for p in probabilities.values())
+
+
+def test_heatmap_is_drawn_over_the_image(backend):
+    overlay = backend.heatmap(str(SAMPLES / "rocket.png"))  # a 72 x 72 emoji, drawn at 384 x 384
+    original = Image.open(SAMPLES / "rocket.png").convert("RGB").resize(overlay.size)
+    assert overlay.mode == "RGB" and overlay.size == (384, 384)
+    assert overlay.tobytes() != original.tobytes()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda b, tmp: b.classify(str(SAMPLES / "pizza.png"), " , \n", "{}"), "at least one label"),
+    (lambda b, tmp: b.classify(str(SAMPLES / "pizza.png"), "cat", "a photo"), "needs {}"),
+    (lambda b, tmp: b.classify(str(tmp / "notes.png"), "cat", "{}"), "can't be used as an image"),
+    (lambda b, tmp: b.classify(None, "cat", "{}"), "Upload an image"),
+    (lambda b, tmp: b.search("   "), "Type what to look for"),
+    (lambda b, tmp: b.search("cat", under=str(tmp / "nowhere")), "not a folder"),
+    (lambda b, tmp: b.build(str(tmp / "nowhere")), "not a folder"),
+])
+def test_bad_input_gets_a_message(backend, tmp_path, call, message):
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(UserError, match=message):
+        call(backend, tmp_path)
+
+
+def test_huge_image_is_refused(backend, tmp_path, monkeypatch):
+    import app.backend
+
+    monkeypatch.setattr(app.backend, "MAX_UPLOAD_PIXELS", 1000)
+    with pytest.raises(UserError, match="decompression bomb"):
+        backend.classify(str(SAMPLES / "pizza.png"), "pizza", "{}")
+
+
+def test_status_and_indexing_a_folder(tmp_path):
+    backend = Backend(tmp_path / "new.db")  # no index yet: the page says how to make one
+    try:
+        assert "Index:** none" in backend.status() and "python -m index build" in backend.status()
+        with pytest.raises(UserError, match="python -m index build"):
+            backend.search("cat")
+        write_images(tmp_path / "pics", 4)
+        steps = []
+        assert backend.build(str(tmp_path / "pics"), lambda f, text: steps.append(f)).startswith("4 added")
+        assert steps and steps[-1] == 1.0
+        assert "4 images" in backend.status() and len(backend.search("cat", k=10)) == 4
+    finally:
+        backend.close()
+
+
+def test_index_of_another_model_is_a_message(tmp_path, tiny_siglip, photos):
+    from index import ModelMismatchError
+
+    with pytest.raises(ModelMismatchError, match="built with model 'default'"):
+        Backend(photos[1], tiny_siglip[0])
+
+
+@pytest.fixture(scope="module")
+def server(backend):
+    from app.__main__ import launch_options
+    from app.ui import build_demo
+
+    demo = build_demo(backend=backend)
+    port = free_port()
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, **launch_options(backend, "127.0.0.1", port,
+                                                                                max_upload_mb=1))
+    yield f"http://127.0.0.1:{port}"
+    demo.close()
+
+
+def backend_probability() -> float:
+    from vlm_vision.dual_encoder import DualEncoder
+    from vlm_vision.hub import DEFAULT_MODEL
+
+    return dict(DualEncoder.from_pretrained(DEFAULT_MODEL).classify(
+        SAMPLES / "pizza.png", ["pizza", "rocket", "sun"], template="{}"))["pizza"]
+
+
+def test_gradio_client_search_and_classify(server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    gallery, _selected = client.predict("red apple", None, "", 3, "", api_name="/search")
+    assert gallery[0]["caption"].endswith("red_apple.png") and len(gallery) == 3
+    assert httpx.get(f"{server}/gradio_api/file={gallery[0]['image']}").status_code == 200
+    result, heatmap = client.predict(handle_file(str(SAMPLES / "pizza.png")), "pizza, rocket, sun", "{}",
+                                     api_name="/classify")
+    assert result["label"] == "pizza" and Path(heatmap).is_file()
+    # The upload reaches the model as uploaded (transparency onto white): the same probability as in Python.
+    confidence = {c["label"]: c["confidence"] for c in result["confidences"]}["pizza"]
+    assert confidence == pytest.approx(backend_probability(), abs=1e-5) and confidence > 0.3
+    with pytest.raises(Exception, match="can't be read as an image"):
+        client.predict(handle_file(__file__), "cat", "{}", api_name="/classify")
+    with pytest.raises(Exception, match="at least one label"):
+        client.predict(handle_file(str(SAMPLES / "pizza.png")), " ", "{}", api_name="/classify")
+
+
+def test_only_thumbnails_and_samples_are_served(server, photos):
+    folder, db = photos
+    for path in ["/etc/passwd", str(db), str(folder / "noise" / "img_0000.png"), str(Path(__file__)),
+                 str(Path(__file__).resolve().parents[1] / "pyproject.toml")]:
+        response = httpx.get(f"{server}/gradio_api/file={path}")
+        assert response.status_code in (403, 404), (path, response.status_code)
+    for attempt in ["../../../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd", "..%2f..%2fetc%2fpasswd"]:
+        response = httpx.get(f"{server}/gradio_api/file={attempt}")
+        assert response.status_code in (403, 404) and "root:" not in response.text, attempt
+
+
+def test_upload_size_is_bounded(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    big = tmp_path / "big.png"
+    Image.effect_noise((1200, 1200), 100).convert("RGB").save(big)  # about 2 MB: over the 1 MB limit
+    assert big.stat().st_size > 1_000_000
+    with pytest.raises(Exception):
+        Client(server, verbose=False).predict(handle_file(str(big)), "cat", "{}", api_name="/classify")
+
+
+def test_cli_help_and_exposed_host_warning(capsys, monkeypatch):
+    import gradio as gr
+
+    from app.__main__ import build_parser, main
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    assert "python -m app" in capsys.readouterr().out
+    launched = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw))
+    assert main(["--index", str(SAMPLES.parent / "none.db"), "--host", "0.0.0.0", "--port", "7999"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: binding 0.0.0.0" in err and "no --auth" in err
+    assert launched["server_name"] == "0.0.0.0" and launched["share"] is False
+    assert main(["--auth", "nopassword"]) == 2

@@ -1,0 +1,96 @@
+"""The app in a real browser: headless Chromium (Debian's package) driven by Playwright, no download.
+
+`.ci/run` installs `chromium`; where it is missing locally the tests skip, but in
+CI (CI=true) they fail instead, so they can't silently stop running. Screenshots
+go to $SCREENSHOT_DIR (the README's come from `SCREENSHOT_DIR=app/screenshots`),
+else to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.photos import SAMPLES
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if os.environ.get("CI") != "true":  # in CI a missing browser is a failure, not a skip
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it", allow_module_level=True)
+    pytest.importorskip("playwright")
+
+from playwright import sync_api  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from app.__main__ import launch_options
+    from app.backend import Backend
+    from app.ui import build_demo
+    from index import PhotoIndex
+
+    db = tmp_path_factory.mktemp("browser") / "samples.db"
+    with PhotoIndex(db, create=True) as index:
+        index.build([SAMPLES], workers=0)
+    backend = Backend(db)
+    demo = build_demo(backend=backend)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, **launch_options(backend, "127.0.0.1", port))
+    yield f"http://127.0.0.1:{port}"
+    demo.close()
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as p:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox can't start.
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server)
+                   or route.request.url.startswith("data:") else route.abort())  # no test reaches the network
+        page.goto(server)
+        page.wait_for_selector("#query textarea", timeout=60_000)
+        yield page
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_search_shows_the_apple_first(page, screenshots):
+    page.fill("#query textarea", "red apple")
+    page.click("#search-button")
+    first = page.locator("#results button img").first
+    first.wait_for(timeout=30_000)
+    captions = [line.strip() for line in page.locator("#results").inner_text().splitlines()
+                if line.strip().endswith(".png")]  # "0.780 red_apple.png", ... best first
+    assert captions[0].endswith("red_apple.png"), captions
+    page.wait_for_timeout(500)  # let thumbnails paint
+    page.screenshot(path=str(screenshots / "search.png"), full_page=True)
+    assert (screenshots / "search.png").stat().st_size > 10_000
+
+
+def test_classify_puts_the_right_label_on_top(page, screenshots):
+    page.get_by_role("tab", name="Classify").click()
+    page.locator("#classify-image input[type=file]").set_input_files(str(SAMPLES / "pizza.png"))
+    page.locator("#classify-image img").first.wait_for(timeout=30_000)
+    page.click("#classify-button")
+    page.locator("#classify-heatmap img").first.wait_for(timeout=30_000)
+    top = page.locator("#probabilities h2, #probabilities .output-class").first.inner_text()
+    text = page.locator("#probabilities").inner_text()
+    assert top.strip() == "pizza", text
+    percents = [int(word[:-1]) for word in text.split() if word.endswith("%")]
+    assert percents[0] >= 30, text  # the upload reached the model as uploaded: transparency onto white
+    page.screenshot(path=str(screenshots / "classify.png"), full_page=True)
+    assert (screenshots / "classify.png").stat().st_size > 10_000
