@@ -33,21 +33,26 @@ def friendly(fn: Callable) -> Callable:
     return wrapper
 
 
-class ImageUpload(gr.Image):
-    """gr.Image whose unreadable uploads give a message: gr.Image would fail inside Gradio with a bare error."""
+def image_upload(**kwargs) -> gr.Image:
+    """A gr.Image whose unreadable uploads give a message: gr.Image alone fails inside Gradio with a bare error.
 
-    is_template = True  # Gradio's convention for subclasses: the browser uses gr.Image's own component
-    # Construct with image_mode=None, so the file is handed over as uploaded: gr.Image's default "RGB" converts
-    # RGBA by dropping alpha, which turns transparent backgrounds black, while load_image composites them onto
-    # white as SigLIP's processor does. (Not set in an __init__ override: Gradio reads the component's settings
-    # from its __init__ signature.)
+    image_mode=None hands the file over as uploaded: gr.Image's default "RGB" converts RGBA by dropping alpha,
+    which turns transparent backgrounds black, while load_image composites them onto white as SigLIP's
+    processor does. (A gr.Image subclass would do too, but Gradio writes a .pyi file beside any module that
+    defines one.)
+    """
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
+    preprocess = component.preprocess
 
-    def preprocess(self, payload):
+    def checked(payload):
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except Exception as e:  # noqa: BLE001 - whatever PIL raised, the user gets the same advice
             raise gr.Error(f"That file can't be read as an image ({type(e).__name__}). Upload a JPEG, PNG, WebP, "
                            f"GIF, BMP or TIFF file.", print_exception=False) from e
+
+    component.preprocess = checked
+    return component
 
 
 def sample_images() -> list[str]:
@@ -103,8 +108,8 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
                 search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-button")
             with gr.Accordion("More ways to search", open=False):
                 with gr.Row():
-                    image_query = ImageUpload(label="Find images like this one", type="filepath", image_mode=None,
-                                           sources=["upload", "clipboard"], height=180, elem_id="image-query")
+                    image_query = image_upload(label="Find images like this one",
+                                               sources=["upload", "clipboard"], height=180, elem_id="image-query")
                     with gr.Column():
                         negative = gr.Textbox(label="But not", placeholder="e.g. night", elem_id="negative")
                         under = gr.Textbox(label="Only in this folder", placeholder="/home/me/Pictures/2024",
@@ -131,9 +136,8 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
         with gr.Tab("Classify", elem_id="classify-tab"):
             with gr.Row():
                 with gr.Column():
-                    image = ImageUpload(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                        height=300,
-                                     elem_id="classify-image")
+                    image = image_upload(label="Image", sources=["upload", "clipboard"], height=300,
+                                         elem_id="classify-image")
                     labels = gr.Textbox(label="Labels, separated by commas or new lines", value=DEFAULT_LABELS,
                                         lines=3, elem_id="labels")
                     template = gr.Textbox(label="Prompt template ({} is the label)", value=template_default,
