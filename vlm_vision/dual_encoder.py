@@ -77,8 +77,12 @@ class DualEncoder(nn.Module):
         return F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
 
     def scale_and_bias(self, similarity: torch.Tensor) -> torch.Tensor:
-        """Cosine similarities -> logits: `exp(t') * s + b`."""
-        return similarity * self.logit_scale.float().exp() + self.logit_bias.float()
+        """Cosine similarities -> logits: `exp(t') * s + b`, on the device of `similarity`.
+
+        (`encode_*` return CPU tensors while the parameters may sit on a GPU.)
+        """
+        scale, bias = (p.float().to(similarity.device) for p in (self.logit_scale, self.logit_bias))
+        return similarity * scale.exp() + bias
 
     @torch.inference_mode()
     def encode_images(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor,
