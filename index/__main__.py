@@ -116,6 +116,11 @@ def run_build(args: argparse.Namespace) -> None:
 
 
 def run_search(args: argparse.Namespace) -> None:
+    import faiss
+
+    # One query at a time: a second OpenMP thread only adds hand-offs, and on a busy machine it made
+    # batch-1 searches several times slower (benchmarks/README.md, "Photo index: FAISS level").
+    faiss.omp_set_num_threads(1)
     with PhotoIndex(args.db, args.model, device=args.device) as index:
         hits = index.search(args.query, image=args.image, negative=args.negative, k=args.k, under=args.under)
         for hit in hits:

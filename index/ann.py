@@ -36,24 +36,31 @@ logger = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
 
-# Flat search reads every vector once per query; single-query p95 on a 2-core
-# AMD EPYC (768-d) was 2.5 ms at 10k, 5.3 ms at 30k, 17.6 ms at 100k. Up to
-# 50k (about 9 ms) exact search fits the 10 ms budget and needs no training
-# or tuning; above it we switch to IVF.
+# Numbers below: benchmarks/index.py --part faiss, 1M x 768 synthetic clustered
+# embeddings, 2-core AMD EPYC VM, batch-1 queries on one thread (see
+# benchmarks/README.md, "Photo index: FAISS level"). Target: p95 <= 10 ms with
+# recall@10 >= 0.95 at 1M.
+
+# Flat search reads every vector once per query: p95 1.1 ms at 10k, 4.0 ms at
+# 30k, 6.9 ms at 50k, 13.1 ms at 100k, 116 ms at 1M. Up to 50k it meets the
+# target exactly, with no training and nothing to tune.
 FLAT_MAX_N = 50_000
 
-# IVF: nlist = IVF_LISTS_PER_SQRT_N * sqrt(N). At 1M x 768, nlist 1000 with
-# SQ8 and nprobe 32 gave recall@10 0.98 at p95 3.7 ms, 0.77 GB, 38 s build;
-# nlist 4000 searched no better per ms and took ~4x longer to build.
+# IVF, nlist = IVF_LISTS_PER_SQRT_N * sqrt(N). At 1M, 4000 lists with SQ8 and
+# nprobe 32: recall@10 0.964, p95 3.1-3.4 ms, 788 MB (0.26x flat), 133-146 s
+# build on 2 threads. nprobe 16 gave 0.958 (too little margin), 64 gave 0.969.
+# 2000 lists needed nprobe 64 (0.952, p95 8.4 ms); 1000 lists reached 0.95
+# only at nprobe 128 (p95 24 ms).
 IVF_LISTS_PER_SQRT_N = 4.0
-IVF_ENCODING = "SQ8"  # 8-bit scalar quantiser: 1/4 of Flat's memory, recall 0.98 vs 0.99 at the same nprobe
-IVF_NPROBE = 32  # see above; nprobe 16 gave recall 0.95 at 1M, too close to the target
+IVF_ENCODING = "SQ8"  # 1/4 of Flat's memory and faster to scan; Flat gained ~1 point of recall at 1.6x the p95
+IVF_NPROBE = 32
 IVF_MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
-IVF_TRAIN_POINTS_PER_LIST = 64  # k-means training sample; more didn't change recall at 1M
+IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample per list (faiss suggests 39 to 256); 256k vectors at 1M
 IVF_MIN_LISTS = 8  # below this an IVF index is a slower flat index: build flat instead
 
-# HNSW: M 32, efConstruction 40 (faiss's defaults); efSearch 64 gave recall@10
-# 0.97 at p95 1.5 ms at 200k, but 3.3 GB at 1M and a build 20x slower than IVF.
+# HNSW (not chosen by "auto": at 1M it takes 4.3x IVF's memory and 2x its build
+# time). M 32, efConstruction 40: at 1M 3.35 GB, 273 s build; efSearch 128 gave
+# recall@10 0.949 (p95 0.8 ms), 256 gave 0.968 (p95 2.4 ms).
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 256
@@ -73,24 +80,28 @@ _PAYLOAD_HEADER = struct.Struct("<QI")  # payload length, CRC-32 of the payload
 _CHUNK = 1 << 22  # bytes read at a time when checking the CRC
 
 
-def choose_index_type(n: int) -> str:
-    """Index type for `n` vectors: exact "flat" while it meets the latency target, "ivf" above."""
+def choose_index_type(n: int, dim: int = 768) -> str:
+    """Index type for `n` vectors of `dim`: exact "flat" while it meets the latency target, "ivf" above.
+
+    A flat scan costs n * dim, so the 50k limit measured at 768-d scales with the
+    dimension: 200k vectors of the embedded model's 192-d cost what 50k of 768-d do.
+    """
     if n < 0:
         raise ValueError(f"Number of vectors must be >= 0, got {n}")
-    return "flat" if n <= FLAT_MAX_N else "ivf"
+    return "flat" if n * dim <= FLAT_MAX_N * 768 else "ivf"
 
 
 def build_ann(vectors: np.ndarray, ids: np.ndarray, index_type: str = "auto") -> faiss.Index:
     """An inner-product index over `vectors` (N, D) float32 that returns `ids` (N,) int64.
 
-    "auto" picks the type with `choose_index_type(N)`. N = 0 gives an empty,
+    "auto" picks the type with `choose_index_type(N, D)`. N = 0 gives an empty,
     searchable flat index.
     """
     if index_type != "auto" and index_type not in INDEX_TYPES:
         raise ValueError(f"Unknown index type: {index_type!r}; expected one of {('auto',) + INDEX_TYPES}")
     vectors, ids = _check_vectors(vectors, ids)
     if index_type == "auto":
-        index_type = choose_index_type(len(vectors))
+        index_type = choose_index_type(*vectors.shape)
     if index_type == "hnsw":
         return _build_hnsw(vectors, ids)
     if index_type == "ivf":
@@ -270,18 +281,22 @@ def _search(
     elif kind == "hnsw":
         # A filtered search keeps only the allowed nodes it visits: widening the beam
         # by 1 / fraction reaches about as many allowed nodes as an unfiltered search.
-        ef = min(math.ceil(ef_search * widen), max(ef_search, _HNSW_EF_FILTERED_MAX))
+        ef = _widened(ef_search, widen, max(ef_search, _HNSW_EF_FILTERED_MAX))
         scores, ids = index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=max(ef, k), sel=sel))
     else:
         # Only allowed entries of the probed lists are scored, so probing 1 / fraction
         # more lists scores about as many vectors as an unfiltered search (checking an
         # id costs far less than scoring it). Small filters probe every list, which
         # makes the search exhaustive over the allowed ids.
-        nlist = _inner(index).nlist
-        params = faiss.SearchParametersIVF(nprobe=min(nlist, math.ceil(nprobe * widen)), sel=sel)
+        params = faiss.SearchParametersIVF(nprobe=_widened(nprobe, widen, _inner(index).nlist), sel=sel)
         scores, ids = index.search(queries, k, params=params)
     scores[ids < 0] = -np.inf
     return scores, ids
+
+
+def _widened(value: int, widen: float, cap: int) -> int:
+    """`value` (nprobe, efSearch) times `widen` (1 / the allowed fraction), rounded up, at most `cap`."""
+    return min(math.ceil(value * widen), cap)
 
 
 def _selector(allowed_ids: np.ndarray) -> tuple[faiss.IDSelector | None, int]:

@@ -130,7 +130,9 @@ class PhotoIndex:
 
     @torch.inference_mode()
     def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        return self.model.encode_images(pixels, batch_size=len(pixels)).numpy()
+        """Resized uint8 images (B, 3, H, W) -> embeddings (B, D); the same numbers as `encode_images(paths)`."""
+        model = self.model
+        return model.encode_images(model.processor.normalize(pixels.to(model.device)), batch_size=len(pixels)).numpy()
 
     # -- building -------------------------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ class PhotoRecord:
     height: int | None = None
     taken_at: str | None = None  # EXIF DateTimeOriginal as ISO 8601, when present
     camera: str | None = None  # EXIF Make and Model
-    pixels: torch.Tensor | None = None  # (3, H, W) float32, only for content not in the index yet
+    pixels: torch.Tensor | None = None  # (3, H, W) uint8, resized; only for content not in the index yet
     error: str | None = None
 
 
@@ -61,7 +61,7 @@ def content_hash(data: bytes) -> str:
 
 def read_photo(file: FoundFile, processor: ImageProcessor, known_hashes: frozenset[str] | set[str] = frozenset(),
                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PhotoRecord:
-    """Hash `file`; unless its content is already indexed, decode it and preprocess it for the model."""
+    """Hash `file`; unless its content is already indexed, decode it and resize it for the model."""
     record = PhotoRecord(file)
     try:
         with open(file.path, "rb") as f:
@@ -82,7 +82,7 @@ def read_photo(file: FoundFile, processor: ImageProcessor, known_hashes: frozens
         image = open_image(file.path, max_pixels, data=data)
         record.width, record.height = image.size
         record.taken_at, record.camera = exif_fields(image)
-        record.pixels = torch.from_numpy(processor.preprocess(convert_to_rgb(image)))
+        record.pixels = torch.from_numpy(processor.resized(convert_to_rgb(image)))  # normalized on the model's device
     except ImageLoadError as e:
         record.error = e.reason
         if os.path.splitext(file.path)[1].lower() in HEIF_EXTENSIONS and pillow_heif is None:

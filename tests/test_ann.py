@@ -96,7 +96,9 @@ def test_allowed_ids_restrict_results(data, kind, sparse_ids):
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_allowed_ids_through_the_ann_path(data, indexes, kind, monkeypatch):
     base, ids, queries = data
-    monkeypatch.setattr(ann, "EXACT_FILTER_MAX", 10)  # 2500 allowed ids take the HNSW / IVF search path
+    # 2500 allowed ids: HNSW takes its (widened) graph search instead of the exact path;
+    # IVF probes twice nprobe lists, not every list.
+    monkeypatch.setattr(ann, "EXACT_FILTER_MAX", 10)
     rows = np.arange(0, len(base), 2)
     scores, found = ann.search_ann(indexes[kind], queries, K, allowed_ids=ids[rows])
     assert np.isin(found, ids[rows]).all()
@@ -147,6 +149,8 @@ def test_k_larger_than_the_index_pads():
 def test_choose_index_type():
     assert ann.choose_index_type(0) == "flat"
     assert ann.choose_index_type(ann.FLAT_MAX_N) == "flat"
+    assert ann.choose_index_type(4 * ann.FLAT_MAX_N, dim=192) == "flat"  # the cost of a scan is n * dim
+    assert ann.choose_index_type(4 * ann.FLAT_MAX_N + 1, dim=192) == "ivf"
     assert ann.choose_index_type(ann.FLAT_MAX_N + 1) == "ivf"
     with pytest.raises(ValueError, match="must be >= 0"):
         ann.choose_index_type(-1)

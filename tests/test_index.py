@@ -56,6 +56,11 @@ def test_text_queries_find_the_matching_emoji(tmp_path, emoji_model):
         hits = index.search("red apple", k=12)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert_consistent(index)
+        # The pipeline (workers resize, the main process normalises) gives encode_images' numbers, up to the
+        # float32 rounding that differs between batch sizes (12 images there, 2 here).
+        stored = np.stack([index.db.vector_of(str(SAMPLES / name)) for name in ("pizza.png", "rocket.png")])
+        expected = emoji_model.encode_images([SAMPLES / "pizza.png", SAMPLES / "rocket.png"]).numpy()
+        np.testing.assert_allclose(stored, expected, atol=1e-6, rtol=0)
 
 
 def test_incremental_add_modify_rename_duplicate_delete(tmp_path, emoji_model):

@@ -216,28 +216,41 @@ class ImageProcessor:
         write_json(file, self.to_dict())
         return file
 
+    def resized(self, image: Image.Image) -> np.ndarray:
+        """The first half of `preprocess`: one RGB image resized, as uint8 (3, H, W).
+
+        Sending uint8 from DataLoader workers and finishing with `normalize` on the
+        model's device moves a quarter of the bytes and the arithmetic off the workers.
+        """
+        if image.mode != "RGB":
+            raise ValueError(
+                f"resized expects an RGB image, got mode {image.mode!r}: pass it through load_image first"
+            )
+        if self.do_resize:
+            height, width = self.size
+            image = image.resize((width, height), resample=self.resample)
+        return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))  # (3, H, W) uint8
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The second half of `preprocess`, on any device: uint8 (B, 3, H, W) -> float32, the same numbers.
+
+        Rescaling in float64 then casting, as transformers does, keeps the result bit-identical.
+        """
+        x = pixels.double() * self.rescale_factor if self.do_rescale else pixels.double()
+        x = x.float()
+        if self.do_normalize:
+            mean = torch.tensor(self.image_mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.image_std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        return x
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """Turn one RGB PIL image into float32 pixel values (3, H, W), the steps and dtypes of transformers.
 
         A plain function of one image so that DataLoader workers can call it. The result is
         always float32, even with rescale and normalize off (transformers then keeps uint8).
         """
-        if image.mode != "RGB":
-            raise ValueError(
-                f"preprocess expects an RGB image, got mode {image.mode!r}: pass it through load_image first"
-            )
-        if self.do_resize:
-            height, width = self.size
-            image = image.resize((width, height), resample=self.resample)
-        x = np.asarray(image)  # (H, W, 3) uint8
-        if self.do_rescale:
-            x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)  # upcast first, as transformers does
-        x = x.astype(np.float32, copy=False)
-        if self.do_normalize:
-            mean = np.array(self.image_mean, dtype=np.float32)
-            std = np.array(self.image_std, dtype=np.float32)
-            x = (x - mean) / std  # float32, per channel
-        return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
+        return self.normalize(torch.from_numpy(self.resized(image))[None])[0].numpy()
 
     def __call__(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         """Load and preprocess one image or a list of images (paths or PIL) into a (B, 3, H, W) float32 batch."""
