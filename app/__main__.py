@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     index = Path(args.index).expanduser() if args.index else (
         default_db_path() if default_db_path().exists() else demo_index())
     print(f"Index: {index}")
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # single queries: see index/__main__.py
     backend = Backend(index, args.model, device=args.device)
     demo = build_demo(backend=backend)
     demo.queue(default_concurrency_limit=4).launch(**launch_options(backend, args.host, args.port, auth,
