@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test app demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,7 +19,12 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
-# The main job on the embedded default model, offline: zero-shot classify sample images.
+# The main job on the embedded default model, offline: the app on http://127.0.0.1:7860,
+# with a demo index of the sample images (or your default index, once you have built one).
+app: setup
+	$(BIN)/python -m app
+
+# Zero-shot classify two sample images from the command line.
 demo: setup
 	$(BIN)/python -m vlm_vision classify data/samples/red_heart.png data/samples/pizza.png \
 		--labels "red heart, blue heart, pizza, rocket, thumbs up" --template "{}"
