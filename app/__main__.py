@@ -71,8 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Index: {index}")
     import faiss
 
+    from index.errors import ModelMismatchError, SchemaError
+    from vlm_vision.errors import CheckpointError
+
     faiss.omp_set_num_threads(1)  # single queries: see index/__main__.py
-    backend = Backend(index, args.model, device=args.device)
+    try:
+        backend = Backend(index, args.model, device=args.device)
+    except (ModelMismatchError, SchemaError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     demo = build_demo(backend=backend)
     demo.queue(default_concurrency_limit=4).launch(**launch_options(backend, args.host, args.port, auth,
                                                                     args.max_upload_mb))

@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or version check from app tests
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

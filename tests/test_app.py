@@ -193,3 +193,11 @@ def test_cli_help_and_exposed_host_warning(capsys, monkeypatch):
     assert "WARNING: binding 0.0.0.0" in err and "no --auth" in err
     assert launched["server_name"] == "0.0.0.0" and launched["share"] is False
     assert main(["--auth", "nopassword"]) == 2
+
+
+def test_cli_index_of_another_model_is_a_message(capsys, photos, tiny_siglip):
+    from app.__main__ import main
+
+    assert main(["--index", str(photos[1]), "--model", str(tiny_siglip[0])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: This index was built with model 'default'") and "Traceback" not in err
