@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -166,21 +167,25 @@ def load_tokenizer(cfg: TrainConfig, captions: list[str], rank: int) -> SiglipTo
     return SiglipTokenizer.from_pretrained(folder, model_max_length=cfg.context_length)
 
 
+def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device), joining torchrun's process group when launched by it (nccl on GPU, else gloo)."""
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if device == "auto":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    return rank, world, torch.device(device)
+
+
 def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> TrainResult:
     """Run (or resume) training and export OUT/model. Works alone and under torchrun.
 
     `stop_at` ends this run after that step with a checkpoint, for time-boxed jobs;
     the next call resumes there. The model is exported only once `cfg.steps` is reached.
     """
-    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world, device = init_distributed(cfg.device)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
-    device = torch.device(
-        (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-        if cfg.device == "auto" else cfg.device
-    )
     out = Path(cfg.out)
     records = [r for source in cfg.data for r in read_records(source, template=cfg.template)]
     tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
@@ -259,13 +264,18 @@ def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[
     return torch.stack([pixels for pixels, _ in items]), [caption for _, caption in items]
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int | None]:
-    """(TrainConfig from an optional JSON --config file overridden by flags named after its fields, --stop-at)."""
-    parser = argparse.ArgumentParser(prog="python -m vlm_vision.train", description=__doc__,
+def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
+                 description: str | None) -> tuple[Any, int | None]:
+    """(a config dataclass from an optional JSON --config file overridden by flags named after its fields, --stop-at).
+
+    Fields typed `bool` become --x/--no-x, `int` and `float` are parsed as such, a field named
+    `data` takes one or more values; every other field is a string.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
+    parser.add_argument("--config", type=Path, help=f"JSON file with {config_class.__name__} fields")
     parser.add_argument("--stop-at", type=int, help="end this run after this step (resume later)")
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "data":
             parser.add_argument(flag, nargs="+", default=None, help="caption files or class folders")
@@ -277,15 +287,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int | None]:
     stop_at = args.pop("stop_at")
     config_file = args.pop("config")
     values = json.loads(config_file.read_text()) if config_file else {}
-    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
     if unknown:
         raise SystemExit(f"error: unknown keys in --config: {sorted(unknown)}")
     values |= {k: v for k, v in args.items() if v is not None}
     values["data"] = tuple(values.get("data", ()))
     try:
-        return TrainConfig(**values), stop_at
+        return config_class(**values), stop_at
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int | None]:
+    """(TrainConfig from an optional JSON --config file overridden by flags named after its fields, --stop-at)."""
+    return parse_config(TrainConfig, argv, "python -m vlm_vision.train", __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
