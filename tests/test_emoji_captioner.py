@@ -1,0 +1,66 @@
+"""The shipped emoji captioner: fits its size budget, loads from any working directory, names held-out emoji.
+
+The floor comes from the model card (data/models/emoji-captioner/README.md): its exact match on
+the committed held-out subset, less a small margin for float differences across machines.
+A retrained model must update both.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlm_vision.data import read_records
+from vlm_vision.train_projector import evaluate_captions, training_prompt
+from vlm_vision.vlm import VisionLanguageModel
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTIONER = ROOT / "data" / "models" / "emoji-captioner"
+HELD_OUT = ROOT / "data" / "emoji-eval" / "twitter" / "captions.jsonl"  # Twemoji: a style never trained on
+# Model card: 13.33% exact match (40 of 300) and 65.08% token accuracy on this subset; floors ~4 images lower.
+EXACT_MATCH_FLOOR = 0.12
+TOKEN_ACCURACY_FLOOR = 0.63
+# Three held-out images it names right, each token ahead of the runner-up by over 2.7 nats (see the card).
+NAMED = {"images/1F997.png": "cricket", "images/1F532.png": "black square button",
+         "images/1F1E7-1F1EA.png": "flag Belgium"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return VisionLanguageModel.from_pretrained(CAPTIONER)
+
+
+def test_fits_the_size_budget_with_a_card():
+    size = sum(f.stat().st_size for f in CAPTIONER.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"{size / 2**20:.1f} MiB"
+    assert (CAPTIONER / "README.md").is_file()
+    config = json.loads((CAPTIONER / "vlm_config.json").read_text())
+    assert config["vision"] is None and config["language_model"] is None  # both inside: no paths to resolve
+
+
+def test_loads_from_another_working_directory(model, tmp_path):
+    cwd = Path.cwd()
+    try:
+        os.chdir(tmp_path)
+        elsewhere = VisionLanguageModel.from_pretrained(CAPTIONER)
+        os.chdir(ROOT)
+        relative = VisionLanguageModel.from_pretrained("data/models/emoji-captioner")
+    finally:
+        os.chdir(cwd)
+    for loaded in (elsewhere, relative):
+        for key, tensor in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], tensor), key
+
+
+def test_names_three_held_out_images(model):
+    images = [HELD_OUT.parent / path for path in NAMED]
+    assert model.generate(images, training_prompt(CAPTIONER)) == list(NAMED.values())
+
+
+def test_held_out_exact_match_floor(model):
+    records = read_records(HELD_OUT)
+    result = evaluate_captions(model, records, training_prompt(CAPTIONER))
+    assert result.num_images == 300
+    assert result.exact_match >= EXACT_MATCH_FLOOR and result.token_accuracy >= TOKEN_ACCURACY_FLOOR, result
