@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "expose the app and prints a warning")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
+    parser.add_argument("--captioner", default=None,
+                        help="vision-language model for the Describe tab (default: data/models/emoji-captioner "
+                             "when present)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     parser.add_argument("--max-upload-mb", type=int, default=25, help="largest upload accepted (25 MB)")
     return parser
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(1)  # single queries: see index/__main__.py
     try:
-        backend = Backend(index, args.model, device=args.device)
+        backend = Backend(index, args.model, device=args.device, captioner=args.captioner)
     except (ModelMismatchError, SchemaError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

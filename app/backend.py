@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 # Uploads above this many pixels are refused (a 12,000 x 8,000 photo is 96 million).
 MAX_UPLOAD_PIXELS = 100_000_000
 MAX_LABELS = 200
+DEFAULT_CAPTIONER = Path(__file__).resolve().parent.parent / "data" / "models" / "emoji-captioner"
 HEATMAP_SIZE = 384  # longest side of the attention picture, pixels
 
 
@@ -56,7 +57,8 @@ class Backend:
     """The model and the index, loaded once and shared by every request."""
 
     def __init__(self, index: str | os.PathLike | None, model: str | os.PathLike | None = None, *,
-                 device: str = "cpu", thumbnails: str | os.PathLike | None = None) -> None:
+                 device: str = "cpu", thumbnails: str | os.PathLike | None = None,
+                 captioner: str | os.PathLike | None = None) -> None:
         self.index_path = Path(index) if index is not None else None
         self.index: PhotoIndex | None = None
         self.index_problem: str | None = None  # why there is no index to search, shown in the UI
@@ -81,6 +83,11 @@ class Backend:
                           else Path(tempfile.mkdtemp(prefix="vlm-vision-thumbnails-")))
         self.thumbnails = ThumbnailCache(Path(thumbnails))
         self._lock = threading.Lock()  # one SQLite connection, one request at a time
+        # The Describe tab's vision-language model: given, else the embedded demo when it is there.
+        self.captioner_path = Path(captioner) if captioner else (DEFAULT_CAPTIONER if DEFAULT_CAPTIONER.is_dir()
+                                                                 else None)
+        self._captioner = None
+        self._device = device
 
     # -- search ---------------------------------------------------------------------------------------------
 
@@ -138,6 +145,21 @@ class Backend:
         shown = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
                                Image.Resampling.LANCZOS)
         return overlay_heatmap(shown, grid)
+
+    # -- describe ---------------------------------------------------------------------------------------------
+
+    def describe(self, image: str | None, max_new_tokens: int = 16) -> str:
+        """The captioning model's text for an uploaded image (its training prompt, greedy decoding)."""
+        if self.captioner_path is None:
+            raise UserError("No captioning model: start the app with --captioner PATH.")
+        picture = self._open_upload(image)
+        if self._captioner is None:
+            from vlm_vision.train_projector import training_prompt
+            from vlm_vision.vlm import VisionLanguageModel
+
+            self._captioner = VisionLanguageModel.from_pretrained(self.captioner_path, device=self._device)
+            self._prompt = training_prompt(self.captioner_path)
+        return self._captioner.generate([picture], self._prompt, max_new_tokens=max_new_tokens)[0].strip()
 
     # -- indexing and status ----------------------------------------------------------------------------------
 

@@ -94,6 +94,10 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
         return backend.classify(image, labels, template), backend.heatmap(image)
 
     @friendly
+    def describe(image):
+        return backend.describe(image)
+
+    @friendly
     def build(folder, progress=gr.Progress()):
         summary = backend.build(folder, lambda fraction, text: progress(fraction, desc=text))
         return summary, backend.status()
@@ -150,6 +154,21 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
                                        interactive=False, height=300, elem_id="classify-heatmap")
             if sample_images():
                 gr.Examples(examples=[[p] for p in sample_images()], inputs=[image], label="Sample images")
+
+        if backend.captioner_path is not None:
+            with gr.Tab("Describe", elem_id="describe-tab"):
+                gr.Markdown("A small vision-language model (our vision tower, a projector and a causal LM) names "
+                            "what it sees. The embedded demo was trained to name emoji.")
+                with gr.Row():
+                    describe_image = image_upload(label="Image", sources=["upload", "clipboard"], height=300,
+                                                  elem_id="describe-image")
+                    with gr.Column():
+                        describe_button = gr.Button("Describe", variant="primary", elem_id="describe-button")
+                        description = gr.Textbox(label="Generated text", interactive=False, elem_id="description")
+                if sample_images():
+                    gr.Examples(examples=[[p] for p in sample_images()], inputs=[describe_image],
+                                label="Sample images")
+            describe_button.click(describe, [describe_image], [description], api_name="describe")
 
         search_inputs = [query, image_query, negative, k, under]
         search_outputs = [gallery, paths, selected, selected_text]

@@ -201,3 +201,32 @@ def test_cli_index_of_another_model_is_a_message(capsys, photos, tiny_siglip):
     assert main(["--index", str(photos[1]), "--model", str(tiny_siglip[0])]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: This index was built with model 'default'") and "Traceback" not in err
+
+
+def test_describe_runs_the_captioner_and_explains_when_there_is_none(tmp_path, photos, monkeypatch):
+    import app.backend
+    from tests.test_vlm import tiny_vlm
+    from vlm_vision.processor import load_image
+    from vlm_vision.train_projector import training_prompt
+
+    vlm = tiny_vlm()
+    vlm.save_pretrained(tmp_path / "captioner", save_vision=True, save_language_model=True)
+    backend = Backend(photos[1], captioner=tmp_path / "captioner")
+    try:
+        image = str(SAMPLES / "pizza.png")
+        expected = vlm.generate([load_image(image)], training_prompt(tmp_path / "captioner"),
+                                max_new_tokens=16)[0].strip()
+        assert backend.describe(image) == expected
+        with pytest.raises(UserError, match="can't be used as an image"):
+            (tmp_path / "notes.png").write_text("no")
+            backend.describe(str(tmp_path / "notes.png"))
+    finally:
+        backend.close()
+    monkeypatch.setattr(app.backend, "DEFAULT_CAPTIONER", tmp_path / "none")
+    without = Backend(photos[1])
+    try:
+        assert without.captioner_path is None
+        with pytest.raises(UserError, match="--captioner"):
+            without.describe(str(SAMPLES / "pizza.png"))
+    finally:
+        without.close()

@@ -94,3 +94,13 @@ def test_classify_puts_the_right_label_on_top(page, screenshots):
     assert percents[0] >= 30, text  # the upload reached the model as uploaded: transparency onto white
     page.screenshot(path=str(screenshots / "classify.png"), full_page=True)
     assert (screenshots / "classify.png").stat().st_size > 10_000
+
+
+def test_describe_names_the_emoji(page, screenshots):
+    page.get_by_role("tab", name="Describe").click()
+    page.locator("#describe-image input[type=file]").set_input_files(str(SAMPLES / "pizza.png"))
+    page.locator("#describe-image img").first.wait_for(timeout=30_000)
+    page.click("#describe-button")
+    page.wait_for_function("document.querySelector('#description textarea').value.length > 0", timeout=60_000)
+    assert page.locator("#description textarea").input_value() == "pizza"
+    page.screenshot(path=str(screenshots / "describe.png"), full_page=True)
