@@ -122,23 +122,28 @@ def test_softmax_loss_trains(shapes_data, tmp_path):
     assert all(np.isfinite(list(result.losses.values())))
 
 
+def run_torchrun(module: str, config: Path, processes: int = 2, timeout: float = 120) -> None:
+    """`torchrun -m module --config config` on CPU (gloo), failing the test with its stderr if it fails."""
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port",
+               str(free_port()), "-m", module, "--config", str(config)]
+    # A session of its own, so that a timeout kills torchrun's workers too, not only torchrun.
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            _, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert process.returncode == 0, stderr[-3000:]
+
+
 def test_torchrun_two_processes_match_one(shapes_data, tmp_path):
     """DDP + the ring-distributed loss over 2 gloo processes takes the same steps as one process."""
     single = train(tiny_config(shapes_data, tmp_path / "one", steps=4), progress=False)
     cfg = tiny_config(shapes_data, tmp_path / "two", steps=4)
     (tmp_path / "run.json").write_text(json.dumps(dataclasses.asdict(cfg) | {"data": list(cfg.data)}))
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(free_port()), "-m", "vlm_vision.train", "--config", str(tmp_path / "run.json")]
-    # A session of its own, so that a timeout kills torchrun's workers too, not only torchrun.
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as process:
-        try:
-            _, stderr = process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-    assert process.returncode == 0, stderr[-3000:]
+    run_torchrun("vlm_vision.train", tmp_path / "run.json")
     state = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
     for step in range(1, 5):
         assert state["losses"][step] == pytest.approx(single.losses[step], abs=1e-5), step

@@ -3,10 +3,6 @@ resume is exact, torchrun matches one process, and the output loads and generate
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -173,18 +169,7 @@ def test_torchrun_two_processes_match_one(shapes_data, tiny_siglip, lm_json, tmp
                    progress=False)
     cfg = tiny_config(shapes_data, tiny_siglip[0], lm_json, tmp_path / "two", steps=4, train_lm=True)
     (tmp_path / "run.json").write_text(json.dumps(dataclasses.asdict(cfg) | {"data": list(cfg.data)}))
-    env = os.environ | {"PYTHONPATH": str(test_train.ROOT), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(test_train.free_port()), "-m", "vlm_vision.train_projector", "--config", str(tmp_path / "run.json")]
-    # A session of its own, so that a timeout kills torchrun's workers too, not only torchrun.
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as process:
-        try:
-            _, stderr = process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-    assert process.returncode == 0, stderr[-3000:]
+    test_train.run_torchrun("vlm_vision.train_projector", tmp_path / "run.json")
     state = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
     for step in range(1, 5):
         assert state["losses"][step] == pytest.approx(single.losses[step], abs=1e-5), step

@@ -306,12 +306,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int | None]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg, stop_at = parse_args(argv)
-    result = train(cfg, stop_at=stop_at)
-    if (not dist.is_initialized() or dist.get_rank() == 0) and result.model_dir.is_dir():
-        print(f"model saved to {result.model_dir}")
+    finish(train(cfg, stop_at=stop_at).model_dir)
+    return 0
+
+
+def finish(model_dir: Path) -> None:
+    """End a training entry point: say where the model is (once, from rank 0) and leave the process group."""
+    if (not dist.is_initialized() or dist.get_rank() == 0) and model_dir.is_dir():
+        print(f"model saved to {model_dir}")
     if dist.is_initialized():
         dist.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from .data import CaptionRecord, EmojiAugment, ImageCaptionDataset, read_records
 from .dual_encoder import _load_processor
 from .hub import default_model, resolve_checkpoint
 from .projector import FEATURE_TYPES, PROJECTOR_TYPES, Projector, ProjectorConfig
-from .train import _collate, epoch_batches, init_distributed, lr_factor, parse_config, save_atomically
+from .train import _collate, epoch_batches, finish, init_distributed, lr_factor, parse_config, save_atomically
 from .vision_transformer import VisionTransformer
 from .vlm import IGNORE_INDEX, VisionLanguageModel
 
@@ -412,11 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["evaluate"]:
         return evaluate_main(argv[1:])
     cfg, stop_at = parse_args(argv)
-    result = train(cfg, stop_at=stop_at)
-    if (not dist.is_initialized() or dist.get_rank() == 0) and result.model_dir.is_dir():
-        print(f"model saved to {result.model_dir}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    finish(train(cfg, stop_at=stop_at).model_dir)
     return 0
 
 
