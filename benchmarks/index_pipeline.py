@@ -1,0 +1,200 @@
+"""The pipeline parts of benchmarks/index.py: `--part build`, `--part rescan`, `--part query`.
+
+build: `PhotoIndex.build` over generated JPEGs against the model alone on the same images (target >= 0.9);
+rescan: an unchanged folder of N files, in process and as a whole command; query: end-to-end text search
+latency with the model loaded over N vectors (target p95 < 50 ms at 100k). Results: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index_faiss import load_average, synthetic_embeddings  # benchmarks/ is on sys.path when run as a script
+
+def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """n distinct 320x240 JPEG 'photos' (quality 85, ~30 KB), reused when the folder already has them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    paths = []
+    for i in range(n):
+        path = folder / f"{i // 1000:03d}" / f"photo_{i:06d}.jpg"
+        paths.append(path)
+        if path.exists():
+            continue
+        path.parent.mkdir(exist_ok=True)
+        rng = np.random.default_rng([seed, i])  # photo i is the same whichever run makes it
+        base = rng.integers(0, 256, 3)
+        ramp = np.linspace(0, 1, 320)[None, :, None] * rng.integers(-100, 100, 3)
+        pixels = np.clip(base + ramp + rng.normal(0, 25, (240, 320, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(path, quality=85)
+    return paths
+
+
+def b16_checkpoint(folder: Path) -> Path:
+    """A random-weight SigLIP with a B/16@224 vision tower (the embedded model's text tower and tokenizer)."""
+    import shutil
+
+    import torch
+    from transformers import SiglipConfig, SiglipModel
+
+    from vlm_vision import PRESETS
+    from vlm_vision.hub import DEFAULT_MODEL, read_json
+
+    if (folder / "model.safetensors").exists():
+        return folder
+    torch.manual_seed(0)
+    text = read_json(DEFAULT_MODEL, "config.json")["text_config"]
+    config = SiglipConfig(vision_config=PRESETS["siglip-base-patch16-224"].to_hf_dict(), text_config=text)
+    SiglipModel(config).save_pretrained(folder)
+    for name in ("spiece.model", "tokenizer_config.json"):
+        shutil.copy(DEFAULT_MODEL / name, folder / name)
+    from vlm_vision import ImageProcessor
+
+    ImageProcessor().save_pretrained(folder)  # 224 x 224
+    return folder
+
+
+def load_model(args: argparse.Namespace):
+    from vlm_vision.dual_encoder import DualEncoder
+    from vlm_vision.hub import DEFAULT_MODEL
+
+    name = args.model
+    if name == "b16":
+        name = b16_checkpoint(Path(args.work) / "siglip-b16-random")
+    return DualEncoder.from_pretrained(name or DEFAULT_MODEL, dtype=args.dtype, device=args.device)
+
+
+def model_alone_images_per_second(model, pixels, batch_size: int, min_time: float = 10.0) -> float:
+    """The ceiling: the vision tower on preprocessed batches, no decoding, no storage."""
+    batches = list(pixels.split(batch_size))
+    model.encode_images(batches[0], batch_size=batch_size)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_time or done < len(pixels):
+        for batch in batches:
+            model.encode_images(batch, batch_size=batch_size)
+            done += len(batch)
+    return done / (time.perf_counter() - start)
+
+
+def part_build(args: argparse.Namespace) -> None:
+    """Build throughput over real JPEG files, divided by the model's own throughput (target >= 0.9)."""
+    import torch
+
+    from index import PhotoIndex
+    from index.photos import read_photo
+    from index.scan import FoundFile
+
+    torch.set_num_threads(args.torch_threads or torch.get_num_threads())
+    n = args.n or 2000
+    photos = make_photos(Path(args.work) / f"photos-{n}", n)  # a folder of exactly n
+    model = load_model(args)
+    sample = photos[: min(n, 4 * args.batch_size)]
+    resized = torch.stack([read_photo(FoundFile(str(p), 0, 0, 0), model.processor).pixels for p in sample])
+    pixels = model.processor.normalize(resized)  # (B, 3, H, W) float32, what the model takes
+    alone = model_alone_images_per_second(model, pixels, args.batch_size)
+    rows = []
+    for workers in args.workers:
+        with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+            with PhotoIndex(Path(tmp) / "index.db", model, create=True) as index:
+                index.model  # the probe forward pass is part of loading, not of the build
+                summary = index.build([photos[0].parent.parent], batch_size=args.batch_size, workers=workers)
+        rows.append((workers, summary.encoded, summary.seconds, summary.images_per_second))
+    print(f"\n## build: {n} JPEG files 320x240, model {args.model or 'embedded default'}, "
+          f"batch {args.batch_size}, {args.dtype}, {args.device}, torch threads {torch.get_num_threads()}, "
+          f"load average {load_average()}")
+    print(f"model alone (preprocessed batches): {alone:.1f} images/s")
+    print("| workers | encoded | seconds | build images/s | build / model alone |")
+    print("|---|---|---|---|---|")
+    for workers, encoded, seconds, rate in rows:
+        print(f"| {workers} | {encoded} | {seconds:.1f} | {rate:.1f} | {rate / alone:.3f} |")
+
+
+def part_rescan(args: argparse.Namespace) -> None:
+    """Seconds to bring an index of an unchanged folder up to date: in process, and the whole CLI command."""
+    import subprocess
+
+    from index import PhotoIndex
+
+    n = args.n or 10_000
+    photos = make_photos(Path(args.work) / f"photos-{n}", n)  # a folder of exactly n
+    folder = photos[0].parent.parent
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        db = Path(tmp) / "index.db"
+        with PhotoIndex(db, load_model(args), create=True) as index:
+            first = index.build([folder], batch_size=args.batch_size)
+            calls = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                summary = index.build([folder])
+                calls.append(time.perf_counter() - start)
+                assert summary.unchanged == n and summary.encoded == 0, summary
+        command = [sys.executable, "-m", "index", "build", str(folder), "--db", str(db)]
+        root = Path(__file__).resolve().parents[1]
+        commands = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            subprocess.run(command, cwd=root, check=True, capture_output=True)
+            commands.append(time.perf_counter() - start)
+    print(f"\n## rescan: {n} unchanged files (load average {load_average()})")
+    print(f"first build: {first.seconds:.1f} s ({first.images_per_second:.1f} images/s)")
+    print(f"PhotoIndex.build() over the unchanged folder: median {np.median(calls):.3f} s "
+          f"(runs {', '.join(f'{t:.3f}' for t in calls)})")
+    print(f"`python -m index build` over it, whole command (imports, model load, scan): median "
+          f"{np.median(commands):.2f} s (runs {', '.join(f'{t:.2f}' for t in commands)})")
+
+
+def part_query(args: argparse.Namespace) -> None:
+    """End-to-end text query latency, model loaded, over an index of N images (target p95 < 50 ms at 100k)."""
+    import torch
+
+    from index import IndexedFile, PhotoIndex
+
+    faiss.omp_set_num_threads(1)  # as `python -m index search` and the app search: batch-1 queries
+
+    n = args.n or 100_000
+    model = load_model(args)
+    labels = (Path(__file__).resolve().parents[1] / "data" / "emoji-eval" / "labels.txt").read_text().splitlines()
+    queries = [q for q in labels if q.strip()][: args.queries]
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        with PhotoIndex(Path(tmp) / "index.db", model, create=True) as index:
+            index.model  # loads and fingerprints the model
+            index.db.set_model_info(index._info)
+            dim = index.db.model_info().dim
+            # Synthetic clustered vectors (as in the faiss part) stand in for n photos: what a query costs
+            # depends on n, the dimension and the index type, not on where the vectors lie.
+            base, _ = synthetic_embeddings(n, 1, dim, max(1, n // 250), args.seed)
+            for start in range(0, n, 10_000):
+                stop = min(start + 10_000, n)
+                files = [IndexedFile(f"/photos/{i // 1000:03d}/photo_{i:06d}.jpg", f"{i:032x}", 1, 1, 320, 240,
+                                     None, None) for i in range(start, stop)]
+                index.db.commit_batch(files, {f.hash: v for f, v in zip(files, base[start:stop])}, [])
+            built = time.perf_counter()
+            index.search("warm-up")  # builds (and writes) the FAISS index once
+            build_seconds = time.perf_counter() - built
+            parts = {"total": [], "text": [], "search": []}
+            for q in queries:
+                t0 = time.perf_counter()
+                index.model.encode_texts([q])
+                t1 = time.perf_counter()
+                hits = index.search(q, k=20)
+                t2 = time.perf_counter()
+                assert len(hits) == 20
+                parts["text"].append((t1 - t0) * 1e3)
+                parts["total"].append((t2 - t1) * 1e3)
+            kind = index.stats().index_type
+    print(f"\n## query: {n} indexed images, k 20, {len(queries)} text queries, model "
+          f"{args.model or 'embedded default'} loaded, FAISS {kind} (built in {build_seconds:.1f} s), "
+          f"torch threads {torch.get_num_threads()}, load average {load_average()}")
+    print("| | p50 ms | p95 ms |")
+    print("|---|---|---|")
+    for name, label in (("total", "search() end to end"), ("text", "of which text encoding (timed apart)")):
+        values = np.array(parts[name])
+        print(f"| {label} | {np.percentile(values, 50):.2f} | {np.percentile(values, 95):.2f} |")
