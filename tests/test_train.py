@@ -83,15 +83,21 @@ def test_a_few_steps_lower_the_loss(shapes_data, tmp_path):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
-def test_resume_continues_exactly(shapes_data, tmp_path):
-    whole = train(tiny_config(shapes_data, tmp_path / "whole"), progress=False)
-    cfg = tiny_config(shapes_data, tmp_path / "split")
-    first = train(cfg, progress=False, stop_at=3)
+def train_whole_and_resumed(train_fn, whole_cfg, split_cfg):
+    """(an uninterrupted 6-step run, one stopped after step 3 and resumed), their losses checked equal (1e-6)."""
+    whole = train_fn(whole_cfg, progress=False)
+    first = train_fn(split_cfg, progress=False, stop_at=3)
     assert sorted(first.losses) == [1, 2, 3] and not first.model_dir.exists()
-    second = train(cfg, progress=False)  # a new call, as after a crash: resumes from checkpoints/last.pt
+    second = train_fn(split_cfg, progress=False)  # a new call, as after a crash: resumes from checkpoints/last.pt
     assert sorted(second.losses) == list(range(1, 7))
     for step in range(1, 7):
         assert second.losses[step] == pytest.approx(whole.losses[step], abs=1e-6), step
+    return whole, second
+
+
+def test_resume_continues_exactly(shapes_data, tmp_path):
+    whole, second = train_whole_and_resumed(train, tiny_config(shapes_data, tmp_path / "whole"),
+                                            tiny_config(shapes_data, tmp_path / "split"))
     for key, tensor in DualEncoder.from_pretrained(whole.model_dir).state_dict().items():
         torch.testing.assert_close(DualEncoder.from_pretrained(second.model_dir).state_dict()[key], tensor,
                                    atol=1e-6, rtol=0)

@@ -134,14 +134,9 @@ def test_stage_2_trains_lm_and_projector_then_stage_1_the_projector_alone(shapes
 
 
 def test_resume_continues_exactly(shapes_data, tiny_siglip, lm_json, tmp_path):
-    whole = train(tiny_config(shapes_data, tiny_siglip[0], lm_json, tmp_path / "whole", train_lm=True), progress=False)
-    cfg = tiny_config(shapes_data, tiny_siglip[0], lm_json, tmp_path / "split", train_lm=True)
-    first = train(cfg, progress=False, stop_at=3)
-    assert sorted(first.losses) == [1, 2, 3] and not first.model_dir.exists()
-    second = train(cfg, progress=False)  # a new call, as after a crash: resumes from checkpoints/last.pt
-    assert sorted(second.losses) == list(range(1, 7))
-    for step in range(1, 7):
-        assert second.losses[step] == pytest.approx(whole.losses[step], abs=1e-6), step
+    whole, second = test_train.train_whole_and_resumed(
+        train, tiny_config(shapes_data, tiny_siglip[0], lm_json, tmp_path / "whole", train_lm=True),
+        tiny_config(shapes_data, tiny_siglip[0], lm_json, tmp_path / "split", train_lm=True))
     expected = whole.model.state_dict()
     for key, tensor in second.model.state_dict().items():
         torch.testing.assert_close(tensor, expected[key], atol=1e-6, rtol=0)

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,21 +213,13 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     per_epoch = len(records) // cfg.batch_size
     if per_epoch == 0:
         raise ValueError(f"{len(records)} training pairs can't fill one batch of {cfg.batch_size}")
-    local = cfg.batch_size // world
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     started, samples = time.perf_counter(), 0
     last = min(cfg.steps, stop_at or cfg.steps)
-    while step < last:
-        epoch, offset = divmod(step, per_epoch)
-        dataset.set_epoch(epoch)
-        batches = [b[rank * local: (rank + 1) * local] for b in epoch_batches(len(records), cfg.batch_size,
-                                                                              cfg.seed, epoch)[offset:]]
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate,
-                            persistent_workers=False)
-        for pixels, captions in loader:
-            if step >= last:
-                break
+    if step < last:
+        for pixels, captions in process_batches(dataset, len(records), cfg.batch_size, cfg.seed, step, rank,
+                                                world, cfg.workers):
             input_ids = model.tokenize(captions)
             with autocast:
                 image, text = ddp(pixels.to(device), input_ids.to(device))
@@ -252,12 +245,32 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
                     "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "losses": result.losses, "config": config_dict,
                 }, checkpoint)
+            if step >= last:
+                break
     bar.close()
     if rank == 0 and step == cfg.steps:
         model.save_pretrained(result.model_dir)
     if dist.is_initialized():
         dist.barrier()
     return result
+
+
+def process_batches(dataset: ImageCaptionDataset, num_records: int, batch_size: int, seed: int, step: int,
+                    rank: int, world: int, workers: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    """This process's share of every global batch from `step` on, epoch after epoch, without end.
+
+    The batches of an epoch depend only on (seed, epoch), so a run resumed at `step` sees exactly
+    the batches an uninterrupted run would have.
+    """
+    per_epoch = num_records // batch_size
+    local = batch_size // world
+    epoch, offset = divmod(step, per_epoch)
+    while True:
+        dataset.set_epoch(epoch)
+        batches = [b[rank * local: (rank + 1) * local] for b in epoch_batches(num_records, batch_size, seed,
+                                                                              epoch)[offset:]]
+        yield from DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate)
+        epoch, offset = epoch + 1, 0
 
 
 def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:

@@ -34,7 +34,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
@@ -42,7 +41,7 @@ from .data import CaptionRecord, EmojiAugment, ImageCaptionDataset, read_records
 from .dual_encoder import _load_processor
 from .hub import default_model, resolve_checkpoint
 from .projector import FEATURE_TYPES, PROJECTOR_TYPES, Projector, ProjectorConfig
-from .train import _collate, epoch_batches, finish, init_distributed, lr_factor, parse_config, save_atomically
+from .train import finish, init_distributed, lr_factor, parse_config, process_batches, save_atomically
 from .vision_transformer import VisionTransformer
 from .vlm import IGNORE_INDEX, VisionLanguageModel
 
@@ -315,20 +314,13 @@ def train(cfg: ProjectorTrainConfig, progress: bool = True, stop_at: int | None 
     ddp = DistributedDataParallel(model) if world > 1 else model
     dataset = ImageCaptionDataset(records, model.processor, augment=EmojiAugment() if cfg.augment else None,
                                   seed=cfg.seed)
-    local = cfg.batch_size // world
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     started, samples = time.perf_counter(), 0
     last = min(cfg.steps, stop_at or cfg.steps)
-    while step < last:
-        epoch, offset = divmod(step, per_epoch)
-        dataset.set_epoch(epoch)
-        batches = [b[rank * local: (rank + 1) * local] for b in epoch_batches(len(records), cfg.batch_size,
-                                                                              cfg.seed, epoch)[offset:]]
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate)
-        for pixels, captions in loader:
-            if step >= last:
-                break
+    if step < last:
+        for pixels, captions in process_batches(dataset, len(records), cfg.batch_size, cfg.seed, step, rank,
+                                                world, cfg.workers):
             batch = model.prepare_inputs(pixels, cfg.prompt, captions)
             labels = batch.pop("labels").to(device)
             count = (labels[:, 1:] != IGNORE_INDEX).sum()  # this process's caption tokens
@@ -360,6 +352,8 @@ def train(cfg: ProjectorTrainConfig, progress: bool = True, stop_at: int | None 
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(), "losses": result.losses, "config": config_dict,
                 }, checkpoint)
+            if step >= last:
+                break
     bar.close()
     model.eval()
     if rank == 0 and step == cfg.steps:
