@@ -22,7 +22,7 @@ from PIL import Image
 from vlm_vision.hub import DEFAULT_MODEL, default_model, resolve_checkpoint
 
 from . import ann
-from .build import BuildProgress, BuildSummary, default_workers, run_build
+from .build import BuildProgress, BuildSummary, run_build
 from .db import Database, IndexedFile, ModelInfo, SkippedFile
 from .errors import ModelMismatchError
 from .lock import BuildLock
@@ -161,7 +161,7 @@ class PhotoIndex:
                 self.db.set_setting("index_type", index_type)
             self.db.add_roots(roots)
             summary = run_build(self.db, self._encode_pixels, model.processor, roots, batch_size=batch_size,
-                                workers=default_workers() if workers is None else workers, max_pixels=max_pixels,
+                                workers=workers, max_pixels=max_pixels,
                                 progress=progress)
             self._ann_index(write=True)
             self.db.set_setting("last_build", summary.as_dict())
