@@ -1,9 +1,10 @@
-"""Build an image-caption corpus from open emoji artwork (Noto Emoji and Twemoji, 64-px PNGs).
+"""Build an image-caption corpus from open emoji artwork (Noto Emoji, Twemoji and more, 64-px PNGs).
 
-The artwork and its metadata come from the npm packages `emoji-datasource-<style>`
+The bitmap styles and the metadata come from the npm packages `emoji-datasource-<style>`
 (iamcal/emoji-data: `emoji.json` plus one PNG per emoji), fetched with `npm pack`; class
 names come from Unicode CLDR (npm package `unicode-emoji-json`). How labels and captions are
 chosen is in `emoji_names`, whose pure functions this module feeds with the fetched files.
+More open styles (OpenMoji, Fluent Emoji, EmojiOne, ...) are SVG sets rendered by `emoji_svg`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from .emoji_svg import SVG_ARTWORK, load_icon_set, render_png
 from .emoji_names import (  # the parsing names are re-exported: callers import them from here
     ARTWORK,
     DEFAULT_VERSION,
@@ -43,6 +45,9 @@ from .emoji_names import (  # the parsing names are re-exported: callers import 
 )
 
 logger = logging.getLogger(__name__)
+
+ALL_ARTWORK = {**ARTWORK, **SVG_ARTWORK}
+ALL_STYLES = tuple(ALL_ARTWORK)  # bitmap styles (google, twitter), then the SVG ones
 
 __all__ = ["alternative_captions", "build_emoji_corpus", "fetch_npm_package", "make_eval_subset",
            "parse_emoji_json", "unified_key"]
@@ -86,7 +91,7 @@ def _tarball_problem(tarball: Path, package: str, version: str) -> str | None:
 def fetch_npm_package(package: str, version: str, cache: Path) -> Path:
     """The path of `package@version`'s tarball in `cache`, running `npm pack` unless a valid one is there."""
     cache.mkdir(parents=True, exist_ok=True)
-    tarball = cache / f"{package}-{version}.tgz"  # the name `npm pack` gives an unscoped package
+    tarball = cache / f"{package.removeprefix('@').replace('/', '-')}-{version}.tgz"  # the name `npm pack` gives it
     if tarball.exists():
         problem = _tarball_problem(tarball, package, version)
         if problem is None:
@@ -137,21 +142,40 @@ def _write_jsonl(file: Path, rows: Iterable[Mapping[str, Any]]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _bitmaps(tarball: Path, style: str, entries: list[EmojiEntry]) -> Iterator[tuple[EmojiEntry, bytes | str]]:
+    """(entry, PNG bytes) of an emoji-datasource style, or (entry, why it's missing)."""
+    prefix = f"package/img/{style}/{IMAGE_SIZE}/"
+    files = read_tar_members(tarball, [prefix + e.image for e in entries])
+    for entry in entries:
+        yield entry, files.get(prefix + entry.image, f"{prefix + entry.image} is not in {tarball.name}")
+
+
+def _renderings(tarball: Path, style: str, entries: list[EmojiEntry]) -> Iterator[tuple[EmojiEntry, bytes | str]]:
+    """(entry, PNG rendered from its SVG) of an Iconify style, or (entry, why there is none)."""
+    icons = load_icon_set(read_tar_members(tarball, ["package/icons.json", "package/chars.json"]))
+    for entry in entries:
+        name = icons.find(entry)
+        if name is None:
+            yield entry, f"{SVG_ARTWORK[style].package} has no icon for it"
+            continue
+        try:
+            yield entry, render_png(icons.svg(name))
+        except ValueError as e:  # resvg's parse errors and unsupported aliases
+            yield entry, f"icon {name!r} can't be rendered ({e})"
+
+
 def _write_style(
-    tarball: Path, style: str, entries: list[EmojiEntry], skipped: list[SkippedEmoji], out: Path
+    style: str, pictures: Iterable[tuple[EmojiEntry, bytes | str]], skipped: list[SkippedEmoji], out: Path
 ) -> dict[str, int]:
-    """Write out/<style>/{images/, captions.jsonl, skipped.jsonl} from the tarball; return its counts."""
+    """Write out/<style>/{images/, captions.jsonl, skipped.jsonl} from (entry, PNG or reason); return its counts."""
     staging = out / f".{style}.partial"
     if staging.exists():
         shutil.rmtree(staging)  # left by an interrupted run
     (staging / "images").mkdir(parents=True)
-    prefix = f"package/img/{style}/{IMAGE_SIZE}/"
-    files = read_tar_members(tarball, [prefix + e.image for e in entries])
     written = []
-    for entry in entries:
-        data = files.get(prefix + entry.image)
-        if data is None:
-            skipped.append(SkippedEmoji(entry.unified, entry.name, f"{prefix + entry.image} is not in {tarball.name}"))
+    for entry, data in pictures:
+        if isinstance(data, str):
+            skipped.append(SkippedEmoji(entry.unified, entry.name, data))
             continue
         try:
             with Image.open(io.BytesIO(data)) as image:
@@ -186,9 +210,9 @@ def build_emoji_corpus(
     Also writes `out/ATTRIBUTION.md` (licences of the artwork and metadata) and `out/corpus.json`
     (versions and counts, which `make_eval_subset` reads). Returns that summary dict.
     """
-    unknown = [s for s in styles if s not in ARTWORK]
+    unknown = [s for s in styles if s not in ALL_ARTWORK]
     if unknown or not styles:
-        raise ValueError(f"Unknown or no emoji styles {list(styles)!r}: choose from {', '.join(STYLES)}")
+        raise ValueError(f"Unknown or no emoji styles {list(styles)!r}: choose from {', '.join(ALL_STYLES)}")
     out, cache = Path(out), Path(cache) if cache is not None else default_cache_dir()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -197,19 +221,26 @@ def build_emoji_corpus(
     names = cldr_names(json.loads(names_members["package/data-by-emoji.json"]))
 
     summary: dict[str, Any] = {"version": version, "names_version": NAMES_VERSION, "styles": {}}
+    licences: dict[str, str] = {}
     for style in styles:
-        tarball = fetch_npm_package(ARTWORK[style].package, version, cache)
-        members = read_tar_members(tarball, ["package/emoji.json", "package/LICENSE"])
-        entries, skipped = parse_emoji_json_with_skips(json.loads(members["package/emoji.json"]), style, names)
-        summary["styles"][style] = _write_style(tarball, style, entries, skipped, out)
+        # Every style takes its emoji, labels and captions from emoji-datasource's emoji.json; an SVG
+        # style takes the list of the Google one (Noto draws every emoji) and finds its own icons.
+        bitmap_style = style if style in ARTWORK else "google"
+        datasource = fetch_npm_package(ARTWORK[bitmap_style].package, version, cache)
+        members = read_tar_members(datasource, ["package/emoji.json", "package/LICENSE"])
+        # The emoji-datasource-* packages all carry emoji-data's one MIT licence: one entry stands for all.
+        licences["emoji-datasource (iamcal/emoji-data)"] = members["package/LICENSE"].decode()
+        entries, skipped = parse_emoji_json_with_skips(json.loads(members["package/emoji.json"]), bitmap_style, names)
+        if style in ARTWORK:
+            pictures = _bitmaps(datasource, style, entries)
+        else:
+            art = SVG_ARTWORK[style]
+            pictures = _renderings(fetch_npm_package(art.package, art.version, cache), style, entries)
+        summary["styles"][style] = _write_style(style, pictures, skipped, out)
 
-    # The emoji-datasource-* packages all carry emoji-data's one MIT licence: the last one read stands for all.
-    licences = {
-        "emoji-datasource (iamcal/emoji-data)": members["package/LICENSE"].decode(),
-        NAMES_PACKAGE: names_members["package/LICENSE"].decode(),
-    }
+    licences[NAMES_PACKAGE] = names_members["package/LICENSE"].decode()
     summary["licences"] = licences
-    (out / "ATTRIBUTION.md").write_text(attribution_text(styles, version, licences), encoding="utf-8")
+    (out / "ATTRIBUTION.md").write_text(attribution_text(styles, version, licences, ALL_ARTWORK), encoding="utf-8")
     (out / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -240,7 +271,7 @@ def make_eval_subset(corpus: Path, out: Path, style: str = "twitter", count: int
         shutil.copyfile(corpus / style / row["path"], staging / row["path"])
     _write_jsonl(staging / "captions.jsonl", chosen)
     _replace_dir(staging, out / style)
-    text = attribution_text([style], manifest["version"], manifest["licences"])
+    text = attribution_text([style], manifest["version"], manifest["licences"], ALL_ARTWORK)
     (out / "ATTRIBUTION.md").write_text(text, encoding="utf-8")
     summary = {"style": style, "images": len(chosen), "bytes": _folder_bytes(out / style)}
     logger.info("Eval subset: %s", summary)
@@ -262,17 +293,18 @@ Needs npm (Node.js) and access to the npm registry, unless the tarballs are in t
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vlm_vision.emoji",
-        description="Build an image-caption corpus from open emoji artwork (Noto Emoji, Twemoji).",
+        description="Build an image-caption corpus from open emoji artwork (Noto Emoji, Twemoji, OpenMoji, ...).",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="output folder (created if needed)")
-    parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES, help="artwork styles to build")
+    parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=ALL_STYLES,
+                        help="artwork styles to build (default: %(default)s; the SVG styles need resvg-py)")
     parser.add_argument("--cache", type=Path, default=None,
                         help=f"folder for the npm tarballs (default: {default_cache_dir()})")
     parser.add_argument("--version", default=DEFAULT_VERSION, help="emoji-datasource-* version (default: %(default)s)")
     parser.add_argument("--eval-subset", type=Path, default=None, metavar="DIR",
                         help="also copy a fixed subset of base emoji to DIR/<style>/ for regression tests")
-    parser.add_argument("--eval-style", default="twitter", choices=STYLES, help="style of the eval subset")
+    parser.add_argument("--eval-style", default="twitter", choices=ALL_STYLES, help="style of the eval subset")
     parser.add_argument("--eval-count", type=int, default=300, help="images in the eval subset (default: 300)")
     return parser
 

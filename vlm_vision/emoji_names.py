@@ -69,6 +69,11 @@ class Artwork:
     source_url: str
     notes: str = ""
 
+    def provenance(self, version: str) -> list[str]:
+        """The ATTRIBUTION.md lines saying where the images were taken from and how they were changed."""
+        return [f"- Taken from: npm package `{self.package}@{version}` (https://github.com/iamcal/emoji-data)",
+                "- Changes: none to the pixels; files renamed."]
+
 
 ARTWORK = {
     "google": Artwork(
@@ -282,21 +287,22 @@ def parse_emoji_json(
     return parse_emoji_json_with_skips(entries, style, names)[0]
 
 
-def attribution_text(styles: Sequence[str], version: str, licences: Mapping[str, str]) -> str:
-    """ATTRIBUTION.md for images of `styles`; `licences` maps npm package name to its LICENSE text."""
+def attribution_text(
+    styles: Sequence[str], version: str, licences: Mapping[str, str], artwork: Mapping[str, Artwork] = ARTWORK
+) -> str:
+    """ATTRIBUTION.md for images of `styles` (keys of `artwork`); `licences` maps package name to LICENSE text."""
     lines = ["# Attribution", ""]
-    lines += ["The emoji images in this folder are unchanged 64-px PNGs from the npm packages named below,",
-              "renamed to `<code points>.png`. Each artwork keeps its own licence:", ""]
+    lines += ["The emoji images in this folder are 64-px PNGs from the npm packages named below,",
+              "named `<code points>.png`. Each artwork keeps its own licence:", ""]
     for style in styles:
-        art = ARTWORK[style]
+        art = artwork[style]
         lines += [
             f"## {style}: {art.title}",
             "",
             f"- Copyright: {art.holder}",
             f"- Licence: {art.licence}, {art.licence_url}",
             f"- Source: {art.source_url}",
-            f"- Taken from: npm package `{art.package}@{version}` (https://github.com/iamcal/emoji-data)",
-            "- Changes: none to the pixels; files renamed.",
+            *art.provenance(version),
         ]
         lines += [f"- {art.notes}"] if art.notes else []
         lines.append("")
