@@ -247,9 +247,9 @@ def item_rng(seed: int, epoch: int, index: int, stream: int) -> random.Random:
 class ImageCaptionDataset(Dataset):
     """(pixels (3, H, W) float32, caption) pairs from CaptionRecords, reproducible per (seed, epoch, index).
 
-    Call `set_epoch(epoch)` before each epoch (in every worker: with persistent workers,
-    recreate the DataLoader or set it through the sampler) so that records with several
-    captions show a different one each epoch. Images that can't be decoded raise
+    Call `set_epoch(epoch)` before each epoch, or index with `dataset[epoch, index]` (what the
+    trainer's sampler does, so that its DataLoader workers outlive an epoch), so that records
+    with several captions show a different one each epoch. Images that can't be decoded raise
     `ImageLoadError` naming the file; the training loop decides whether to skip them.
     """
 
@@ -279,21 +279,23 @@ class ImageCaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def caption_for(self, index: int) -> str:
-        """The caption item `index` gets in the current epoch (without loading the image)."""
+    def caption_for(self, index: int, epoch: int | None = None) -> str:
+        """The caption item `index` gets in `epoch` (default: the current one), without loading the image."""
         index = self._check_index(index)
         captions = self.records[index].captions
         if len(captions) == 1:
             return captions[0]
-        return item_rng(self.seed, self.epoch, index, stream=0).choice(captions)
+        return item_rng(self.seed, self.epoch if epoch is None else epoch, index, stream=0).choice(captions)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, str]:
+        """Item `index` of the current epoch, or of another one as `dataset[epoch, index]`."""
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         index = self._check_index(index)
         image = load_image(self.records[index].path)  # RGB, transparency composited onto white
         if self.augment is not None:
-            image = self.augment(image, item_rng(self.seed, self.epoch, index, stream=1))
+            image = self.augment(image, item_rng(self.seed, epoch, index, stream=1))
         pixels = torch.from_numpy(self.processor.preprocess(image))  # (3, H, W) float32
-        return pixels, self.caption_for(index)
+        return pixels, self.caption_for(index, epoch)
 
     def _check_index(self, index: int) -> int:
         """A non-negative index (so that -1 and len-1 draw the same randomness), or IndexError."""

@@ -32,6 +32,15 @@ ImageInput = str | Path | Image.Image
 DEFAULT_TEMPLATE = "This is a photo of {}."  # transformers' zero-shot pipeline prompt
 
 
+def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], context_length: int) -> torch.Tensor:
+    """Token ids (T, context_length) of `texts`, padded to the full context as SigLIP was trained."""
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings")
+    return tokenizer(
+        list(texts), padding="max_length", max_length=context_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
 class DualEncoder(nn.Module):
     """SigLIP image and text towers with the learned logit scale `t' ` and bias `b`."""
 
@@ -64,11 +73,7 @@ class DualEncoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids (T, L), padded to the full context as SigLIP was trained (no attention mask)."""
-        if isinstance(texts, str) or not texts:
-            raise ValueError("texts must be a non-empty list of strings")
-        return self.tokenizer(
-            list(texts), padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
-        ).input_ids
+        return token_ids(self.tokenizer, texts, self.context_length)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised image (B, D) and text (T, D) embeddings, with gradients (for training)."""

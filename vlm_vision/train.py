@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from transformers import SiglipTextConfig, SiglipTextModel, SiglipTokenizer
 from . import losses
 from .config import VisionConfig
 from .data import EmojiAugment, ImageCaptionDataset, read_records
-from .dual_encoder import DualEncoder
+from .dual_encoder import DualEncoder, token_ids
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer
 from .vision_transformer import VisionTransformer
@@ -74,6 +75,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     bf16: bool = True  # bfloat16 autocast for the towers (losses stay float32)
     augment: bool = True  # colour-preserving crops and rotations
+    distinct_captions: bool = False  # keep images with the same main caption out of each other's batches
     workers: int = 2  # DataLoader worker processes
     seed: int = 0
     save_every: int = 200  # steps between training-state checkpoints
@@ -84,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"Unknown loss {self.loss!r}; use 'sigmoid' or 'softmax'")
         if not self.data:
             raise ValueError("No training data: pass --data CAPTIONS.jsonl|CAPTIONS.csv|CLASS_FOLDER")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be at least 1, got {self.steps} and {self.batch_size}")
         if self.vision_width % self.vision_heads or self.text_width % self.text_heads:
             raise ValueError("vision_width and text_width must be divisible by their head counts")
 
@@ -115,10 +119,37 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The global batches of one epoch: a seeded permutation, cut into full batches."""
+def epoch_batches(
+    n: int, batch_size: int, seed: int, epoch: int, groups: Sequence[Hashable] | None = None
+) -> list[list[int]]:
+    """The global batches of one epoch: a seeded permutation, cut into n // batch_size full batches.
+
+    With `groups` (one key per record, e.g. its main caption), records are dealt round-robin
+    so that no batch holds two of a group where that can be helped: two images captioned
+    "red heart" in one batch would each count the other's caption as a negative. Groups
+    larger than the number of batches (and an unlucky end of the deal) put their extra
+    records in the batches with room left.
+    """
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    return [order[i: i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+    count = n // batch_size
+    if groups is None:
+        return [order[i * batch_size: (i + 1) * batch_size] for i in range(count)]
+    batches: list[list[int]] = [[] for _ in range(count)]
+    seen: list[set[Hashable]] = [set() for _ in range(count)]
+    clashes, turn = [], 0
+    for index in order:
+        for j in (k % count for k in range(turn, turn + count)):
+            if len(batches[j]) < batch_size and groups[index] not in seen[j]:
+                batches[j].append(index)
+                seen[j].add(groups[index])
+                turn = j + 1
+                break
+        else:
+            clashes.append(index)
+    for batch in batches:  # top up with the records no batch could take cleanly, then the permutation's rest
+        while len(batch) < batch_size and clashes:
+            batch.append(clashes.pop())
+    return batches
 
 
 def build_model(cfg: TrainConfig, tokenizer: SiglipTokenizer) -> DualEncoder:
@@ -218,9 +249,10 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     started, samples = time.perf_counter(), 0
     last = min(cfg.steps, stop_at or cfg.steps)
     if step < last:
-        for pixels, captions in process_batches(dataset, len(records), cfg.batch_size, cfg.seed, step, rank,
-                                                world, cfg.workers):
-            input_ids = model.tokenize(captions)
+        groups = [r.caption for r in records] if cfg.distinct_captions else None
+        tokenize = functools.partial(token_ids, tokenizer, context_length=cfg.context_length)
+        for pixels, input_ids in process_batches(dataset, len(records), cfg.batch_size, cfg.seed, step, rank,
+                                                 world, cfg.workers, groups, tokenize):
             with autocast:
                 image, text = ddp(pixels.to(device), input_ids.to(device))
             loss = contrastive_loss(cfg, model, image.float(), text.float())
@@ -256,25 +288,38 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
 
 
 def process_batches(dataset: ImageCaptionDataset, num_records: int, batch_size: int, seed: int, step: int,
-                    rank: int, world: int, workers: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
+                    rank: int, world: int, workers: int,
+                    groups: Sequence[Hashable] | None = None,
+                    tokenize: Callable[[list[str]], torch.Tensor] | None = None,
+                    ) -> Iterator[tuple[torch.Tensor, list[str] | torch.Tensor]]:
     """This process's share of every global batch from `step` on, epoch after epoch, without end.
+
+    Each batch is (pixels, captions), or (pixels, token ids) with `tokenize`: then the workers
+    tokenize too, off the training loop's critical path.
 
     The batches of an epoch depend only on (seed, epoch), so a run resumed at `step` sees exactly
     the batches an uninterrupted run would have.
     """
     per_epoch = num_records // batch_size
     local = batch_size // world
-    epoch, offset = divmod(step, per_epoch)
-    while True:
-        dataset.set_epoch(epoch)
-        batches = [b[rank * local: (rank + 1) * local] for b in epoch_batches(num_records, batch_size, seed,
-                                                                              epoch)[offset:]]
-        yield from DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate)
-        epoch, offset = epoch + 1, 0
+
+    def batches() -> Iterator[list[tuple[int, int]]]:
+        epoch, offset = divmod(step, per_epoch)
+        while True:
+            for batch in epoch_batches(num_records, batch_size, seed, epoch, groups)[offset:]:
+                yield [(epoch, index) for index in batch[rank * local: (rank + 1) * local]]
+            epoch, offset = epoch + 1, 0
+
+    # One DataLoader for the whole run: its workers live on across epochs (each item names its epoch),
+    # which matters when an epoch is a handful of big batches.
+    yield from DataLoader(dataset, batch_sampler=batches(), num_workers=workers,
+                          collate_fn=functools.partial(_collate, tokenize=tokenize))
 
 
-def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:
-    return torch.stack([pixels for pixels, _ in items]), [caption for _, caption in items]
+def _collate(items: list[tuple[torch.Tensor, str]],
+             tokenize: Callable[[list[str]], torch.Tensor] | None = None) -> tuple[torch.Tensor, Any]:
+    captions = [caption for _, caption in items]
+    return torch.stack([pixels for pixels, _ in items]), tokenize(captions) if tokenize else captions
 
 
 def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
