@@ -232,6 +232,7 @@ def test_caption_choice_is_reproducible_and_varies_across_epochs(tmp_path):
     dataset = ImageCaptionDataset(records, seed=0)
     dataset.set_epoch(3)
     assert [dataset[i][1] for i in (0, 5)] == [draws(0, 3)[0], draws(0, 3)[5]]
+    assert [dataset[4, i][1] for i in (0, 5)] == [draws(0, 4)[0], draws(0, 4)[5]]
     assert dataset.caption_for(-1) == dataset.caption_for(len(records) - 1)
     single = ImageCaptionDataset([CaptionRecord(path, "only")])
     for epoch in range(3):
@@ -250,6 +251,10 @@ def test_augmented_items_are_reproducible_per_seed_epoch_index(tmp_path):
     assert torch.equal(item(1, 2), item(1, 2))
     assert not torch.equal(item(1, 2), item(2, 2))
     assert not torch.equal(item(1, 0), item(1, 2))  # the same picture, augmented differently
+    # dataset[epoch, index] (how the trainer's long-lived workers ask) is item `index` of that epoch.
+    dataset = ImageCaptionDataset(records, ImageProcessor(size=(32, 32)), EmojiAugment(), seed=7)
+    assert torch.equal(dataset[1, 2][0], item(1, 2)) and torch.equal(dataset[2, 2][0], item(2, 2))
+    assert dataset.epoch == 0
 
 
 def test_dataset_errors(tmp_path):

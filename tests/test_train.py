@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
 
 from vlm_vision.dual_encoder import DualEncoder
+from vlm_vision.tokenizer import train_tokenizer
 from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,25 @@ def test_schedule_and_batches():
     batches = epoch_batches(10, 4, seed=0, epoch=0)
     assert len(batches) == 2 and len(set(sum(batches, []))) == 8  # full batches only, no repeats
     assert batches == epoch_batches(10, 4, seed=0, epoch=0) != epoch_batches(10, 4, seed=0, epoch=1)
+
+
+def test_distinct_caption_batches_keep_a_caption_out_of_its_own_batch():
+    """Nine styles of 100 emoji: a plain shuffle puts pairs of one caption in a batch; grouped batches never do."""
+    groups = [f"emoji {k % 100}" for k in range(900)]
+
+    def repeats(batches):
+        return sum(len(b) - len({groups[i] for i in b}) for b in batches)
+
+    for epoch in range(3):
+        plain = epoch_batches(900, 64, seed=0, epoch=epoch)
+        grouped = epoch_batches(900, 64, seed=0, epoch=epoch, groups=groups)
+        assert repeats(plain) > 50 and repeats(grouped) == 0
+        assert len(grouped) == 14 and all(len(b) == 64 for b in grouped)
+        assert len(set(sum(grouped, []))) == 14 * 64  # no record twice
+        assert grouped == epoch_batches(900, 64, seed=0, epoch=epoch, groups=groups)  # exact resume
+    # A group larger than the number of batches can't be split up: its extra records top batches up.
+    crowded = epoch_batches(20, 4, seed=0, epoch=0, groups=["same"] * 12 + list("abcdefgh"))
+    assert len(crowded) == 5 and all(len(b) == 4 for b in crowded) and len(set(sum(crowded, []))) == 20
 
 
 def test_a_few_steps_lower_the_loss(shapes_data, tmp_path):
@@ -167,6 +187,18 @@ def test_config_file_and_flags(tmp_path, shapes_data):
         parse_args([])
     with pytest.raises(SystemExit, match="Unknown loss 'hinge'"):
         parse_args(["--data", "x", "--loss", "hinge"])
+    with pytest.raises(SystemExit, match="steps and batch_size must be at least 1, got 0 and 256"):
+        parse_args(["--data", "x", "--steps", "0"])
+    assert parse_args(["--data", "x", "--distinct-captions"])[0].distinct_captions is True
+
+
+def test_tokenizer_training_counts_each_caption_once(tmp_path):
+    """Captions repeated per style give the tokenizer the captions once (SentencePiece 0.2.2 hangs on repeats)."""
+    captions = [f"{colour} {thing}" for colour in ("red", "blue", "green") for thing in ("heart", "circle", "car")]
+    once = train_tokenizer(captions, tmp_path / "once", vocab_size=40)
+    repeated = train_tokenizer(captions * 12, tmp_path / "repeated", vocab_size=40)
+    assert (tmp_path / "once" / "spiece.model").read_bytes() == (tmp_path / "repeated" / "spiece.model").read_bytes()
+    assert once.tokenize("blue heart") == repeated.tokenize("blue heart")
 
 
 def test_too_little_data_for_a_batch(shapes_data, tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +72,12 @@ SVG_ARTWORK = {
 
 
 def slug(text: str) -> str:
-    """Iconify's icon name for an emoji name: 'Face with tears of joy' -> 'face-with-tears-of-joy'."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("’", "").replace("'", "")).strip("-")
+    """Iconify's icon name for an emoji name: 'Face with tears of joy' -> 'face-with-tears-of-joy'.
+
+    Accents are dropped and apostrophes closed up: 'flag Côte d’Ivoire' -> 'flag-cote-divoire'.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower().replace("'", "")).strip("-")
 
 
 class IconSet:
@@ -95,8 +100,10 @@ class IconSet:
             return None
         for text in (entry.label, entry.name, *entry.captions):
             name = slug(text)
-            if name in self.icons or name in self.aliases:
-                return name
+            # EmojiOne names flags "flag-for-<country>"; FxEmoji runs the words together.
+            for candidate in (name, "flag-for-" + name.removeprefix("flag-")):
+                if candidate in self.icons or candidate in self.aliases:
+                    return candidate
             if name.replace("-", "") in self.by_squashed:
                 return self.by_squashed[name.replace("-", "")]
         return None

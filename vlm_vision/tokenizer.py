@@ -29,9 +29,12 @@ def train_tokenizer(texts: Iterable[str], folder: str | Path, vocab_size: int = 
     """Train a unigram SentencePiece model on `texts` and save it as a SiglipTokenizer in `folder`.
 
     Special ids follow SigLIP's: pad 0 and eos 1 (both "</s>"-style, no bos), unk 2.
-    `vocab_size` is an upper bound: small corpora get as many pieces as they support.
+    `vocab_size` is an upper bound: small corpora get as many pieces as they support. Repeated
+    texts count once.
     """
-    sentences = [c for c in (canonicalize(t) for t in texts) if c]
+    # Each distinct text once: SentencePiece 0.2.2's unigram trainer never finishes extracting substrings
+    # from heavily repeated input (google/sentencepiece#641), such as captions shared by nine emoji styles.
+    sentences = [c for c in dict.fromkeys(canonicalize(t) for t in texts) if c]
     if not sentences:
         raise ValueError("No text to train a tokenizer on")
     buffer = io.BytesIO()

@@ -124,32 +124,21 @@ def epoch_batches(
 ) -> list[list[int]]:
     """The global batches of one epoch: a seeded permutation, cut into n // batch_size full batches.
 
-    With `groups` (one key per record, e.g. its main caption), records are dealt round-robin
-    so that no batch holds two of a group where that can be helped: two images captioned
-    "red heart" in one batch would each count the other's caption as a negative. Groups
-    larger than the number of batches (and an unlucky end of the deal) put their extra
-    records in the batches with room left.
+    With `groups` (one key per record, e.g. its main caption), no batch holds two records of a
+    group (two images captioned "red heart" in one batch would each count the other's caption
+    as a negative): the records are ordered group by group, groups in random order, and dealt
+    round-robin, so a group's records land in different batches. Only a group larger than the
+    number of batches shares one.
     """
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
     count = n // batch_size
-    if groups is None:
-        return [order[i * batch_size: (i + 1) * batch_size] for i in range(count)]
-    batches: list[list[int]] = [[] for _ in range(count)]
-    seen: list[set[Hashable]] = [set() for _ in range(count)]
-    clashes, turn = [], 0
-    for index in order:
-        for j in (k % count for k in range(turn, turn + count)):
-            if len(batches[j]) < batch_size and groups[index] not in seen[j]:
-                batches[j].append(index)
-                seen[j].add(groups[index])
-                turn = j + 1
-                break
-        else:
-            clashes.append(index)
-    for batch in batches:  # top up with the records no batch could take cleanly, then the permutation's rest
-        while len(batch) < batch_size and clashes:
-            batch.append(clashes.pop())
-    return batches
+    if groups is not None:
+        rank: dict[Hashable, int] = {}
+        for index in order:
+            rank.setdefault(groups[index], len(rank))  # groups in the order the permutation meets them
+        order = sorted(order, key=lambda index: rank[groups[index]])[: count * batch_size]  # stable sort
+        return [order[j::count] for j in range(count)]
+    return [order[i * batch_size: (i + 1) * batch_size] for i in range(count)]
 
 
 def build_model(cfg: TrainConfig, tokenizer: SiglipTokenizer) -> DualEncoder:
