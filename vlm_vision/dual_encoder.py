@@ -158,7 +158,7 @@ class DualEncoder(nn.Module):
             if key not in state:
                 raise CheckpointError(f"{folder} has no {key!r} weight; a SigLIP checkpoint has both logit_scale and "
                                       f"logit_bias")
-        model = cls(vision, text, _load_tokenizer(folder), _load_processor(folder, vision_config),
+        model = cls(vision, text, _load_tokenizer(folder), load_processor(folder, vision_config),
                     state["logit_scale"].item(), state["logit_bias"].item())
         model.name_or_path = str(name_or_path)
         return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()
@@ -205,7 +205,8 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(folder)
 
 
-def _load_processor(folder: Path, vision_config: VisionConfig) -> ImageProcessor:
+def load_processor(folder: Path, vision_config: VisionConfig) -> ImageProcessor:
+    """A checkpoint folder's image processor: its preprocessor_config.json, else SigLIP's defaults at its size."""
     if (folder / "preprocessor_config.json").is_file():
         return ImageProcessor.from_pretrained(folder)
     size = vision_config.image_size

@@ -283,7 +283,7 @@ def make_eval_subset(corpus: Path, out: Path, style: str = "twitter", count: int
 # ---------------------------------------------------------------------------------------------------------------
 
 EXAMPLE = """example:
-  python -m vlm_vision.emoji ~/emoji-corpus --styles google twitter --cache ~/.cache/npm-tarballs
+  python -m vlm_vision.emoji ~/emoji-corpus --styles google twitter openmoji --cache ~/.cache/npm-tarballs
 
 writes ~/emoji-corpus/<style>/images/<code points>.png, <style>/captions.jsonl (readable by
 vlm_vision.data.read_records), <style>/skipped.jsonl, ATTRIBUTION.md and corpus.json.
@@ -297,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="output folder (created if needed)")
-    parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=ALL_STYLES,
-                        help="artwork styles to build (default: %(default)s; the SVG styles need resvg-py)")
+    parser.add_argument("--styles", nargs="+", default=list(ALL_STYLES), choices=ALL_STYLES, metavar="STYLE",
+                        help=f"artwork styles to build, of {', '.join(ALL_STYLES)} (default: all; the SVG styles "
+                             f"need resvg-py: pip install 'vlm-vision[emoji]')")
     parser.add_argument("--cache", type=Path, default=None,
                         help=f"folder for the npm tarballs (default: {default_cache_dir()})")
     parser.add_argument("--version", default=DEFAULT_VERSION, help="emoji-datasource-* version (default: %(default)s)")
@@ -322,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             subset = make_eval_subset(args.out, args.eval_subset, args.eval_style, args.eval_count)
             print(f"eval subset: {subset['images']} {subset['style']} images, {subset['bytes'] / 1e6:.2f} MB "
                   f"in {args.eval_subset / subset['style']}")
-    except (EmojiFetchError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (EmojiFetchError, FileExistsError, FileNotFoundError, ValueError) as e:  # styles built so far stay
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from .data import CaptionRecord, EmojiAugment, ImageCaptionDataset, read_records
-from .dual_encoder import _load_processor
+from .dual_encoder import load_processor
 from .hub import default_model, resolve_checkpoint
 from .projector import FEATURE_TYPES, PROJECTOR_TYPES, Projector, ProjectorConfig
 from .train import finish, init_distributed, lr_factor, parse_config, process_batches, save_atomically
@@ -169,7 +169,7 @@ def build_model(cfg: ProjectorTrainConfig, records: Sequence[CaptionRecord], ran
         return VisionLanguageModel.from_pretrained(cfg.init)
     vision_name = cfg.vision or str(default_model())
     vision = VisionTransformer.from_pretrained(vision_name)
-    processor = _load_processor(resolve_checkpoint(vision_name), vision.config)
+    processor = load_processor(resolve_checkpoint(vision_name), vision.config)
     if cfg.lm:
         tokenizer = AutoTokenizer.from_pretrained(cfg.lm)
         language_model = AutoModelForCausalLM.from_pretrained(cfg.lm, dtype=torch.float32)
