@@ -32,7 +32,6 @@ from .emoji_names import (  # the parsing names are re-exported: callers import 
     IMAGE_SIZE,
     NAMES_PACKAGE,
     NAMES_VERSION,
-    STYLES,
     EmojiEntry,
     EmojiFetchError,
     SkippedEmoji,
