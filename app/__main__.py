@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,15 +38,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def demo_index() -> Path:
-    """A small index of data/samples in the user's cache, built (or brought up to date) now."""
+    """A small index of data/samples in the user's cache, built (or brought up to date) now.
+
+    It is a cache: built with an earlier embedded model (an older vlm-vision), it is rebuilt.
+    """
     from index import PhotoIndex
+    from index.errors import ModelMismatchError
 
     from .ui import SAMPLES
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlm-vision" / "demo"
     db = cache / "samples.db"
-    with PhotoIndex(db, create=True) as index:
-        index.build([SAMPLES], workers=0)
+
+    def build() -> None:
+        with PhotoIndex(db, create=True) as index:
+            index.build([SAMPLES], workers=0)
+
+    try:
+        build()
+    except ModelMismatchError:  # an earlier embedded model's: only a cache, so start afresh
+        for path in cache.glob(db.name + "*"):  # the database, its WAL, FAISS file and lock
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        build()
     return db
 
 

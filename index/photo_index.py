@@ -259,6 +259,11 @@ def _check_same_model(recorded: ModelInfo, current: ModelInfo) -> None:
     same = recorded.dim == current.dim and float(
         np.dot(recorded.probe, current.probe) / (np.linalg.norm(recorded.probe) * np.linalg.norm(current.probe))
     ) >= PROBE_MIN_COSINE
+    if not same and recorded.name == current.name:
+        raise ModelMismatchError(
+            f"This index was built with an earlier version of model {recorded.name!r}, which now embeds images "
+            f"differently (a newer vlm-vision's embedded model, or an updated checkpoint). Build a new index: "
+            f"another --db, or delete this index's files and build again (your photos are not touched).")
     if not same:
         raise ModelMismatchError(
             f"This index was built with model {recorded.name!r} (embedding dim {recorded.dim}), but the model "

@@ -117,6 +117,28 @@ def test_index_of_another_model_is_a_message(tmp_path, tiny_siglip, photos):
         Backend(photos[1], tiny_siglip[0])
 
 
+def test_demo_index_of_an_earlier_embedded_model_is_rebuilt(tmp_path, monkeypatch):
+    """Upgrading vlm-vision changes the embedded model; the demo index (a cache) follows, a user's index says so."""
+    from dataclasses import replace
+
+    from app.__main__ import demo_index
+    from index import ModelMismatchError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    db = demo_index()
+    with PhotoIndex(db) as index:  # as if an older vlm-vision's model had built it
+        recorded = index.db.model_info()
+        index.db.set_model_info(replace(recorded, probe=tuple(-v for v in recorded.probe)))
+    user_copy = tmp_path / "mine.db"
+    shutil.copyfile(db, user_copy)
+    assert demo_index() == db
+    with PhotoIndex(db) as index:
+        assert index.db.model_info().probe == recorded.probe
+        assert Path(index.search("red apple", k=1)[0].path).name == "red_apple.png"
+    with PhotoIndex(user_copy) as index, pytest.raises(ModelMismatchError, match="earlier version of model 'default'"):
+        index.search("red apple", k=1)
+
+
 @pytest.fixture(scope="module")
 def server(backend):
     from app.__main__ import launch_options
