@@ -172,7 +172,7 @@ def test_gradio_client_search_and_classify(server):
     assert result["label"] == "pizza" and Path(heatmap).is_file()
     # The upload reaches the model as uploaded (transparency onto white): the same probability as in Python.
     confidence = {c["label"]: c["confidence"] for c in result["confidences"]}["pizza"]
-    assert confidence == pytest.approx(backend_probability(), abs=1e-5) and confidence > 0.3
+    assert confidence == pytest.approx(backend_probability(), abs=1e-5) and confidence > 0.1  # 2e-5 onto black
     with pytest.raises(Exception, match="can't be read as an image"):
         client.predict(handle_file(__file__), "cat", "{}", api_name="/classify")
     with pytest.raises(Exception, match="at least one label"):
