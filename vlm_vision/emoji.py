@@ -25,7 +25,6 @@ from typing import Any
 
 from PIL import Image
 
-from .emoji_svg import SVG_ARTWORK, load_icon_set, render_png
 from .emoji_names import (  # the parsing names are re-exported: callers import them from here
     ARTWORK,
     DEFAULT_VERSION,
@@ -42,6 +41,7 @@ from .emoji_names import (  # the parsing names are re-exported: callers import 
     parse_emoji_json_with_skips,
     unified_key,
 )
+from .emoji_svg import SVG_ARTWORK, load_icon_set, render_png
 
 logger = logging.getLogger(__name__)
 
@@ -221,15 +221,19 @@ def build_emoji_corpus(
 
     summary: dict[str, Any] = {"version": version, "names_version": NAMES_VERSION, "styles": {}}
     licences: dict[str, str] = {}
+    emoji_json: dict[str, tuple[Path, list[dict[str, Any]]]] = {}  # bitmap style -> (tarball, emoji.json)
     for style in styles:
         # Every style takes its emoji, labels and captions from emoji-datasource's emoji.json; an SVG
         # style takes the list of the Google one (Noto draws every emoji) and finds its own icons.
         bitmap_style = style if style in ARTWORK else "google"
-        datasource = fetch_npm_package(ARTWORK[bitmap_style].package, version, cache)
-        members = read_tar_members(datasource, ["package/emoji.json", "package/LICENSE"])
-        # The emoji-datasource-* packages all carry emoji-data's one MIT licence: one entry stands for all.
-        licences["emoji-datasource (iamcal/emoji-data)"] = members["package/LICENSE"].decode()
-        entries, skipped = parse_emoji_json_with_skips(json.loads(members["package/emoji.json"]), bitmap_style, names)
+        if bitmap_style not in emoji_json:
+            datasource = fetch_npm_package(ARTWORK[bitmap_style].package, version, cache)
+            members = read_tar_members(datasource, ["package/emoji.json", "package/LICENSE"])
+            emoji_json[bitmap_style] = datasource, json.loads(members["package/emoji.json"])
+            # The emoji-datasource-* packages all carry emoji-data's one MIT licence: one entry stands for all.
+            licences["emoji-datasource (iamcal/emoji-data)"] = members["package/LICENSE"].decode()
+        datasource, rows = emoji_json[bitmap_style]
+        entries, skipped = parse_emoji_json_with_skips(rows, bitmap_style, names)
         if style in ARTWORK:
             pictures = _bitmaps(datasource, style, entries)
         else:
