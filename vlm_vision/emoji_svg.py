@@ -1,7 +1,7 @@
 """More emoji styles for training: open SVG emoji sets from Iconify's npm packages, rendered to 64-px PNGs.
 
 The emoji-datasource packages ship bitmaps of four styles, two of them open (Noto, Twemoji).
-Other open emoji artwork exists only as SVG: OpenMoji, Microsoft's Fluent Emoji, EmojiOne 2,
+Other open emoji artwork exists only as SVG: OpenMoji, Microsoft's Fluent Emoji, EmojiOne 1 and 2,
 Noto's older "blob" set, Mozilla's FxEmoji and Streamline's emoji. Iconify collects each as one
 npm package `@iconify-json/<set>` whose `icons.json` holds every icon's SVG body under a
 slug of its name ("red-heart"), and whose `chars.json` (where there is one) maps code points
