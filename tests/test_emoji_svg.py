@@ -96,6 +96,22 @@ def test_build_an_svg_style_offline(tmp_path, npm_cache):
     assert "rendered from SVG to 64-px PNG with resvg" in attribution
 
 
+def test_fluent_colour_borrows_the_flat_sets_code_points(tmp_path, npm_cache):
+    """Iconify's Fluent colour set has no chars.json; its flat twin's names the same icons, skin tones too."""
+    tarball(npm_cache / "emoji-datasource-google-16.0.0.tgz", "emoji-datasource-google", "16.0.0",
+            {"emoji.json": json.dumps(ENTRIES).encode(), "LICENSE": b"MIT, Cal Henderson\n"})
+    icons = {"width": 32, "height": 32, "icons": {"thumbs-up-medium": {"body": RED_SQUARE}}}
+    flat, colour = SVG_ARTWORK["fluent-flat"], SVG_ARTWORK["fluent-color"]
+    tarball(npm_cache / f"iconify-json-fluent-emoji-flat-{flat.version}.tgz", flat.package, flat.version,
+            {"icons.json": json.dumps(icons).encode(), "chars.json": json.dumps({"1f44d-1f3fd": "thumbs-up-medium"})
+             .encode()})
+    tarball(npm_cache / f"iconify-json-fluent-emoji-{colour.version}.tgz", colour.package, colour.version,
+            {"icons.json": json.dumps(icons).encode()})
+    build_emoji_corpus(tmp_path / "corpus", styles=("fluent-color",), cache=npm_cache)
+    records = read_records(tmp_path / "corpus" / "fluent-color" / "captions.jsonl")
+    assert [r.caption for r in records] == ["thumbs up: medium skin tone"]
+
+
 def test_twemoji_is_never_a_training_style():
     """Twemoji is the held-out style: no SVG set may be Twemoji (or derived from it)."""
     assert not any("twemoji" in (art.package + art.source_url).lower() for art in SVG_ARTWORK.values())

@@ -149,9 +149,15 @@ def _bitmaps(tarball: Path, style: str, entries: list[EmojiEntry]) -> Iterator[t
         yield entry, files.get(prefix + entry.image, f"{prefix + entry.image} is not in {tarball.name}")
 
 
-def _renderings(tarball: Path, style: str, entries: list[EmojiEntry]) -> Iterator[tuple[EmojiEntry, bytes | str]]:
+def _renderings(style: str, entries: list[EmojiEntry], cache: Path) -> Iterator[tuple[EmojiEntry, bytes | str]]:
     """(entry, PNG rendered from its SVG) of an Iconify style, or (entry, why there is none)."""
-    icons = load_icon_set(read_tar_members(tarball, ["package/icons.json", "package/chars.json"]))
+    art = SVG_ARTWORK[style]
+    members = read_tar_members(fetch_npm_package(art.package, art.version, cache),
+                               ["package/icons.json", "package/chars.json"])
+    if art.chars_from:
+        twin = SVG_ARTWORK[art.chars_from]
+        members |= read_tar_members(fetch_npm_package(twin.package, twin.version, cache), ["package/chars.json"])
+    icons = load_icon_set(members)
     for entry in entries:
         name = icons.find(entry)
         if name is None:
@@ -237,8 +243,7 @@ def build_emoji_corpus(
         if style in ARTWORK:
             pictures = _bitmaps(datasource, style, entries)
         else:
-            art = SVG_ARTWORK[style]
-            pictures = _renderings(fetch_npm_package(art.package, art.version, cache), style, entries)
+            pictures = _renderings(style, entries, cache)
         summary["styles"][style] = _write_style(style, pictures, skipped, out)
 
     licences[NAMES_PACKAGE] = names_members["package/LICENSE"].decode()

@@ -7,7 +7,8 @@ npm package `@iconify-json/<set>` whose `icons.json` holds every icon's SVG body
 slug of its name ("red-heart"), and whose `chars.json` (where there is one) maps code points
 to those names. Twemoji's Iconify set is deliberately absent: Twemoji is the held-out style.
 
-An emoji's icon is found by code point where the set has `chars.json`, else by the slug of
+An emoji's icon is found by code point where the set has `chars.json` (Fluent's colour set
+borrows its flat twin's, which names the same icons), else by the slug of
 its label, its Unicode name or one of its short names ("red heart" -> "red-heart"; FxEmoji
 runs the words together: "redheart"). Labels and captions are the emoji-datasource ones, so
 every style shares the same classes. Rendering uses the `resvg-py` package (an optional
@@ -31,6 +32,7 @@ class SvgArtwork(Artwork):
     """An Iconify emoji set: `package` is `@iconify-json/<set>`, `version` the release this project pins."""
 
     version: str = ""
+    chars_from: str = ""  # another style whose chars.json names this set's icons (this one has none)
 
     def provenance(self, version: str) -> list[str]:
         """Where the SVGs came from (the pinned Iconify release, whatever emoji-datasource `version` is)."""
@@ -39,9 +41,9 @@ class SvgArtwork(Artwork):
 
 
 def _iconify(iconify_set: str, version: str, title: str, holder: str, licence: str, licence_url: str,
-             source_url: str) -> SvgArtwork:
+             source_url: str, chars_from: str = "") -> SvgArtwork:
     return SvgArtwork(package=f"@iconify-json/{iconify_set}", version=version, title=title, holder=holder,
-                      licence=licence, licence_url=licence_url, source_url=source_url)
+                      licence=licence, licence_url=licence_url, source_url=source_url, chars_from=chars_from)
 
 
 CC_BY = ("Creative Commons Attribution 4.0 International (CC BY 4.0)", "https://creativecommons.org/licenses/by/4.0/")
@@ -56,7 +58,8 @@ SVG_ARTWORK = {
     "fluent-flat": _iconify("fluent-emoji-flat", "1.2.6", "Fluent Emoji, Flat style (Microsoft)",
                             "Microsoft Corporation", *MIT, "https://github.com/microsoft/fluentui-emoji"),
     "fluent-color": _iconify("fluent-emoji", "1.2.7", "Fluent Emoji, Color style (Microsoft)",
-                             "Microsoft Corporation", *MIT, "https://github.com/microsoft/fluentui-emoji"),
+                             "Microsoft Corporation", *MIT, "https://github.com/microsoft/fluentui-emoji",
+                             chars_from="fluent-flat"),  # the flat set's icon names, skin tones included
     "emojione": _iconify("emojione", "1.2.3", "EmojiOne 2 (as continued by Emoji Two)", "Ranks.com Inc. (EmojiOne)",
                          *CC_BY, "https://github.com/EmojiTwo/emojitwo"),
     "emojione-v1": _iconify("emojione-v1", "1.2.3", "EmojiOne 1 (legacy)", "Ranks.com Inc. (EmojiOne)",
