@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,18 @@ def contrastive_loss(cfg: TrainConfig, model: DualEncoder, image: torch.Tensor, 
     return losses.softmax_loss(image, text, model.logit_scale)
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, parameters: Iterable[torch.Tensor],
+                   grad_clip: float) -> None:
+    """One update: gradients of `loss`, clipped to global norm `grad_clip` (0: not clipped), then a step of both."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+    scheduler.step()
+
+
 def save_atomically(obj: object, path: Path) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,12 +257,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
             with autocast:
                 image, text = ddp(pixels.to(device), input_ids.to(device))
             loss = contrastive_loss(cfg, model, image.float(), text.float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scheduler, model.parameters(), cfg.grad_clip)
             step += 1
             samples += cfg.batch_size
             value = loss.detach()

@@ -41,7 +41,9 @@ from .data import CaptionRecord, EmojiAugment, ImageCaptionDataset, read_records
 from .dual_encoder import load_processor
 from .hub import default_model, resolve_checkpoint
 from .projector import FEATURE_TYPES, PROJECTOR_TYPES, Projector, ProjectorConfig
-from .train import finish, init_distributed, lr_factor, parse_config, process_batches, save_atomically
+from .train import (
+    finish, init_distributed, lr_factor, optimizer_step, parse_config, process_batches, save_atomically,
+)
 from .vision_transformer import VisionTransformer
 from .vlm import IGNORE_INDEX, VisionLanguageModel
 
@@ -331,12 +333,8 @@ def train(cfg: ProjectorTrainConfig, progress: bool = True, stop_at: int | None 
             loss_sum, _, _ = caption_token_stats(logits, labels)
             # DDP averages gradients over processes, so each scales by `world`: the result is the global mean.
             loss = loss_sum * world / count
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scheduler, [p for p in model.parameters() if p.requires_grad],
+                           cfg.grad_clip)
             step += 1
             samples += cfg.batch_size
             value = loss_sum.detach()
