@@ -81,11 +81,16 @@ def test_search_shows_the_apple_first(page, screenshots):
     assert (screenshots / "search.png").stat().st_size > 10_000
 
 
+def upload_and_run(page, tab: str, prefix: str, image: Path) -> None:
+    """Open `tab`, upload `image` into #<prefix>-image, wait for its preview, press #<prefix>-button."""
+    page.get_by_role("tab", name=tab).click()
+    page.locator(f"#{prefix}-image input[type=file]").set_input_files(str(image))
+    page.locator(f"#{prefix}-image img").first.wait_for(timeout=30_000)
+    page.click(f"#{prefix}-button")
+
+
 def test_classify_puts_the_right_label_on_top(page, screenshots):
-    page.get_by_role("tab", name="Classify").click()
-    page.locator("#classify-image input[type=file]").set_input_files(str(SAMPLES / "pizza.png"))
-    page.locator("#classify-image img").first.wait_for(timeout=30_000)
-    page.click("#classify-button")
+    upload_and_run(page, "Classify", "classify", SAMPLES / "pizza.png")
     page.locator("#classify-heatmap img").first.wait_for(timeout=30_000)
     top = page.locator("#probabilities h2, #probabilities .output-class").first.inner_text()
     text = page.locator("#probabilities").inner_text()
@@ -98,10 +103,7 @@ def test_classify_puts_the_right_label_on_top(page, screenshots):
 
 
 def test_describe_names_the_emoji(page, screenshots):
-    page.get_by_role("tab", name="Describe").click()
-    page.locator("#describe-image input[type=file]").set_input_files(str(SAMPLES / "pizza.png"))
-    page.locator("#describe-image img").first.wait_for(timeout=30_000)
-    page.click("#describe-button")
+    upload_and_run(page, "Describe", "describe", SAMPLES / "pizza.png")
     page.wait_for_function("document.querySelector('#description textarea').value.length > 0", timeout=60_000)
     assert page.locator("#description textarea").input_value() == "pizza"
     page.screenshot(path=str(screenshots / "describe.png"), full_page=True)
