@@ -152,7 +152,9 @@ def test_kill_minus_nine_at_random_points_then_resume(tmp_path):
 
 def test_search_during_a_build_and_the_lock_against_a_second(tmp_path):
     photos = tmp_path / "photos"
-    write_images(photos, 150)
+    # Enough images (about 8 s of encoding here) that the slow build outlasts a search and a second CLI's
+    # start (about 4.4 s): with 150 (about 1 s left once 20 were in) it lost that race once in CI.
+    write_images(photos, 1000)
     db = tmp_path / "index.db"
     cli("build", str(SAMPLES), "--db", str(db), "--workers", "0")
     slow = subprocess.Popen([sys.executable, "-m", "index", "build", str(photos), "--db", str(db),
@@ -175,7 +177,7 @@ def test_search_during_a_build_and_the_lock_against_a_second(tmp_path):
         slow.wait(timeout=300)
     assert slow.returncode == 0, slow.stderr.read()
     with PhotoIndex(db) as index:
-        assert index.db.count("files") == 162
+        assert index.db.count("files") == 1012
         assert_consistent(index)
 
 
