@@ -3,11 +3,19 @@
     python benchmarks/train.py                 # both parts
     python benchmarks/train.py --part step     # training samples/s: ours vs transformers' SiglipModel
     python benchmarks/train.py --part loss --batch-sizes 1024 4096 16384
+    python benchmarks/train.py --part data --data /work/corpus/google/captions.jsonl --workers 1
 
 Part "step": one optimizer step (forward, loss, backward, AdamW) of the default
 training config (TrainConfig defaults as overridden by --width etc.) on random
 64-px images, for our DualEncoder and for transformers' SiglipModel with the
 same weights and the same loss, interleaved; prints samples/s and the ratio.
+
+Part "data": the input pipeline alone, batches of --batch-size for the model's
+device: images decoded and augmented one at a time with PIL in DataLoader workers
+(`ImageCaptionDataset`) vs decoded once and augmented a batch at a time with
+torch (`--preload`, `PreloadedImageCaptionDataset`); prints batches/s, samples/s
+and the ratio. Without --data it writes 2,048 64-px PNGs of discs to a
+temporary folder.
 
 Part "loss": the loss alone (forward + backward on random normalised
 embeddings, D = 192) at each batch size, each in a fresh subprocess so that its
@@ -130,13 +138,66 @@ def step_part(min_time: float) -> None:
           f"{ours_sps / hf_sps:.3f} |")
 
 
+def data_part(data: str | None, batch: int, workers: int, min_time: float, device: str) -> None:
+    import functools
+    import itertools
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    from vlm_vision.data import (CaptionRecord, EmojiAugment, ImageCaptionDataset, PreloadedImageCaptionDataset,
+                                 read_records)
+    from vlm_vision.processor import ImageProcessor
+    from vlm_vision.train import process_batches
+
+    with tempfile.TemporaryDirectory() as folder:
+        if data:
+            records = read_records(data)
+        else:
+            records = []
+            for k in range(2048):
+                image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+                ImageDraw.Draw(image).ellipse((k % 20, k % 13, 40 + k % 20, 40 + k % 13),
+                                              fill=(k % 256, 255 - k % 256, (7 * k) % 256, 255))
+                image.save(Path(folder) / f"{k}.png")
+                records.append(CaptionRecord(Path(folder) / f"{k}.png", f"disc {k}"))
+        processor = ImageProcessor(size=(64, 64))
+        rates = {}
+        for name, dataset_class in (("decoded", ImageCaptionDataset), ("preloaded", PreloadedImageCaptionDataset)):
+            started = time.perf_counter()
+            dataset = dataset_class(records, processor, EmojiAugment(), seed=0)
+            setup = time.perf_counter() - started
+            batches = process_batches(dataset, len(records), batch, seed=0, step=0, rank=0, world=1,
+                                      workers=workers)
+            pixels = functools.partial(dataset.pixels, device=device)
+            for inputs, _ in itertools.islice(batches, 2):  # warm-up: worker start
+                pixels(inputs)
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < min_time or count < 3:
+                inputs, _ = next(batches)
+                out = pixels(inputs)
+                count += 1
+            if out.is_cuda:
+                torch.cuda.synchronize()
+            rates[name] = count / (time.perf_counter() - started)
+            print(f"| {name} | {setup:.1f} | {rates[name]:.2f} | {rates[name] * batch:.0f} |")
+        print(f"preloaded / decoded: {rates['preloaded'] / rates['decoded']:.2f}x "
+              f"({len(records)} images, batch {batch}, {workers} worker(s), device {device})")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--one-loss":
         name, batch, dim, repeats = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
         print(*time_loss(name, batch, dim, repeats))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["step", "loss", "both"], default="both")
+    parser.add_argument("--part", choices=["step", "loss", "data", "both"], default="both",
+                        help="both: step and loss")
+    parser.add_argument("--data", help="part data: a caption file or class folder (default: generated discs)")
+    parser.add_argument("--batch-size", type=int, default=256, help="part data")
+    parser.add_argument("--workers", type=int, default=1, help="part data: DataLoader workers")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="part data")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--dim", type=int, default=192)
     parser.add_argument("--repeats", type=int, default=5)
@@ -149,6 +210,10 @@ def main() -> None:
         step_part(args.min_time)
     if args.part in ("loss", "both"):
         loss_part(args.batch_sizes, args.dim, args.repeats)
+    if args.part == "data":
+        print("| input pipeline | set-up s | batches/s | samples/s |")
+        print("|---|---|---|---|")
+        data_part(args.data, args.batch_size, args.workers, args.min_time, args.device)
 
 
 if __name__ == "__main__":

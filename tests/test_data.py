@@ -1,4 +1,4 @@
-"""Datasets (CSV, JSONL, class folders), the caption dataset and EmojiAugment.
+"""Datasets (CSV, JSONL, class folders), the caption datasets (decoded per item or preloaded) and EmojiAugment.
 
 Every image is a real PNG written into tmp_path. Offline, CPU, fast. The emoji corpus is tested
 in test_emoji.py.
@@ -21,6 +21,8 @@ from vlm_vision.data import (
     EmojiAugment,
     ImageCaptionDataset,
     MissingImagesError,
+    PreloadedImageCaptionDataset,
+    affine_warp,
     read_records,
 )
 from vlm_vision.errors import ImageLoadError
@@ -270,6 +272,72 @@ def test_dataset_errors(tmp_path):
         ImageCaptionDataset([])
     with pytest.raises(ValueError, match="seed must be a non-negative int"):
         ImageCaptionDataset(dataset.records, seed=-2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PreloadedImageCaptionDataset: the same items, augmented a batch at a time with torch
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def emoji_like_records(folder: Path, count: int = 12) -> list[CaptionRecord]:
+    """Discs and rings of different colours on transparent backgrounds, 64 px: small artwork like the emoji corpus."""
+    rng = np.random.default_rng(0)
+    records = []
+    for k in range(count):
+        image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = rng.integers(4, 20, 2)
+        ImageDraw.Draw(image).ellipse((x, y, x + 40, y + 40), fill=(*colour, 255), outline=(0, 0, 0, 255), width=3)
+        image.save(folder / f"{k}.png")
+        records.append(CaptionRecord(folder / f"{k}.png", f"disc {k}", None, (f"round {k}",)))
+    return records
+
+
+def collated_inputs(dataset: PreloadedImageCaptionDataset, epoch: int, indices: list[int]):
+    return torch.utils.data.default_collate([dataset[epoch, i][0] for i in indices])
+
+
+def test_preloaded_items_draw_what_the_pil_dataset_draws(tmp_path):
+    records = emoji_like_records(tmp_path)
+    processor = ImageProcessor(size=(64, 64))
+    pil = ImageCaptionDataset(records, processor, EmojiAugment(), seed=3)
+    preloaded = PreloadedImageCaptionDataset(records, processor, EmojiAugment(), seed=3)
+    assert preloaded.images.dtype == torch.uint8 and preloaded.images.shape == (12, 3, 64, 64)
+    indices = list(range(12))
+    for epoch in (0, 5):
+        assert [preloaded[epoch, i][1] for i in indices] == [pil[epoch, i][1] for i in indices]  # same captions
+        torch_pixels = preloaded.pixels(collated_inputs(preloaded, epoch, indices), "cpu")
+        pil_pixels = torch.stack([pil[epoch, i][0] for i in indices])
+        assert torch_pixels.dtype == torch.float32 and torch_pixels.shape == pil_pixels.shape
+        # The same crops and rotations: only bicubic kernels (PIL a=-0.5, torch a=-0.75) and rounding differ,
+        # along edges; a different draw would put discs elsewhere (mean difference ~0.2).
+        difference = (torch_pixels - pil_pixels).abs()
+        assert difference.mean() < 0.01 and (difference > 0.1).float().mean() < 0.02
+    other_epoch = preloaded.pixels(collated_inputs(preloaded, 6, indices), "cpu")
+    assert (other_epoch - torch_pixels).abs().mean() > 0.05
+
+
+def test_preloaded_without_augment_equals_the_processor_and_warp_keeps_colour(tmp_path):
+    records = emoji_like_records(tmp_path, count=4)
+    processor = ImageProcessor(size=(48, 48))  # resized once, when preloaded
+    preloaded = PreloadedImageCaptionDataset(records, processor)
+    pixels = preloaded.pixels(collated_inputs(preloaded, 0, [3, 1]), "cpu")
+    assert torch.equal(pixels, processor([records[3].path, records[1].path]))
+    # Rotations and crops add no colour: a red disc stays red, white and blends of the two, as with PIL.
+    red = torch.from_numpy(np.asarray(disc(RED)).transpose(2, 0, 1).copy())[None].repeat(8, 1, 1, 1)
+    thetas = torch.stack([EmojiAugment().theta(64, 64, random.Random(s)) for s in range(8)])
+    out = affine_warp(red, thetas).int()
+    assert out.dtype == torch.int32 and (out[:, 0] == 255).all() and (out[:, 1] == out[:, 2]).all()
+    assert not torch.equal(out[0], out[1])
+    still = EmojiAugment(scale=(1.0, 1.0), ratio=(1.0, 1.0), degrees=0).theta(64, 64, random.Random(0))
+    torch.testing.assert_close(still, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+    assert torch.equal(affine_warp(red[:1], still[None]), red[:1])
+
+
+def test_preloaded_rejects_augmentations_it_cannot_batch(tmp_path):
+    records = emoji_like_records(tmp_path, count=1)
+    with pytest.raises(TypeError, match="augments with an EmojiAugment, got function"):
+        PreloadedImageCaptionDataset(records, augment=lambda image, rng: image)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -95,9 +95,10 @@ def test_distinct_caption_batches_keep_a_caption_out_of_its_own_batch():
     assert len(crowded) == 5 and all(len(b) == 4 for b in crowded) and len(set(sum(crowded, []))) == 20
 
 
-def test_a_few_steps_lower_the_loss(shapes_data, tmp_path):
+@pytest.mark.parametrize("preload", [False, True], ids=["decoded", "preloaded"])
+def test_a_few_steps_lower_the_loss(shapes_data, tmp_path, preload):
     result = train(tiny_config(shapes_data, tmp_path, steps=40, batch_size=16, warmup_steps=4, save_every=100,
-                               augment=False), progress=False)
+                               augment=preload, preload=preload), progress=False)
     losses = [result.losses[s] for s in sorted(result.losses)]
     assert len(losses) == 40
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
@@ -115,9 +116,10 @@ def train_whole_and_resumed(train_fn, whole_cfg, split_cfg):
     return whole, second
 
 
-def test_resume_continues_exactly(shapes_data, tmp_path):
-    whole, second = train_whole_and_resumed(train, tiny_config(shapes_data, tmp_path / "whole"),
-                                            tiny_config(shapes_data, tmp_path / "split"))
+@pytest.mark.parametrize("data_path", [dict(), dict(preload=True, workers=1)], ids=["decoded", "preloaded"])
+def test_resume_continues_exactly(shapes_data, tmp_path, data_path):
+    whole, second = train_whole_and_resumed(train, tiny_config(shapes_data, tmp_path / "whole", **data_path),
+                                            tiny_config(shapes_data, tmp_path / "split", **data_path))
     for key, tensor in DualEncoder.from_pretrained(whole.model_dir).state_dict().items():
         torch.testing.assert_close(DualEncoder.from_pretrained(second.model_dir).state_dict()[key], tensor,
                                    atol=1e-6, rtol=0)

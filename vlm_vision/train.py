@@ -8,7 +8,9 @@ optional `--config` JSON file; flags win. Training state is saved every
 `save_every` steps to OUT/checkpoints/last.pt and resumed from there, exactly:
 the data order and augmentation are functions of (seed, epoch, index), so a
 resumed run takes the same next step as an uninterrupted one. The result,
-OUT/model/, is a transformers `SiglipModel` checkpoint.
+OUT/model/, is a transformers `SiglipModel` checkpoint. `--preload` decodes the
+images into memory once and augments whole batches on the training device: on a
+GPU, decoding small images one at a time in workers is what bounds throughput.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 from transformers import SiglipTextConfig, SiglipTextModel, SiglipTokenizer
 
 from . import losses
 from .config import VisionConfig
-from .data import EmojiAugment, ImageCaptionDataset, read_records
+from .data import EmojiAugment, ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
 from .dual_encoder import DualEncoder, token_ids
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer
@@ -76,6 +78,7 @@ class TrainConfig:
     bf16: bool = True  # bfloat16 autocast for the towers (losses stay float32)
     augment: bool = True  # colour-preserving crops and rotations
     distinct_captions: bool = False  # keep images with the same main caption out of each other's batches
+    preload: bool = False  # decode every image into memory once, augment batches on the device (small-image corpora)
     workers: int = 2  # DataLoader worker processes
     seed: int = 0
     save_every: int = 200  # steps between training-state checkpoints
@@ -241,7 +244,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
 
     ddp = DistributedDataParallel(model) if world > 1 else model
     augment = EmojiAugment() if cfg.augment else None
-    dataset = ImageCaptionDataset(records, model.processor, augment=augment, seed=cfg.seed)
+    dataset_class = PreloadedImageCaptionDataset if cfg.preload else ImageCaptionDataset
+    dataset = dataset_class(records, model.processor, augment=augment, seed=cfg.seed)
     per_epoch = len(records) // cfg.batch_size
     if per_epoch == 0:
         raise ValueError(f"{len(records)} training pairs can't fill one batch of {cfg.batch_size}")
@@ -252,10 +256,10 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     if step < last:
         groups = [r.caption for r in records] if cfg.distinct_captions else None
         tokenize = functools.partial(token_ids, tokenizer, context_length=cfg.context_length)
-        for pixels, input_ids in process_batches(dataset, len(records), cfg.batch_size, cfg.seed, step, rank,
+        for inputs, input_ids in process_batches(dataset, len(records), cfg.batch_size, cfg.seed, step, rank,
                                                  world, cfg.workers, groups, tokenize):
             with autocast:
-                image, text = ddp(pixels.to(device), input_ids.to(device))
+                image, text = ddp(dataset.pixels(inputs, device), input_ids.to(device))
             loss = contrastive_loss(cfg, model, image.float(), text.float())
             optimizer_step(loss, optimizer, scheduler, model.parameters(), cfg.grad_clip)
             step += 1
@@ -287,11 +291,12 @@ def process_batches(dataset: ImageCaptionDataset, num_records: int, batch_size: 
                     rank: int, world: int, workers: int,
                     groups: Sequence[Hashable] | None = None,
                     tokenize: Callable[[list[str]], torch.Tensor] | None = None,
-                    ) -> Iterator[tuple[torch.Tensor, list[str] | torch.Tensor]]:
+                    ) -> Iterator[tuple[Any, list[str] | torch.Tensor]]:
     """This process's share of every global batch from `step` on, epoch after epoch, without end.
 
-    Each batch is (pixels, captions), or (pixels, token ids) with `tokenize`: then the workers
-    tokenize too, off the training loop's critical path.
+    Each batch is (inputs, captions), or (inputs, token ids) with `tokenize`: then the workers
+    tokenize too, off the training loop's critical path. `dataset.pixels(inputs, device)` makes
+    the model's input of them (for an ImageCaptionDataset, `inputs` are the pixels already).
 
     The batches of an epoch depend only on (seed, epoch), so a run resumed at `step` sees exactly
     the batches an uninterrupted run would have.
@@ -312,10 +317,11 @@ def process_batches(dataset: ImageCaptionDataset, num_records: int, batch_size: 
                           collate_fn=functools.partial(_collate, tokenize=tokenize))
 
 
-def _collate(items: list[tuple[torch.Tensor, str]],
-             tokenize: Callable[[list[str]], torch.Tensor] | None = None) -> tuple[torch.Tensor, Any]:
+def _collate(items: list[tuple[Any, str]],
+             tokenize: Callable[[list[str]], torch.Tensor] | None = None) -> tuple[Any, Any]:
+    """(the items' first parts collated: stacked pixels, or (indices, thetas) when preloaded; captions or token ids)."""
     captions = [caption for _, caption in items]
-    return torch.stack([pixels for pixels, _ in items]), tokenize(captions) if tokenize else captions
+    return default_collate([inputs for inputs, _ in items]), tokenize(captions) if tokenize else captions
 
 
 def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
