@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import random
 from pathlib import Path
 
@@ -326,18 +327,35 @@ def test_preloaded_without_augment_equals_the_processor_and_warp_keeps_colour(tm
     # Rotations and crops add no colour: a red disc stays red, white and blends of the two, as with PIL.
     red = torch.from_numpy(np.asarray(disc(RED)).transpose(2, 0, 1).copy())[None].repeat(8, 1, 1, 1)
     thetas = torch.stack([EmojiAugment().theta(64, 64, random.Random(s)) for s in range(8)])
-    out = affine_warp(red, thetas).int()
+    out = affine_warp(red, thetas, (255, 255, 255)).int()
     assert out.dtype == torch.int32 and (out[:, 0] == 255).all() and (out[:, 1] == out[:, 2]).all()
     assert not torch.equal(out[0], out[1])
     still = EmojiAugment(scale=(1.0, 1.0), ratio=(1.0, 1.0), degrees=0).theta(64, 64, random.Random(0))
     torch.testing.assert_close(still, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
-    assert torch.equal(affine_warp(red[:1], still[None]), red[:1])
+    assert torch.equal(affine_warp(red[:1], still[None], (255, 255, 255)), red[:1])
 
 
-def test_preloaded_rejects_augmentations_it_cannot_batch(tmp_path):
-    records = emoji_like_records(tmp_path, count=1)
+def test_preloaded_workers_get_draws_without_images(tmp_path):
+    """What a spawned DataLoader worker receives: no pixels (228 MB for the emoji set), the same items."""
+    preloaded = PreloadedImageCaptionDataset(emoji_like_records(tmp_path, count=3), ImageProcessor(size=(64, 64)),
+                                             EmojiAugment(), seed=1)
+    worker = pickle.loads(pickle.dumps(preloaded))
+    assert not hasattr(worker, "images") and worker.image_size == (64, 64)
+    for index in range(3):
+        (i, theta), caption = worker[2, index]
+        (j, expected_theta), expected_caption = preloaded[2, index]
+        assert (i, caption) == (j, expected_caption) and torch.equal(theta, expected_theta)
+
+
+def test_preloaded_rejects_what_it_cannot_batch(tmp_path):
+    records = emoji_like_records(tmp_path, count=2)
     with pytest.raises(TypeError, match="augments with an EmojiAugment, got function"):
         PreloadedImageCaptionDataset(records, augment=lambda image, rng: image)
+    with pytest.raises(ValueError, match=r"EmojiAugment\(size=\(32, 32\)\) differs from the processor's size"):
+        PreloadedImageCaptionDataset(records, ImageProcessor(size=(64, 64)), EmojiAugment(size=(32, 32)))
+    Image.new("RGB", (40, 64), "white").save(records[1].path)
+    with pytest.raises(ValueError, match=r"1\.png is 40x64, .*0\.png 64x64: preloading without resizing"):
+        PreloadedImageCaptionDataset(records, ImageProcessor(do_resize=False))
 
 
 # ---------------------------------------------------------------------------------------------------------------

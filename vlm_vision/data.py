@@ -291,8 +291,7 @@ class ImageCaptionDataset(Dataset):
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, str]:
         """Item `index` of the current epoch, or of another one as `dataset[epoch, index]`."""
-        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
-        index = self._check_index(index)
+        epoch, index = self._epoch_index(index)
         image = load_image(self.records[index].path)  # RGB, transparency composited onto white
         if self.augment is not None:
             image = self.augment(image, item_rng(self.seed, epoch, index, stream=1))
@@ -302,6 +301,11 @@ class ImageCaptionDataset(Dataset):
     def pixels(self, inputs: torch.Tensor, device: torch.device | str) -> torch.Tensor:
         """The model's input from the first part of a collated batch: here the pixels already, moved to `device`."""
         return inputs.to(device)
+
+    def _epoch_index(self, key: int | tuple[int, int]) -> tuple[int, int]:
+        """(epoch, non-negative index) of `dataset[index]` (the current epoch) or `dataset[epoch, index]`."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        return epoch, self._check_index(index)
 
     def _check_index(self, index: int) -> int:
         """A non-negative index (so that -1 and len-1 draw the same randomness), or IndexError."""
@@ -317,9 +321,11 @@ class PreloadedImageCaptionDataset(ImageCaptionDataset):
     228 MB as uint8), where decoding and augmenting one PIL image at a time in DataLoader
     workers bounds a GPU's throughput. Items are `((index, theta), caption)`, cheap for a
     worker to make; `pixels` turns a collated batch of `(indices, thetas)` into the model's input.
-    The random draws are ImageCaptionDataset's for the same (seed, epoch, index); the
-    resampling is torch's bicubic at the model's size (`affine_warp`) instead of PIL's at the
-    file's size, so pixels differ slightly, mostly along edges.
+    Images are resized to the model's size first, then augmented there. The random draws are
+    ImageCaptionDataset's for the same (seed, epoch, index), so where a file has the model's
+    aspect ratio (the emoji corpus: the model's size) both pick the same crops and rotations;
+    pixels differ slightly along edges (torch's bicubic kernel is not PIL's). Each process
+    (each DDP rank) holds its own copy of the images; DataLoader workers get none.
     """
 
     def __init__(
@@ -332,25 +338,46 @@ class PreloadedImageCaptionDataset(ImageCaptionDataset):
         if augment is not None and not isinstance(augment, EmojiAugment):
             raise TypeError(f"PreloadedImageCaptionDataset augments with an EmojiAugment, got {type(augment).__name__}")
         super().__init__(records, processor, augment, seed)
-        self.images = torch.from_numpy(np.stack([self.processor.resized(load_image(r.path)) for r in self.records]))
+        if augment is not None and augment.size not in (None, self.processor.size):
+            raise ValueError(f"EmojiAugment(size={augment.size}) differs from the processor's size "
+                             f"{self.processor.size}; preloaded images are augmented at the processor's size")
+        self.images = self._decode()  # (N, 3, H, W) uint8
+        self.image_size = tuple(self.images.shape[-2:])  # (H, W), which the workers need without the images
         logger.info("Decoded %d images into memory (%.0f MB of uint8 %s)", len(self.images),
                     self.images.numel() / 1e6, tuple(self.images.shape[1:]))
 
+    def _decode(self) -> torch.Tensor:
+        first = self.processor.resized(load_image(self.records[0].path))
+        images = torch.empty((len(self.records), *first.shape), dtype=torch.uint8)
+        for i, record in enumerate(self.records):
+            pixels = first if i == 0 else self.processor.resized(load_image(record.path))
+            if pixels.shape != first.shape:  # only without resizing: then every file must have one size
+                raise ValueError(
+                    f"{record.path} is {pixels.shape[2]}x{pixels.shape[1]}, {self.records[0].path} "
+                    f"{first.shape[2]}x{first.shape[1]}: preloading without resizing (do_resize=False) "
+                    f"needs images of one size; resize them or turn do_resize on"
+                )
+            images[i] = torch.from_numpy(pixels)
+        return images
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickling sends to a spawned DataLoader worker: everything but the images, which it never reads."""
+        return {key: value for key, value in self.__dict__.items() if key != "images"}
+
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[tuple[int, torch.Tensor], str]:
         """`((index, theta), caption)` of item `index` of the current epoch, or of another as `dataset[epoch, index]`."""
-        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
-        index = self._check_index(index)
+        epoch, index = self._epoch_index(index)
         if self.augment is None:
             theta = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # the identity map
         else:
-            height, width = self.images.shape[-2:]
+            height, width = self.image_size
             theta = self.augment.theta(height, width, item_rng(self.seed, epoch, index, stream=1))
         return (index, theta), self.caption_for(index, epoch)
 
     def pixels(self, inputs: tuple[torch.Tensor, torch.Tensor], device: torch.device | str) -> torch.Tensor:
         """Float32 pixels (B, 3, H, W) on `device` for a collated batch of `(indices (B,), thetas (B, 2, 3))`."""
         indices, thetas = inputs
-        images = self.images[indices].to(device, non_blocking=True)  # (B, 3, H, W) uint8
+        images = self.images[indices].to(device)  # (B, 3, H, W) uint8
         if self.augment is not None:
             images = affine_warp(images, thetas.to(device), self.augment.fill)
         return self.processor.normalize(images)
@@ -450,12 +477,12 @@ class EmojiAugment:
         return width * side, height * side
 
 
-def affine_warp(images: torch.Tensor, theta: torch.Tensor,
-                fill: tuple[int, int, int] = (255, 255, 255)) -> torch.Tensor:
+def affine_warp(images: torch.Tensor, theta: torch.Tensor, fill: tuple[int, int, int]) -> torch.Tensor:
     """Resample uint8 images (B, 3, H, W) through affine maps (B, 2, 3) (`EmojiAugment.theta`) on their device.
 
-    Bicubic, like EmojiAugment's PIL path; areas the map uncovers get `fill`, and the result is
-    rounded back to uint8 as PIL does, so `ImageProcessor.normalize` finishes it the same way.
+    Bicubic like EmojiAugment's PIL path, though torch's kernel (a = -0.75) is not PIL's (a = -0.5);
+    areas the map uncovers get `fill`, and the result is rounded back to uint8 as PIL does, so
+    `ImageProcessor.normalize` finishes it the same way.
     """
     background = torch.tensor(fill, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     grid = torch.nn.functional.affine_grid(theta.float(), list(images.shape), align_corners=False)  # (B, H, W, 2)
