@@ -23,7 +23,7 @@ HELD_OUT = ROOT / "data" / "emoji-eval" / "twitter" / "captions.jsonl"  # Twemoj
 # Model card: 15.67% exact match (47 of 300) and 73.05% token accuracy on this subset; floors ~5 images lower.
 EXACT_MATCH_FLOOR = 0.14
 TOKEN_ACCURACY_FLOOR = 0.71
-# Three held-out images it names right, each token ahead of the runner-up by over 2.4 nats (see the card).
+# Three held-out images it names right, each token ahead of the runner-up by at least 2.4 nats (see the card).
 NAMED = {"images/1F485.png": "nail polish", "images/1FABE.png": "leafless tree",
          "images/1F1E8-1F1FA.png": "flag Cuba"}
 SIGLIP = ROOT / "data" / "models" / "siglip-emoji"

@@ -9,8 +9,8 @@ optional `--config` JSON file; flags win. Training state is saved every
 the data order and augmentation are functions of (seed, epoch, index), so a
 resumed run takes the same next step as an uninterrupted one. The result,
 OUT/model/, is a transformers `SiglipModel` checkpoint. `--preload` decodes the
-images into memory once and augments whole batches on the training device: on a
-GPU, decoding small images one at a time in workers is what bounds throughput.
+images into memory once and augments whole batches on the training device, for
+small-image corpora where decoding one image at a time in workers would starve a GPU.
 """
 
 from __future__ import annotations
