@@ -7,13 +7,16 @@ up to the GPU's different summation order.
 
 import pytest
 import torch
+from torch.utils.data import default_collate
 from transformers import SiglipModel
 
 from tests import checkpoints
 from tests.photos import SAMPLES
 from vlm_vision import VisionTransformer
+from vlm_vision.data import CaptionRecord, EmojiAugment, PreloadedImageCaptionDataset
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.hub import DEFAULT_MODEL
+from vlm_vision.processor import ImageProcessor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 GPU_FP32_ATOL = 1e-4  # CPU parity is 1e-5; GPU kernels sum in other orders (measured on an H200: see the note)
@@ -87,3 +90,14 @@ def test_photo_index_builds_on_cuda_with_the_cpu_vectors(tmp_path):
             vectors[device] = index.db.vectors()[1]
     torch.testing.assert_close(torch.from_numpy(vectors["cuda"]), torch.from_numpy(vectors["cpu"]), atol=1e-4,
                                rtol=0)
+
+
+def test_preloaded_batches_augment_on_cuda_as_on_cpu():
+    """`--preload` warps batches on the GPU: the same pixels as on the CPU, up to one uint8 level of rounding."""
+    records = [CaptionRecord(path, path.stem.replace("_", " ")) for path in sorted(SAMPLES.glob("*.png"))]
+    dataset = PreloadedImageCaptionDataset(records, ImageProcessor(size=(64, 64)), EmojiAugment(), seed=0)
+    inputs = default_collate([dataset[3, i][0] for i in range(len(records))])
+    on_gpu, on_cpu = dataset.pixels(inputs, "cuda"), dataset.pixels(inputs, "cpu")
+    assert on_gpu.is_cuda and on_gpu.dtype == torch.float32
+    difference = (on_gpu.cpu() - on_cpu).abs()
+    assert difference.max() <= 2 / 255 + 1e-6 and difference.mean() < 1e-3
