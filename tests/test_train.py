@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
 
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.tokenizer import train_tokenizer
-from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, train
+from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, set_attention, train
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 20)}
@@ -148,6 +148,20 @@ def test_softmax_loss_trains(shapes_data, tmp_path):
     model = DualEncoder.from_pretrained(result.model_dir)
     assert model.logit_bias.item() == -10.0  # untouched: the softmax loss has no bias
     assert all(np.isfinite(list(result.losses.values())))
+
+
+def test_attention_kernels_take_the_same_steps(shapes_data, tmp_path):
+    """"auto" trains with the eager attention path on CPU (faster there); it computes what SDPA computes."""
+    sdpa = train(tiny_config(shapes_data, tmp_path / "sdpa", steps=4, attention="sdpa"), progress=False)
+    auto = train(tiny_config(shapes_data, tmp_path / "auto", steps=4), progress=False)
+    for step in range(1, 5):
+        assert auto.losses[step] == pytest.approx(sdpa.losses[step], abs=1e-5), step
+    model = DualEncoder.from_pretrained(sdpa.model_dir)
+    set_attention(model, "auto", torch.device("cpu"))
+    assert model.text.config._attn_implementation == "eager"
+    assert all(block.attn.eager for block in model.vision.blocks)
+    with pytest.raises(ValueError, match="Unknown attention 'flash'"):
+        tiny_config(shapes_data, tmp_path, attention="flash")
 
 
 def run_torchrun(module: str, config: Path, processes: int = 2, timeout: float = 120) -> None:
