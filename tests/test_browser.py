@@ -77,7 +77,7 @@ def test_search_shows_the_apple_first(page, screenshots):
                 if line.strip().endswith(".png")]  # "0.780 red_apple.png", ... best first
     assert captions[0].endswith("red_apple.png"), captions
     page.wait_for_timeout(500)  # let thumbnails paint
-    page.screenshot(path=str(screenshots / "search.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "search.png"), full_page=True, animations="disabled")
     assert (screenshots / "search.png").stat().st_size > 10_000
 
 
@@ -98,7 +98,7 @@ def test_classify_puts_the_right_label_on_top(page, screenshots):
     percents = [int(word[:-1]) for word in text.split() if word.endswith("%")]
     # The upload reached the model as uploaded, transparency onto white: 29% (onto black it would be 0.002%).
     assert percents[0] >= 10, text
-    page.screenshot(path=str(screenshots / "classify.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "classify.png"), full_page=True, animations="disabled")
     assert (screenshots / "classify.png").stat().st_size > 10_000
 
 
@@ -106,4 +106,4 @@ def test_describe_names_the_emoji(page, screenshots):
     upload_and_run(page, "Describe", "describe", SAMPLES / "pizza.png")
     page.wait_for_function("document.querySelector('#description textarea').value.length > 0", timeout=60_000)
     assert page.locator("#description textarea").input_value() == "pizza"
-    page.screenshot(path=str(screenshots / "describe.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "describe.png"), full_page=True, animations="disabled")
