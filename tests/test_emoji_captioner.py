@@ -20,12 +20,12 @@ from vlm_vision.vlm import VisionLanguageModel
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONER = ROOT / "data" / "models" / "emoji-captioner"
 HELD_OUT = ROOT / "data" / "emoji-eval" / "twitter" / "captions.jsonl"  # Twemoji: a style never trained on
-# Model card: 15.67% exact match (47 of 300) and 73.05% token accuracy on this subset; floors ~5 images lower.
-EXACT_MATCH_FLOOR = 0.14
+# Model card: 18.33% exact match (55 of 300) and 72.93% token accuracy on this subset; floors ~5 images lower.
+EXACT_MATCH_FLOOR = 0.165
 TOKEN_ACCURACY_FLOOR = 0.71
-# Three held-out images it names right, each token ahead of the runner-up by at least 2.4 nats (see the card).
-NAMED = {"images/1F485.png": "nail polish", "images/1FABE.png": "leafless tree",
-         "images/1F1E8-1F1FA.png": "flag Cuba"}
+# Three held-out images it names right, each token ahead of the runner-up by at least 3.6 nats (see the card).
+NAMED = {"images/1F997.png": "cricket", "images/1F46D.png": "women holding hands",
+         "images/1F1F1-1F1FB.png": "flag Latvia"}
 SIGLIP = ROOT / "data" / "models" / "siglip-emoji"
 
 
