@@ -161,7 +161,7 @@ def build_model(cfg: TrainConfig, tokenizer: SiglipTokenizer) -> DualEncoder:
 def set_attention(model: DualEncoder, name: str, device: torch.device) -> None:
     """Pick both towers' attention kernel. "auto" is eager on CPU: at 64 tokens, PyTorch's fused CPU
     attention backward costs a quarter of a training step, and the explicit softmax path trains the
-    default model 1.2x faster (benchmarks/train.py). The two paths compute the same function."""
+    default model 1.31x faster (benchmarks/train.py). The two paths compute the same function."""
     if name == "auto":
         name = "eager" if device.type == "cpu" else "sdpa"
     model.vision.set_attn_implementation(name)
