@@ -8,8 +8,8 @@
 Part "step": one optimizer step (forward, loss, backward, AdamW) of the default
 training config (TrainConfig defaults as overridden by --width etc.) on random
 64-px images, for our DualEncoder and for transformers' SiglipModel with the
-same weights and the same loss, interleaved; prints samples/s and the ratio,
-once with PyTorch's fused attention (sdpa) in both and once with the eager path.
+same weights and the same loss; prints samples/s and the ratio, with PyTorch's
+fused attention (sdpa) in both and with the eager path in both, all four interleaved.
 
 Part "data": the input pipeline alone, batches of --batch-size for the model's
 device: images decoded and augmented one at a time with PIL in DataLoader workers
@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -91,7 +92,7 @@ def step_part(min_time: float) -> None:
 
     from vlm_vision import losses
     from vlm_vision.convert import ours_to_hf
-    from vlm_vision.train import TrainConfig, build_model, build_optimizer, set_attention
+    from vlm_vision.train import TrainConfig, build_model, build_optimizer, set_attn_implementation
 
     class _Tokenizer:  # the step benchmark feeds token ids directly; only the size matters
         pad_token_id, eos_token_id = 0, 1
@@ -125,25 +126,32 @@ def step_part(min_time: float) -> None:
         out.loss.backward()
         optimizer.step()
 
-    ours_by_kernel = {}
-    for kernel in ("sdpa", "eager"):  # the same attention kernel in both models, for a fair ratio
-        set_attention(ours, kernel, torch.device("cpu"))
-        hf.set_attn_implementation(kernel)
-        times: dict[str, list[float]] = {"ours": [], "transformers": []}
-        for step in (ours_step, hf_step):  # warm-up
+    def with_kernel(step: Callable[[], None], kernel: str) -> Callable[[], None]:
+        def run() -> None:
+            set_attn_implementation(ours, kernel, torch.device("cpu"))
+            hf.set_attn_implementation(kernel)
             step()
-        start = time.perf_counter()
-        while time.perf_counter() - start < min_time or min(map(len, times.values())) < 3:
-            for name, step in (("ours", ours_step), ("transformers", hf_step)):
-                t0 = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - t0)
-        ours_sps, hf_sps = (batch / statistics.median(times[n]) for n in ("ours", "transformers"))
-        ours_by_kernel[kernel] = ours_sps
+        return run
+
+    # All four interleaved, so that a drift in the machine's speed touches each alike.
+    steps = {(name, kernel): with_kernel(step, kernel) for kernel in ("sdpa", "eager")
+             for name, step in (("ours", ours_step), ("transformers", hf_step))}
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
+    for step in steps.values():  # warm-up
+        step()
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_time or min(map(len, times.values())) < 3:
+        for key, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - t0)
+    sps = {key: batch / statistics.median(t) for key, t in times.items()}
+    for kernel in ("sdpa", "eager"):
+        ours_sps, hf_sps = sps["ours", kernel], sps["transformers", kernel]
         print(f"| default config (D 192, 64 px, batch {batch}, bf16 autocast), attention {kernel} | "
               f"{ours_sps:.1f} | {hf_sps:.1f} | {ours_sps / hf_sps:.3f} |")
-    print(f"\nours, eager / sdpa attention: {ours_by_kernel['eager'] / ours_by_kernel['sdpa']:.2f}x "
-          f"(TrainConfig.attention 'auto' picks eager on CPU)")
+    print(f"\nours, eager / sdpa attention: {sps['ours', 'eager'] / sps['ours', 'sdpa']:.2f}x "
+          f"(TrainConfig.attn_implementation 'auto' picks eager on CPU)")
 
 
 def data_part(data: str | None, batch: int, workers: int, min_time: float, device: str) -> None:

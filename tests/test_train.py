@@ -17,7 +17,8 @@ from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
 
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.tokenizer import train_tokenizer
-from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, set_attention, train
+import vlm_vision.train as train_module
+from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 20)}
@@ -150,18 +151,35 @@ def test_softmax_loss_trains(shapes_data, tmp_path):
     assert all(np.isfinite(list(result.losses.values())))
 
 
-def test_attention_kernels_take_the_same_steps(shapes_data, tmp_path):
+def test_attn_implementation_auto_is_eager_on_cpu_and_takes_the_sdpa_steps(shapes_data, tmp_path, monkeypatch):
     """"auto" trains with the eager attention path on CPU (faster there); it computes what SDPA computes."""
-    sdpa = train(tiny_config(shapes_data, tmp_path / "sdpa", steps=4, attention="sdpa"), progress=False)
-    auto = train(tiny_config(shapes_data, tmp_path / "auto", steps=4), progress=False)
+    picked, real = [], train_module.set_attn_implementation
+
+    def spy(model, name, device):  # what train() set: the text tower's kernel, each vision block's eager flag
+        real(model, name, device)
+        picked.append((model.text.config._attn_implementation, [b.attn.eager for b in model.vision.blocks]))
+
+    monkeypatch.setattr(train_module, "set_attn_implementation", spy)
+    sdpa = train(tiny_config(shapes_data, tmp_path / "sdpa", steps=4, attn_implementation="sdpa", device="cpu"),
+                 progress=False)
+    auto = train(tiny_config(shapes_data, tmp_path / "auto", steps=4, device="cpu"), progress=False)
+    assert picked == [("sdpa", [False, False]), ("eager", [True, True])]
     for step in range(1, 5):
         assert auto.losses[step] == pytest.approx(sdpa.losses[step], abs=1e-5), step
-    model = DualEncoder.from_pretrained(sdpa.model_dir)
-    set_attention(model, "auto", torch.device("cpu"))
-    assert model.text.config._attn_implementation == "eager"
-    assert all(block.attn.eager for block in model.vision.blocks)
-    with pytest.raises(ValueError, match="Unknown attention 'flash'"):
-        tiny_config(shapes_data, tmp_path, attention="flash")
+    with pytest.raises(ValueError, match="Unknown attn_implementation 'flash'"):
+        tiny_config(shapes_data, tmp_path, attn_implementation="flash")
+
+
+def test_resuming_with_more_steps_follows_the_new_schedule_from_the_first_step(shapes_data, tmp_path):
+    """A finished run (learning rate 0 at its end) resumed with a longer --steps: step 4 already learns."""
+    train(tiny_config(shapes_data, tmp_path, steps=3), progress=False)
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    finished = torch.load(checkpoint, weights_only=True)
+    assert [group["lr"] for group in finished["optimizer"]["param_groups"]] == [0.0, 0.0]
+    train(tiny_config(shapes_data, tmp_path, steps=6), progress=False, stop_at=4)
+    resumed = torch.load(checkpoint, weights_only=True)
+    assert resumed["step"] == 4
+    assert any(not torch.equal(finished["model"][key], tensor) for key, tensor in resumed["model"].items())
 
 
 def run_torchrun(module: str, config: Path, processes: int = 2, timeout: float = 120) -> None:

@@ -76,7 +76,7 @@ class TrainConfig:
     beta2: float = 0.95  # SigLIP paper: lower beta2 stabilises sigmoid-loss training
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     bf16: bool = True  # bfloat16 autocast for the towers (losses stay float32)
-    attention: str = "auto"  # "sdpa" or "eager"; "auto": eager on CPU, where SDPA's backward is slow, sdpa elsewhere
+    attn_implementation: str = "auto"  # "sdpa" or "eager"; "auto": eager on CPU, where SDPA's backward is slow
     augment: bool = True  # colour-preserving crops and rotations
     distinct_captions: bool = False  # keep images with the same main caption out of each other's batches
     preload: bool = False  # decode every image into memory once, augment batches on the device (small-image corpora)
@@ -88,8 +88,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in ("sigmoid", "softmax"):
             raise ValueError(f"Unknown loss {self.loss!r}; use 'sigmoid' or 'softmax'")
-        if self.attention not in ("auto", *ATTN_IMPLEMENTATIONS):
-            raise ValueError(f"Unknown attention {self.attention!r}; use 'auto', 'sdpa' or 'eager'")
+        if self.attn_implementation not in ("auto", *ATTN_IMPLEMENTATIONS):
+            raise ValueError(f"Unknown attn_implementation {self.attn_implementation!r}; use 'auto', 'sdpa' or 'eager'")
         if not self.data:
             raise ValueError("No training data: pass --data CAPTIONS.jsonl|CAPTIONS.csv|CLASS_FOLDER")
         if self.steps < 1 or self.batch_size < 1:
@@ -158,10 +158,13 @@ def build_model(cfg: TrainConfig, tokenizer: SiglipTokenizer) -> DualEncoder:
     return model
 
 
-def set_attention(model: DualEncoder, name: str, device: torch.device) -> None:
-    """Pick both towers' attention kernel. "auto" is eager on CPU: at 64 tokens, PyTorch's fused CPU
-    attention backward costs a quarter of a training step, and the explicit softmax path trains the
-    default model 1.31x faster (benchmarks/train.py). The two paths compute the same function."""
+def set_attn_implementation(model: DualEncoder, name: str, device: torch.device) -> None:
+    """Pick the kernel of both towers' self-attention (the pooling head's single query always uses SDPA).
+
+    "auto" is eager on CPU: at 64 tokens, PyTorch's fused CPU attention backward costs a quarter of a
+    training step, and the explicit softmax path trains the default model 1.31x faster
+    (benchmarks/train.py). The two compute the same function, up to float rounding.
+    """
     if name == "auto":
         name = "eager" if device.type == "cpu" else "sdpa"
     model.vision.set_attn_implementation(name)
@@ -239,7 +242,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     records = [r for source in cfg.data for r in read_records(source, template=cfg.template)]
     tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
     model = build_model(cfg, tokenizer).to(device).train()
-    set_attention(model, cfg.attention, device)
+    set_attn_implementation(model, cfg.attn_implementation, device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
 
@@ -254,6 +257,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, result.losses = state["step"], state["losses"]
+        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+            # The saved rate was the old schedule's; with a changed --steps the next step takes the new one's.
+            group["lr"] = base_lr * lr_factor(step, cfg.warmup_steps, cfg.steps)
         logger.info("Resumed from %s at step %d", checkpoint, step)
 
     ddp = DistributedDataParallel(model) if world > 1 else model

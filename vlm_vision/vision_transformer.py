@@ -82,7 +82,8 @@ class VisionTransformer(nn.Module):
         return self.pos_embed.device
 
     def set_attn_implementation(self, name: str) -> None:
-        """"sdpa" (fused PyTorch kernel, the default) or "eager" (explicit softmax; slower)."""
+        """"sdpa" (fused PyTorch kernel, the default) or "eager" (explicit softmax, can return the weights;
+        on CPU it trains short sequences faster, see vlm_vision.train.set_attn_implementation)."""
         if name not in ATTN_IMPLEMENTATIONS:
             raise ValueError(f"Unknown attention implementation {name!r}; choose from {ATTN_IMPLEMENTATIONS}")
         for module in self.modules():
