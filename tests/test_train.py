@@ -15,9 +15,9 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
 
+from vlm_vision import train as train_module
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.tokenizer import train_tokenizer
-import vlm_vision.train as train_module
 from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]

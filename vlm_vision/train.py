@@ -162,7 +162,7 @@ def set_attn_implementation(model: DualEncoder, name: str, device: torch.device)
     """Pick the kernel of both towers' self-attention (the pooling head's single query always uses SDPA).
 
     "auto" is eager on CPU: at 64 tokens, PyTorch's fused CPU attention backward costs a quarter of a
-    training step, and the explicit softmax path trains the default model 1.31x faster
+    training step, and the explicit softmax path trains the default model 1.30x faster
     (benchmarks/train.py). The two compute the same function, up to float rounding.
     """
     if name == "auto":
