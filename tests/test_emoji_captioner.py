@@ -14,6 +14,7 @@ import torch
 
 from vlm_vision.data import read_records
 from vlm_vision.dual_encoder import DualEncoder
+from vlm_vision.hub import DEFAULT_MODEL
 from vlm_vision.train_projector import evaluate_captions, training_prompt
 from vlm_vision.vlm import VisionLanguageModel
 
@@ -26,7 +27,6 @@ TOKEN_ACCURACY_FLOOR = 0.71
 # Three held-out images it names right, each token ahead of the runner-up by at least 3.6 nats (see the card).
 NAMED = {"images/1F997.png": "cricket", "images/1F46D.png": "women holding hands",
          "images/1F1F1-1F1FB.png": "flag Latvia"}
-SIGLIP = ROOT / "data" / "models" / "siglip-emoji"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_loads_from_another_working_directory(model, tmp_path):
 
 def test_reads_the_embedded_siglips_tower(model):
     """The captioner's tower is a copy of the shipped SigLIP's: retraining one without the other fails here."""
-    siglip = DualEncoder.from_pretrained(SIGLIP).vision.state_dict()
+    siglip = DualEncoder.from_pretrained(DEFAULT_MODEL).vision.state_dict()
     tower = model.vision.state_dict()
     assert tower.keys() == siglip.keys()
     assert all(torch.equal(tower[key], siglip[key]) for key in siglip)

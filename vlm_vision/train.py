@@ -257,9 +257,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, result.losses = state["step"], state["losses"]
-        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+        for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             # The saved rate was the old schedule's; with a changed --steps the next step takes the new one's.
-            group["lr"] = base_lr * lr_factor(step, cfg.warmup_steps, cfg.steps)
+            group["lr"] = base_lr * factor(step)
         logger.info("Resumed from %s at step %d", checkpoint, step)
 
     ddp = DistributedDataParallel(model) if world > 1 else model
