@@ -4,7 +4,8 @@ The bitmap styles and the metadata come from the npm packages `emoji-datasource-
 (iamcal/emoji-data: `emoji.json` plus one PNG per emoji), fetched with `npm pack`; class
 names come from Unicode CLDR (npm package `unicode-emoji-json`). How labels and captions are
 chosen is in `emoji_names`, whose pure functions this module feeds with the fetched files.
-More open styles (OpenMoji, Fluent Emoji, EmojiOne, ...) are SVG sets rendered by `emoji_svg`.
+More open styles (OpenMoji, Fluent Emoji, EmojiOne, ...) are SVG sets rendered by `emoji_svg`, and
+Fluent Emoji's 3D renders are shrunk by `emoji_raster`.
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ from .emoji_names import (  # the parsing names are re-exported: callers import 
     parse_emoji_json_with_skips,
     unified_key,
 )
+from .emoji_raster import RASTER_ARTWORK, shrink_png
 from .emoji_svg import SVG_ARTWORK, load_icon_set, render_png
 
 logger = logging.getLogger(__name__)
 
-ALL_ARTWORK = {**ARTWORK, **SVG_ARTWORK}
-ALL_STYLES = tuple(ALL_ARTWORK)  # bitmap styles (google, twitter), then the SVG ones
+ALL_ARTWORK = {**ARTWORK, **SVG_ARTWORK, **RASTER_ARTWORK}
+ALL_STYLES = tuple(ALL_ARTWORK)  # emoji-datasource's (google, twitter), the SVG ones, then the raster one
 
 __all__ = ["alternative_captions", "build_emoji_corpus", "fetch_npm_package", "make_eval_subset",
            "parse_emoji_json", "unified_key"]
@@ -169,6 +171,25 @@ def _renderings(style: str, entries: list[EmojiEntry], cache: Path) -> Iterator[
             yield entry, f"icon {name!r} can't be rendered ({e})"
 
 
+def _shrunk(style: str, entries: list[EmojiEntry], cache: Path) -> Iterator[tuple[EmojiEntry, bytes | str]]:
+    """(entry, 64-px PNG shrunk from its large image) of a raster style, or (entry, why there is none)."""
+    art = RASTER_ARTWORK[style]
+    tarball = fetch_npm_package(art.package, art.version, cache)
+    with tarfile.open(tarball, "r:gz") as tar:
+        by_code = art.images_by_code(tar.getnames())
+    files = read_tar_members(tarball, [by_code[key] for key in map(unified_key, (e.unified for e in entries))
+                                       if key in by_code])
+    for entry in entries:
+        member = by_code.get(unified_key(entry.unified))
+        if member is None:
+            yield entry, f"{art.package} has no image for it"
+            continue
+        try:
+            yield entry, shrink_png(files[member])
+        except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for files it can't decode
+            yield entry, f"{member} can't be decoded ({e})"
+
+
 def _write_style(
     style: str, pictures: Iterable[tuple[EmojiEntry, bytes | str]], skipped: list[SkippedEmoji], out: Path
 ) -> dict[str, int]:
@@ -230,7 +251,7 @@ def build_emoji_corpus(
     emoji_json: dict[str, tuple[Path, list[dict[str, Any]]]] = {}  # bitmap style -> (tarball, emoji.json)
     for style in styles:
         # Every style takes its emoji, labels and captions from emoji-datasource's emoji.json; an SVG
-        # style takes the list of the Google one (Noto draws every emoji) and finds its own icons.
+        # or raster style takes the list of the Google one (Noto draws every emoji) and finds its own images.
         bitmap_style = style if style in ARTWORK else "google"
         if bitmap_style not in emoji_json:
             datasource = fetch_npm_package(ARTWORK[bitmap_style].package, version, cache)
@@ -242,8 +263,10 @@ def build_emoji_corpus(
         entries, skipped = parse_emoji_json_with_skips(rows, bitmap_style, names)
         if style in ARTWORK:
             pictures = _bitmaps(datasource, style, entries)
-        else:
+        elif style in SVG_ARTWORK:
             pictures = _renderings(style, entries, cache)
+        else:
+            pictures = _shrunk(style, entries, cache)
         summary["styles"][style] = _write_style(style, pictures, skipped, out)
 
     licences[NAMES_PACKAGE] = names_members["package/LICENSE"].decode()

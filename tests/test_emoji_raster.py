@@ -1,0 +1,72 @@
+"""The raster emoji style (Fluent Emoji 3D): matching images by code point, shrinking them, building it offline."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from tests import test_emoji
+from tests.test_emoji import ENTRIES, tarball
+from vlm_vision.data import read_records
+from vlm_vision.emoji import build_emoji_corpus
+from vlm_vision.emoji_raster import RASTER_ARTWORK, shrink_png
+
+npm_cache = test_emoji.npm_cache  # the fake npm cache fixture (unicode-emoji-json, emoji-datasource-twitter)
+
+
+def webp_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buffer, format="WEBP", lossless=True)
+    return buffer.getvalue()
+
+
+def half_red(size: int = 256) -> np.ndarray:
+    """Opaque red on the left half, transparent black on the right."""
+    pixels = np.zeros((size, size, 4), np.uint8)
+    pixels[:, : size // 2] = (255, 0, 0, 255)
+    return pixels
+
+
+def test_images_are_matched_by_code_point_and_shrunk_to_64_px_without_dark_edges():
+    art = RASTER_ARTWORK["fluent-3d"]
+    names = ["package/package.json", "package/assets/2764-fe0f.webp", "package/assets/1f44d-1f3fd.webp",
+             "package/README.md"]
+    assert art.images_by_code(names) == {"2764": "package/assets/2764-fe0f.webp",
+                                         "1F44D-1F3FD": "package/assets/1f44d-1f3fd.webp"}
+    small = np.asarray(Image.open(io.BytesIO(shrink_png(webp_bytes(half_red())))))
+    assert small.shape == (64, 64, 4)
+    assert (small[:, :28] == (255, 0, 0, 255)).all() and (small[:, 36:, 3] == 0).all()  # Lanczos rings near the edge
+    # Resampled in premultiplied colour: the half-transparent edge stays red instead of fading to black.
+    edge = small[:, 31:33]
+    assert (edge[..., 3] > 0).all() and (edge[..., 0] == 255).all()
+
+
+def test_build_the_raster_style_offline(tmp_path, npm_cache):
+    tarball(npm_cache / "emoji-datasource-google-16.0.0.tgz", "emoji-datasource-google", "16.0.0",
+            {"emoji.json": json.dumps(ENTRIES).encode(), "LICENSE": b"MIT, Cal Henderson\n"})
+    art = RASTER_ARTWORK["fluent-3d"]
+    tarball(npm_cache / f"lobehub-fluent-emoji-3d-{art.version}.tgz", art.package, art.version,
+            {"assets/2764-fe0f.webp": webp_bytes(half_red()), "assets/1f44d-1f3fd.webp": webp_bytes(half_red(128)),
+             "assets/1f91d.webp": b"not a webp"})
+    out = tmp_path / "corpus"
+    summary = build_emoji_corpus(out, styles=("fluent-3d",), cache=npm_cache)
+    counts = summary["styles"]["fluent-3d"]
+    assert (counts["base_classes"], counts["skin_tone_variants"]) == (1, 1)
+    records = read_records(out / "fluent-3d" / "captions.jsonl")
+    assert [(r.label, r.caption) for r in records] == [("red heart", "red heart"),
+                                                      ("thumbs up", "thumbs up: medium skin tone")]
+    assert Image.open(records[0].path).size == (64, 64)
+    skipped = {s["unified"]: s["reason"] for s in map(json.loads, (out / "fluent-3d" / "skipped.jsonl").open())}
+    assert skipped["1F44D"] == "@lobehub/fluent-emoji-3d has no image for it"
+    assert skipped["1F91D"].startswith("package/assets/1f91d.webp can't be decoded")
+    attribution = (out / "ATTRIBUTION.md").read_text()
+    assert "MIT License" in attribution and f"`@lobehub/fluent-emoji-3d@{art.version}`" in attribution
+    assert "shrunk to 64-px PNG" in attribution
+
+
+def test_twemoji_is_never_the_raster_style():
+    """Twemoji is the held-out style: the raster set must not be Twemoji (or derived from it)."""
+    assert not any("twemoji" in (art.package + art.source_url).lower() for art in RASTER_ARTWORK.values())
