@@ -6,12 +6,14 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests import test_emoji
 from tests.test_emoji import ENTRIES, tarball
 from vlm_vision.data import read_records
 from vlm_vision.emoji import build_emoji_corpus
+from vlm_vision.emoji_names import EmojiFetchError
 from vlm_vision.emoji_raster import RASTER_ARTWORK, shrink_png
 
 npm_cache = test_emoji.npm_cache  # the fake npm cache fixture (unicode-emoji-json, emoji-datasource-twitter)
@@ -32,10 +34,9 @@ def half_red(size: int = 256) -> np.ndarray:
 
 def test_images_are_matched_by_code_point_and_shrunk_to_64_px_without_dark_edges():
     art = RASTER_ARTWORK["fluent-3d"]
-    names = ["package/package.json", "package/assets/2764-fe0f.webp", "package/assets/1f44d-1f3fd.webp",
-             "package/README.md"]
-    assert art.images_by_code(names) == {"2764": "package/assets/2764-fe0f.webp",
-                                         "1F44D-1F3FD": "package/assets/1f44d-1f3fd.webp"}
+    assert art.code_of("package/assets/2764-fe0f.webp") == "2764"
+    assert art.code_of("package/assets/1f44d-1f3fd.webp") == "1F44D-1F3FD"
+    assert art.code_of("package/package.json") is None and art.code_of("package/README.md") is None
     small = np.asarray(Image.open(io.BytesIO(shrink_png(webp_bytes(half_red())))))
     assert small.shape == (64, 64, 4)
     assert (small[:, :28] == (255, 0, 0, 255)).all() and (small[:, 36:, 3] == 0).all()  # Lanczos rings near the edge
@@ -50,7 +51,7 @@ def test_build_the_raster_style_offline(tmp_path, npm_cache):
     art = RASTER_ARTWORK["fluent-3d"]
     tarball(npm_cache / f"lobehub-fluent-emoji-3d-{art.version}.tgz", art.package, art.version,
             {"assets/2764-fe0f.webp": webp_bytes(half_red()), "assets/1f44d-1f3fd.webp": webp_bytes(half_red(128)),
-             "assets/1f91d.webp": b"not a webp"})
+             "assets/1f91d.webp": b"not a webp", "assets/1f935.webp": webp_bytes(half_red()[:, :200])})
     out = tmp_path / "corpus"
     summary = build_emoji_corpus(out, styles=("fluent-3d",), cache=npm_cache)
     counts = summary["styles"]["fluent-3d"]
@@ -58,13 +59,31 @@ def test_build_the_raster_style_offline(tmp_path, npm_cache):
     records = read_records(out / "fluent-3d" / "captions.jsonl")
     assert [(r.label, r.caption) for r in records] == [("red heart", "red heart"),
                                                       ("thumbs up", "thumbs up: medium skin tone")]
-    assert Image.open(records[0].path).size == (64, 64)
+    assert all(Image.open(r.path).size == (64, 64) for r in records)  # from 256 and from 128 px
     skipped = {s["unified"]: s["reason"] for s in map(json.loads, (out / "fluent-3d" / "skipped.jsonl").open())}
     assert skipped["1F44D"] == "@lobehub/fluent-emoji-3d has no image for it"
-    assert skipped["1F91D"].startswith("package/assets/1f91d.webp can't be decoded")
+    assert skipped["1F91D"].startswith("package/assets/1f91d.webp can't be used (cannot identify image file")
+    assert skipped["1F935"] == "package/assets/1f935.webp can't be used (the image is 200x256, not square)"
     attribution = (out / "ATTRIBUTION.md").read_text()
     assert "MIT License" in attribution and f"`@lobehub/fluent-emoji-3d@{art.version}`" in attribution
     assert "shrunk to 64-px PNG" in attribution
+
+
+def test_a_package_without_images_is_an_error_not_an_empty_style(tmp_path, npm_cache):
+    tarball(npm_cache / "emoji-datasource-google-16.0.0.tgz", "emoji-datasource-google", "16.0.0",
+            {"emoji.json": json.dumps(ENTRIES).encode(), "LICENSE": b"MIT, Cal Henderson\n"})
+    art = RASTER_ARTWORK["fluent-3d"]
+    tarball(npm_cache / f"lobehub-fluent-emoji-3d-{art.version}.tgz", art.package, art.version,
+            {"png/2764-fe0f.png": webp_bytes(half_red())})  # another layout
+    with pytest.raises(EmojiFetchError, match=r"has no package/assets/\*\.webp images"):
+        build_emoji_corpus(tmp_path / "corpus", styles=("fluent-3d",), cache=npm_cache)
+    assert not (tmp_path / "corpus" / "fluent-3d").exists()
+
+
+def test_a_pillow_without_webp_is_told_what_to_install(monkeypatch):
+    monkeypatch.setattr("vlm_vision.emoji_raster.features.check", lambda feature: feature != "webp")
+    with pytest.raises(EmojiFetchError, match="without WEBP support.*pip install --force-reinstall pillow"):
+        RASTER_ARTWORK["fluent-3d"].check_decoder()
 
 
 def test_twemoji_is_never_the_raster_style():

@@ -174,20 +174,29 @@ def _renderings(style: str, entries: list[EmojiEntry], cache: Path) -> Iterator[
 def _shrunk(style: str, entries: list[EmojiEntry], cache: Path) -> Iterator[tuple[EmojiEntry, bytes | str]]:
     """(entry, 64-px PNG shrunk from its large image) of a raster style, or (entry, why there is none)."""
     art = RASTER_ARTWORK[style]
+    art.check_decoder()
     tarball = fetch_npm_package(art.package, art.version, cache)
+    wanted = {unified_key(e.unified) for e in entries}
+    files: dict[str, tuple[str, bytes]] = {}  # unified_key -> (member name, image bytes)
+    images = 0
     with tarfile.open(tarball, "r:gz") as tar:
-        by_code = art.images_by_code(tar.getnames())
-    files = read_tar_members(tarball, [by_code[key] for key in map(unified_key, (e.unified for e in entries))
-                                       if key in by_code])
+        for member in tar:
+            key = art.code_of(member.name)
+            images += key is not None
+            if key in wanted and member.isfile():
+                files[key] = member.name, tar.extractfile(member).read()
+    if images == 0:
+        raise EmojiFetchError(f"{tarball.name} has no {art.folder}*{art.suffix} images: not the package layout "
+                              f"this builder knows (pinned: {art.package}@{art.version})")
     for entry in entries:
-        member = by_code.get(unified_key(entry.unified))
-        if member is None:
+        if unified_key(entry.unified) not in files:
             yield entry, f"{art.package} has no image for it"
             continue
+        member, data = files[unified_key(entry.unified)]
         try:
-            yield entry, shrink_png(files[member])
-        except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for files it can't decode
-            yield entry, f"{member} can't be decoded ({e})"
+            yield entry, shrink_png(data)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # can't decode, or not square
+            yield entry, f"{member} can't be used ({e})"
 
 
 def _write_style(
@@ -206,7 +215,7 @@ def _write_style(
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()  # a corrupt PNG fails here, not in someone's training run
-        except (OSError, SyntaxError, ValueError) as e:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             skipped.append(SkippedEmoji(entry.unified, entry.name, f"the PNG can't be decoded ({e})"))
             continue
         (staging / "images" / f"{entry.unified}.png").write_bytes(data)

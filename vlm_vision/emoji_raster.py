@@ -12,47 +12,61 @@ transparent edges don't darken).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, features
 
-from .emoji_names import IMAGE_SIZE, Artwork, unified_key
+from .emoji_names import IMAGE_SIZE, Artwork, EmojiFetchError, unified_key
+from .emoji_svg import MIT
 
 
 @dataclass(frozen=True)
 class RasterArtwork(Artwork):
-    """An npm package of one image per emoji, named by code point: `<folder>/<code points><suffix>`."""
+    """An npm package of one image per emoji, named by code point: `<folder><code points><suffix>`."""
 
     version: str = ""  # the release this project pins
-    folder: str = "package/assets/"
-    suffix: str = ".webp"
+    package_url: str = ""  # where the npm package is made, when not where the artwork is (source_url)
+    folder: str = "package/assets/"  # tar members holding the images
+    suffix: str = ".webp"  # their file extension, lower case
+    image_format: str = "webp"  # what Pillow needs support for (PIL.features) to read them
 
     def provenance(self, version: str) -> list[str]:
         """Where the images came from (the pinned release, whatever emoji-datasource `version` is)."""
-        return [f"- Taken from: npm package `{self.package}@{self.version}` (https://github.com/lobehub/fluent-emoji)",
+        return [f"- Taken from: npm package `{self.package}@{self.version}` ({self.package_url})",
                 f"- Changes: shrunk to {IMAGE_SIZE}-px PNG (Lanczos); files named by code point."]
 
-    def images_by_code(self, member_names: Iterable[str]) -> dict[str, str]:
-        """{unified_key: tar member name} of the package's images."""
-        return {unified_key(name[len(self.folder):-len(self.suffix)]): name for name in member_names
-                if name.startswith(self.folder) and name.endswith(self.suffix)}
+    def code_of(self, member: str) -> str | None:
+        """The `unified_key` of the emoji a tar member draws, or None if the member isn't one of the images."""
+        if member.startswith(self.folder) and member.lower().endswith(self.suffix):
+            return unified_key(member[len(self.folder):-len(self.suffix)])
+        return None
+
+    def check_decoder(self) -> None:
+        """Raise EmojiFetchError, saying what to do, if this Pillow can't read the images."""
+        if not features.check(self.image_format):
+            raise EmojiFetchError(
+                f"This Pillow was built without {self.image_format.upper()} support, which the {self.package} "
+                f"images need: install a Pillow wheel from PyPI (pip install --force-reinstall pillow), or build "
+                f"the other styles only"
+            )
 
 
 RASTER_ARTWORK = {
     "fluent-3d": RasterArtwork(
         package="@lobehub/fluent-emoji-3d", version="1.1.0", title="Fluent Emoji, 3D style (Microsoft)",
-        holder="Microsoft Corporation", licence="MIT License",
-        licence_url="https://github.com/microsoft/fluentui-emoji/blob/main/LICENSE",
+        holder="Microsoft Corporation", licence=MIT[0], licence_url=MIT[1],
         source_url="https://github.com/microsoft/fluentui-emoji",
+        package_url="https://github.com/lobehub/fluent-emoji",
         notes="Repackaged for npm by LobeHub (https://github.com/lobehub/fluent-emoji), MIT licence.",
     ),
 }
 
 
 def shrink_png(data: bytes, size: int = IMAGE_SIZE) -> bytes:
-    """An image file's bytes (any format Pillow reads) as a size x size RGBA PNG."""
+    """A square image file's bytes (any format Pillow reads) as a size x size RGBA PNG."""
     with Image.open(io.BytesIO(data)) as image:
+        if image.width != image.height:  # every emoji style is square; a stretched one would teach wrong shapes
+            raise ValueError(f"the image is {image.width}x{image.height}, not square")
         small = image.convert("RGBA").resize((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     small.save(out, format="PNG")
