@@ -21,12 +21,11 @@ from vlm_vision.vlm import VisionLanguageModel
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONER = ROOT / "data" / "models" / "emoji-captioner"
 HELD_OUT = ROOT / "data" / "emoji-eval" / "twitter" / "captions.jsonl"  # Twemoji: a style never trained on
-# Model card: 18.33% exact match (55 of 300) and 72.93% token accuracy on this subset; floors ~5 images lower.
-EXACT_MATCH_FLOOR = 0.165
+# Model card: 22.33% exact match (67 of 300) and 72.93% token accuracy on this subset; floors ~5 images lower.
+EXACT_MATCH_FLOOR = 0.205
 TOKEN_ACCURACY_FLOOR = 0.71
-# Three held-out images it names right, each token ahead of the runner-up by at least 3.6 nats (see the card).
-NAMED = {"images/1F997.png": "cricket", "images/1F46D.png": "women holding hands",
-         "images/1F1F1-1F1FB.png": "flag Latvia"}
+# Three held-out images it names right, each token ahead of the runner-up by at least 3.8 nats (see the card).
+NAMED = {"images/1F695.png": "taxi", "images/1F42D.png": "mouse face", "images/1F1E9-1F1EF.png": "flag Djibouti"}
 
 
 @pytest.fixture(scope="module")
