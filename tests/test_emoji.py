@@ -157,6 +157,12 @@ def tarball(path: Path, package: str, version: str, files: dict[str, bytes]) -> 
     return path
 
 
+def google_datasource(cache: Path) -> Path:
+    """A fake emoji-datasource-google tarball (ENTRIES): the emoji list the SVG and raster styles take."""
+    return tarball(cache / "emoji-datasource-google-16.0.0.tgz", "emoji-datasource-google", "16.0.0",
+                   {"emoji.json": json.dumps(ENTRIES).encode(), "LICENSE": b"MIT, Cal Henderson\n"})
+
+
 def png_bytes(colour: tuple[int, int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGBA", (64, 64), (*colour, 255)).save(buffer, format="PNG")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests import test_emoji
-from tests.test_emoji import ENTRIES, tarball
+from tests.test_emoji import google_datasource, tarball
 from vlm_vision.data import read_records
 from vlm_vision.emoji import build_emoji_corpus
 from vlm_vision.emoji_names import EmojiFetchError
@@ -46,8 +46,7 @@ def test_images_are_matched_by_code_point_and_shrunk_to_64_px_without_dark_edges
 
 
 def test_build_the_raster_style_offline(tmp_path, npm_cache):
-    tarball(npm_cache / "emoji-datasource-google-16.0.0.tgz", "emoji-datasource-google", "16.0.0",
-            {"emoji.json": json.dumps(ENTRIES).encode(), "LICENSE": b"MIT, Cal Henderson\n"})
+    google_datasource(npm_cache)
     art = RASTER_ARTWORK["fluent-3d"]
     tarball(npm_cache / f"lobehub-fluent-emoji-3d-{art.version}.tgz", art.package, art.version,
             {"assets/2764-fe0f.webp": webp_bytes(half_red()), "assets/1f44d-1f3fd.webp": webp_bytes(half_red(128)),
@@ -70,8 +69,7 @@ def test_build_the_raster_style_offline(tmp_path, npm_cache):
 
 
 def test_a_package_without_images_is_an_error_not_an_empty_style(tmp_path, npm_cache):
-    tarball(npm_cache / "emoji-datasource-google-16.0.0.tgz", "emoji-datasource-google", "16.0.0",
-            {"emoji.json": json.dumps(ENTRIES).encode(), "LICENSE": b"MIT, Cal Henderson\n"})
+    google_datasource(npm_cache)
     art = RASTER_ARTWORK["fluent-3d"]
     tarball(npm_cache / f"lobehub-fluent-emoji-3d-{art.version}.tgz", art.package, art.version,
             {"png/2764-fe0f.png": webp_bytes(half_red())})  # another layout

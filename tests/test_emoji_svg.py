@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests import test_emoji
-from tests.test_emoji import ENTRIES, tarball
+from tests.test_emoji import google_datasource, tarball
 from vlm_vision.data import read_records
 from vlm_vision.emoji import build_emoji_corpus
 from vlm_vision.emoji_names import EmojiEntry
@@ -73,8 +73,7 @@ def test_svg_resolves_aliases_and_flips_and_renders_at_64_px():
 
 
 def test_build_an_svg_style_offline(tmp_path, npm_cache):
-    tarball(npm_cache / "emoji-datasource-google-16.0.0.tgz", "emoji-datasource-google", "16.0.0",
-            {"emoji.json": json.dumps(ENTRIES).encode(), "LICENSE": b"MIT, Cal Henderson\n"})
+    google_datasource(npm_cache)
     art = SVG_ARTWORK["openmoji"]
     icons = {"prefix": "openmoji", "width": 36, "height": 36,
              "icons": {"red-heart": {"body": RED_SQUARE}, "thumbs-up": {"body": RED_SQUARE}}}
@@ -98,8 +97,7 @@ def test_build_an_svg_style_offline(tmp_path, npm_cache):
 
 def test_fluent_colour_borrows_the_flat_sets_code_points(tmp_path, npm_cache):
     """Iconify's Fluent colour set has no chars.json; its flat twin's names the same icons, skin tones too."""
-    tarball(npm_cache / "emoji-datasource-google-16.0.0.tgz", "emoji-datasource-google", "16.0.0",
-            {"emoji.json": json.dumps(ENTRIES).encode(), "LICENSE": b"MIT, Cal Henderson\n"})
+    google_datasource(npm_cache)
     icons = {"width": 32, "height": 32, "icons": {"thumbs-up-medium": {"body": RED_SQUARE}}}
     flat, colour = SVG_ARTWORK["fluent-flat"], SVG_ARTWORK["fluent-color"]
     tarball(npm_cache / f"iconify-json-fluent-emoji-flat-{flat.version}.tgz", flat.package, flat.version,
