@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -64,13 +64,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlm_vision" / "npm"
 
 
-def read_tar_members(tarball: Path, wanted: Iterable[str]) -> dict[str, bytes]:
-    """{member name: bytes} for the wanted regular files of a .tgz, read in one pass (nothing is extracted)."""
-    wanted = set(wanted)
+def read_tar_members(tarball: Path, wanted: Iterable[str] | Callable[[str], bool]) -> dict[str, bytes]:
+    """{member name: bytes} for the wanted regular files of a .tgz (their names, or a test of a name), read in
+    one pass (nothing is extracted)."""
+    is_wanted = wanted if callable(wanted) else set(wanted).__contains__
     found: dict[str, bytes] = {}
     with tarfile.open(tarball, "r:gz") as tar:
         for member in tar:
-            if member.name in wanted and member.isfile():
+            if is_wanted(member.name) and member.isfile():
                 found[member.name] = tar.extractfile(member).read()
     return found
 
@@ -176,25 +177,18 @@ def _shrunk(style: str, entries: list[EmojiEntry], cache: Path) -> Iterator[tupl
     art = RASTER_ARTWORK[style]
     art.check_decoder()
     tarball = fetch_npm_package(art.package, art.version, cache)
-    wanted = {unified_key(e.unified) for e in entries}
-    files: dict[str, tuple[str, bytes]] = {}  # unified_key -> (member name, image bytes)
-    images = 0
-    with tarfile.open(tarball, "r:gz") as tar:
-        for member in tar:
-            key = art.code_of(member.name)
-            images += key is not None
-            if key in wanted and member.isfile():
-                files[key] = member.name, tar.extractfile(member).read()
-    if images == 0:
+    members = read_tar_members(tarball, lambda name: art.code_of(name) is not None)
+    if not members:
         raise EmojiFetchError(f"{tarball.name} has no {art.folder}*{art.suffix} images: not the package layout "
                               f"this builder knows (pinned: {art.package}@{art.version})")
+    by_code = {art.code_of(name): name for name in members}
     for entry in entries:
-        if unified_key(entry.unified) not in files:
+        member = by_code.get(unified_key(entry.unified))
+        if member is None:
             yield entry, f"{art.package} has no image for it"
             continue
-        member, data = files[unified_key(entry.unified)]
         try:
-            yield entry, shrink_png(data)
+            yield entry, shrink_png(members[member])
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # can't decode, or not square
             yield entry, f"{member} can't be used ({e})"
 
