@@ -45,6 +45,17 @@ def test_images_are_matched_by_code_point_and_shrunk_to_64_px_without_dark_edges
     assert (edge[..., 3] > 0).all() and (edge[..., 0] == 255).all()
 
 
+def test_a_non_square_image_is_centred_on_a_transparent_square_not_stretched():
+    tall = np.zeros((256, 128, 4), np.uint8)
+    tall[:] = (0, 0, 255, 255)  # an opaque blue bar half as wide as it is tall
+    small = np.asarray(Image.open(io.BytesIO(shrink_png(webp_bytes(tall)))))
+    assert small.shape == (64, 64, 4)
+    covered = np.flatnonzero(small[32, :, 3] >= 128)
+    assert (covered.min(), covered.max()) == (16, 47)  # the middle 32 of 64 columns: half as wide, as it was
+    assert (small[:, :13, 3] == 0).all() and (small[:, 51:, 3] == 0).all()  # Lanczos rings reach 3 pixels out
+    assert (small[:, 19:45] == (0, 0, 255, 255)).all()
+
+
 def test_build_the_raster_style_offline(tmp_path, npm_cache):
     google_datasource(npm_cache)
     art = RASTER_ARTWORK["fluent-3d"]
@@ -54,15 +65,15 @@ def test_build_the_raster_style_offline(tmp_path, npm_cache):
     out = tmp_path / "corpus"
     summary = build_emoji_corpus(out, styles=("fluent-3d",), cache=npm_cache)
     counts = summary["styles"]["fluent-3d"]
-    assert (counts["base_classes"], counts["skin_tone_variants"]) == (1, 1)
+    assert (counts["base_classes"], counts["skin_tone_variants"]) == (2, 1)
     records = read_records(out / "fluent-3d" / "captions.jsonl")
     assert [(r.label, r.caption) for r in records] == [("red heart", "red heart"),
-                                                      ("thumbs up", "thumbs up: medium skin tone")]
-    assert all(Image.open(r.path).size == (64, 64) for r in records)  # from 256 and from 128 px
+                                                      ("thumbs up", "thumbs up: medium skin tone"),
+                                                      ("person in tuxedo", "person in tuxedo")]
+    assert all(Image.open(r.path).size == (64, 64) for r in records)  # from 256, 128 and 256x200 px
     skipped = {s["unified"]: s["reason"] for s in map(json.loads, (out / "fluent-3d" / "skipped.jsonl").open())}
     assert skipped["1F44D"] == "@lobehub/fluent-emoji-3d has no image for it"
     assert skipped["1F91D"].startswith("package/assets/1f91d.webp can't be used (cannot identify image file")
-    assert skipped["1F935"] == "package/assets/1f935.webp can't be used (the image is 200x256, not square)"
     attribution = (out / "ATTRIBUTION.md").read_text()
     assert "MIT License" in attribution and f"`@lobehub/fluent-emoji-3d@{art.version}`" in attribution
     assert "shrunk to 64-px PNG" in attribution

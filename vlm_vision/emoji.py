@@ -189,7 +189,7 @@ def _shrunk(style: str, entries: list[EmojiEntry], cache: Path) -> Iterator[tupl
             continue
         try:
             yield entry, shrink_png(members[member])
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # can't decode, or not square
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # can't decode
             yield entry, f"{member} can't be used ({e})"
 
 

@@ -63,11 +63,19 @@ RASTER_ARTWORK = {
 
 
 def shrink_png(data: bytes, size: int = IMAGE_SIZE) -> bytes:
-    """A square image file's bytes (any format Pillow reads) as a size x size RGBA PNG."""
+    """An image file's bytes (any format Pillow reads) as a size x size RGBA PNG.
+
+    A non-square image (a few 3D renders are 256x264) is first centred on a transparent square,
+    so its shape is kept: stretching it would teach wrong shapes.
+    """
     with Image.open(io.BytesIO(data)) as image:
-        if image.width != image.height:  # every emoji style is square; a stretched one would teach wrong shapes
-            raise ValueError(f"the image is {image.width}x{image.height}, not square")
-        small = image.convert("RGBA").resize((size, size), Image.Resampling.LANCZOS)
+        image = image.convert("RGBA")
+    if image.width != image.height:
+        side = max(image.size)
+        square = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+        square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+        image = square
+    small = image.resize((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     small.save(out, format="PNG")
     return out.getvalue()
