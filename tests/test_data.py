@@ -23,7 +23,9 @@ from vlm_vision.data import (
     ImageCaptionDataset,
     MissingImagesError,
     PreloadedImageCaptionDataset,
+    StyleAugment,
     affine_warp,
+    item_rng,
     read_records,
 )
 from vlm_vision.errors import ImageLoadError
@@ -342,9 +344,10 @@ def test_preloaded_workers_get_draws_without_images(tmp_path):
     worker = pickle.loads(pickle.dumps(preloaded))
     assert not hasattr(worker, "images") and worker.image_size == (64, 64)
     for index in range(3):
-        (i, theta), caption = worker[2, index]
-        (j, expected_theta), expected_caption = preloaded[2, index]
+        (i, theta, style), caption = worker[2, index]
+        (j, expected_theta, expected_style), expected_caption = preloaded[2, index]
         assert (i, caption) == (j, expected_caption) and torch.equal(theta, expected_theta)
+        assert torch.equal(style, expected_style)
 
 
 def test_preloaded_rejects_what_it_cannot_batch(tmp_path):
@@ -404,3 +407,89 @@ def test_augment_rejects_bad_settings_and_modes():
         EmojiAugment(size=(0, 10))
     with pytest.raises(ValueError, match="expects an RGB image, got mode 'RGBA'"):
         EmojiAugment()(Image.new("RGBA", (8, 8)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# StyleAugment: colour-keeping filters against line work and shading
+# ---------------------------------------------------------------------------------------------------------------
+
+FILTERS = range(1, len(StyleAugment.FILTERS))  # every filter but "none"
+
+
+def as_batch(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image).transpose(2, 0, 1).copy())[None]
+
+
+@pytest.mark.parametrize("strength", [0.0, 1.0])
+def test_style_filters_keep_flat_colour_and_wash_out_thin_dark_lines(strength):
+    style = StyleAugment()
+    flat = as_batch(Image.new("RGB", (64, 64), (200, 30, 60)))
+    for kind in FILTERS:
+        assert torch.equal(style.apply(flat, [(kind, strength)]), flat), StyleAugment.FILTERS[kind]
+    # A red disc with a 2-px black outline, like OpenMoji's: the filters change the outline (the median keeps
+    # 2-px lines, which are edges to it), never the disc's middle.
+    outlined = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(outlined).ellipse((8, 8, 56, 56), fill=RED, outline="black", width=2)
+    outlined = as_batch(outlined)
+    outline = (outlined.int().sum(1) == 0)[0]  # (H, W) black pixels
+    for kind in FILTERS:
+        out = style.apply(outlined, [(kind, strength)])
+        assert out.dtype == torch.uint8 and torch.equal(out[0, :, 28:36, 28:36], outlined[0, :, 28:36, 28:36])
+        if StyleAugment.FILTERS[kind] != "median":
+            assert out[0, :, outline].float().mean() > 20, StyleAugment.FILTERS[kind]  # the outline got lighter
+    thin = style.apply(outlined, [(StyleAugment.FILTERS.index("thin_lines"), strength)])
+    assert thin.int().sum(1).min() > 0  # a 3x3 maximum leaves no black pixel of a 2-px line
+    hairline = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(hairline).line((4, 30, 60, 30), fill="black", width=1)
+    assert (style.apply(as_batch(hairline), [(StyleAugment.FILTERS.index("median"), strength)]) == 255).all()
+    # Strength moves blur and downscale from weak to strong; the filtered copy is new, the input untouched.
+    blur, downscale = StyleAugment.FILTERS.index("blur"), StyleAugment.FILTERS.index("downscale")
+    for kind in (blur, downscale):
+        weak, strong = (style.apply(outlined, [(kind, s)]).float() for s in (0.0, 1.0))
+        assert (strong - outlined).abs().mean() > (weak - outlined).abs().mean() > 0
+    assert outlined[0, :, outline].sum() == 0
+
+
+def test_style_draws_are_reproducible_and_cover_every_filter():
+    draws = [StyleAugment().draw(random.Random(seed)) for seed in range(400)]
+    assert draws == [StyleAugment().draw(random.Random(seed)) for seed in range(400)]
+    kinds = [kind for kind, _ in draws]
+    assert 0.4 < kinds.count(0) / 400 < 0.6 and set(kinds) == set(range(len(StyleAugment.FILTERS)))
+    assert all(0 <= strength < 1 for _, strength in draws)
+    assert {StyleAugment(p=0).draw(random.Random(s)) for s in range(50)} == {StyleAugment.NONE}
+    assert all(StyleAugment(p=1).draw(random.Random(s))[0] > 0 for s in range(50))
+    # The PIL path is apply on a batch of one.
+    image = disc(RED)
+    for seed in range(8):
+        expected = StyleAugment(p=1).apply(as_batch(image), [StyleAugment(p=1).draw(random.Random(seed))])
+        assert torch.equal(as_batch(StyleAugment(p=1)(image, random.Random(seed))), expected)
+
+
+def test_style_augment_rejects_bad_settings_and_images():
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\], got 1.5"):
+        StyleAugment(p=1.5)
+    with pytest.raises(ValueError, match="blur_sigma must be positive"):
+        StyleAugment(blur_sigma=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"downscale must be fractions in \(0, 1\]"):
+        StyleAugment(downscale=(0.5, 0.0))
+    with pytest.raises(ValueError, match="expects an RGB image, got mode 'RGBA': load it with load_image"):
+        StyleAugment()(Image.new("RGBA", (8, 8)), random.Random(0))
+
+
+def test_datasets_filter_each_item_by_its_own_draw(tmp_path):
+    """Decoded and preloaded datasets draw the same filters per (seed, epoch, index) and give equal pixels."""
+    records = emoji_like_records(tmp_path, count=8)
+    processor, style = ImageProcessor(size=(64, 64)), StyleAugment(p=1)
+    pil = ImageCaptionDataset(records, processor, seed=3, style=style)
+    preloaded = PreloadedImageCaptionDataset(records, processor, seed=3, style=style)
+    plain = PreloadedImageCaptionDataset(records, processor, seed=3)
+    indices = list(range(8))
+    for epoch in (0, 1):
+        inputs = collated_inputs(preloaded, epoch, indices)
+        expected = torch.tensor([style.draw(item_rng(3, epoch, i, stream=2)) for i in indices])
+        assert torch.equal(inputs[2], expected) and (inputs[2][:, 0] > 0).all()
+        filtered = preloaded.pixels(inputs, "cpu")
+        torch.testing.assert_close(filtered, torch.stack([pil[epoch, i][0] for i in indices]), atol=0, rtol=0)
+        unfiltered = plain.pixels(collated_inputs(plain, epoch, indices), "cpu")
+        assert not torch.equal(filtered, unfiltered)
+    assert torch.equal(collated_inputs(plain, 0, indices)[2], torch.tensor([StyleAugment.NONE] * 8))

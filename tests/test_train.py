@@ -117,7 +117,8 @@ def train_whole_and_resumed(train_fn, whole_cfg, split_cfg):
     return whole, second
 
 
-@pytest.mark.parametrize("data_path", [dict(), dict(preload=True, workers=1)], ids=["decoded", "preloaded"])
+@pytest.mark.parametrize("data_path", [dict(), dict(preload=True, workers=1, style_augment=True)],
+                         ids=["decoded", "preloaded-styled"])
 def test_resume_continues_exactly(shapes_data, tmp_path, data_path):
     whole, second = train_whole_and_resumed(train, tiny_config(shapes_data, tmp_path / "whole", **data_path),
                                             tiny_config(shapes_data, tmp_path / "split", **data_path))

@@ -11,6 +11,9 @@ data it would have seen, whatever the number of DataLoader workers.
 memory once, and augments a whole batch at a time on the model's device.
 `EmojiAugment` is a geometric-only augmentation for artwork whose colours carry
 meaning ("red heart" vs "blue heart"): it never shifts hue or saturation.
+`StyleAugment` adds filters that wash out an artist's line work and shading
+(blur, downscaling, thinning dark outlines, a median) while flat colours stay
+exactly as they were, so a model learns the object rather than the emoji set.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -253,6 +257,7 @@ class ImageCaptionDataset(Dataset):
     trainer's sampler does, so that its DataLoader workers outlive an epoch), so that records
     with several captions show a different one each epoch. Images that can't be decoded raise
     `ImageLoadError` naming the file; the training loop decides whether to skip them.
+    `style`, when given, filters each image after `augment` (see StyleAugment).
     """
 
     def __init__(
@@ -261,6 +266,7 @@ class ImageCaptionDataset(Dataset):
         processor: ImageProcessor | None = None,
         augment: Augment | None = None,
         seed: int = 0,
+        style: StyleAugment | None = None,
     ) -> None:
         if len(records) == 0:
             raise ValueError("ImageCaptionDataset needs at least one record; read_records(...) gives a list of them")
@@ -269,6 +275,7 @@ class ImageCaptionDataset(Dataset):
         self.records = list(records)
         self.processor = processor if processor is not None else ImageProcessor()
         self.augment = augment
+        self.style = style
         self.seed = seed
         self.epoch = 0
 
@@ -295,6 +302,8 @@ class ImageCaptionDataset(Dataset):
         image = load_image(self.records[index].path)  # RGB, transparency composited onto white
         if self.augment is not None:
             image = self.augment(image, item_rng(self.seed, epoch, index, stream=1))
+        if self.style is not None:
+            image = self.style(image, item_rng(self.seed, epoch, index, stream=2))
         pixels = torch.from_numpy(self.processor.preprocess(image))  # (3, H, W) float32
         return pixels, self.caption_for(index, epoch)
 
@@ -334,10 +343,11 @@ class PreloadedImageCaptionDataset(ImageCaptionDataset):
         processor: ImageProcessor | None = None,
         augment: EmojiAugment | None = None,
         seed: int = 0,
+        style: StyleAugment | None = None,
     ) -> None:
         if augment is not None and not isinstance(augment, EmojiAugment):
             raise TypeError(f"PreloadedImageCaptionDataset augments with an EmojiAugment, got {type(augment).__name__}")
-        super().__init__(records, processor, augment, seed)
+        super().__init__(records, processor, augment, seed, style)
         if augment is not None and augment.size not in (None, self.processor.size):
             raise ValueError(f"EmojiAugment(size={augment.size}) differs from the processor's size "
                              f"{self.processor.size}; preloaded images are augmented at the processor's size")
@@ -364,22 +374,27 @@ class PreloadedImageCaptionDataset(ImageCaptionDataset):
         """What pickling sends to a spawned DataLoader worker: everything but the images, which it never reads."""
         return {key: value for key, value in self.__dict__.items() if key != "images"}
 
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[tuple[int, torch.Tensor], str]:
-        """`((index, theta), caption)` of item `index` of the current epoch, or of another as `dataset[epoch, index]`."""
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[tuple[int, torch.Tensor, torch.Tensor], str]:
+        """`((index, theta, style), caption)` of item `index` in this epoch (or in another: `dataset[epoch, index]`)."""
         epoch, index = self._epoch_index(index)
         if self.augment is None:
             theta = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # the identity map
         else:
             height, width = self.image_size
             theta = self.augment.theta(height, width, item_rng(self.seed, epoch, index, stream=1))
-        return (index, theta), self.caption_for(index, epoch)
+        style = StyleAugment.NONE
+        if self.style is not None:
+            style = self.style.draw(item_rng(self.seed, epoch, index, stream=2))
+        return (index, theta, torch.tensor(style)), self.caption_for(index, epoch)
 
-    def pixels(self, inputs: tuple[torch.Tensor, torch.Tensor], device: torch.device | str) -> torch.Tensor:
-        """Float32 pixels (B, 3, H, W) on `device` for a collated batch of `(indices (B,), thetas (B, 2, 3))`."""
-        indices, thetas = inputs
+    def pixels(self, inputs: tuple[torch.Tensor, ...], device: torch.device | str) -> torch.Tensor:
+        """Float32 pixels (B, 3, H, W) on `device` for a batch: indices (B,), thetas (B, 2, 3), styles (B, 2)."""
+        indices, thetas, styles = inputs
         images = self.images[indices].to(device)  # (B, 3, H, W) uint8
         if self.augment is not None:
             images = affine_warp(images, thetas.to(device), self.augment.fill)
+        if self.style is not None:
+            images = self.style.apply(images, styles.tolist())
         return self.processor.normalize(images)
 
 
@@ -477,6 +492,86 @@ class EmojiAugment:
         return width * side, height * side
 
 
+@dataclass
+class StyleAugment:
+    """At most one colour-keeping filter per image that washes out how an artist drew it, not what it shows.
+
+    Emoji sets differ in line work and shading more than in colour: black outlines or none,
+    gradients or flat fills, fine detail or bold shapes. With probability `p` an image gets one
+    of four filters, chosen uniformly, of a random strength in [0, 1]:
+    "blur" (a Gaussian of sigma `blur_sigma`), "downscale" (to a fraction `downscale` of its
+    side and back, bilinear, which drops fine detail), "thin_lines" (a 3x3 maximum, which
+    erases dark lines up to 2 px wide, such as outlines) and "median" (3x3, which removes
+    specks, texture and 1-px lines but keeps edges). All four leave an area of flat colour
+    exactly as it was, so "red heart" stays red. Draws are `(filter, strength)` pairs (`draw`),
+    so a dataset can make them per item and `apply` them a batch at a time; filter 0 is none.
+    """
+
+    FILTERS = ("none", "blur", "downscale", "thin_lines", "median")
+    NONE = (0, 0.0)  # the draw of an image left as it is
+
+    p: float = 0.5  # probability that an image is filtered
+    blur_sigma: tuple[float, float] = (0.5, 1.2)  # Gaussian sigma in pixels at the model's size, weakest to strongest
+    downscale: tuple[float, float] = (0.7, 0.35)  # side kept when downscaling, weakest to strongest
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {self.p!r}")
+        if not 0 < min(self.blur_sigma):
+            raise ValueError(f"blur_sigma must be positive, got {self.blur_sigma!r}")
+        if not all(0 < s <= 1 for s in self.downscale):
+            raise ValueError(f"downscale must be fractions in (0, 1], got {self.downscale!r}")
+
+    def draw(self, rng: random.Random) -> tuple[int, float]:
+        """(filter index into FILTERS, strength in [0, 1]) for one image."""
+        if rng.random() >= self.p:
+            return self.NONE
+        return rng.randrange(1, len(self.FILTERS)), rng.random()
+
+    def __call__(self, image: Image.Image, rng: random.Random) -> Image.Image:
+        """One RGB PIL image filtered by one draw: `apply` on a batch of one."""
+        if image.mode != "RGB":
+            raise ValueError(f"StyleAugment expects an RGB image, got mode {image.mode!r}: load it with load_image")
+        pixels = torch.from_numpy(np.asarray(image).transpose(2, 0, 1).copy())[None]
+        filtered = self.apply(pixels, [self.draw(rng)])
+        return Image.fromarray(filtered[0].permute(1, 2, 0).numpy())
+
+    def apply(self, images: torch.Tensor, draws: Sequence[Sequence[float]]) -> torch.Tensor:
+        """uint8 images (B, 3, H, W) filtered by one `(filter, strength)` draw each, as uint8."""
+        out = images.clone()
+        for i, (kind, strength) in enumerate(draws):
+            name = self.FILTERS[int(kind)]
+            if name != "none":
+                filtered = getattr(self, "_" + name)(images[i:i + 1].float(), strength)  # self._blur, ...
+                out[i] = filtered.round().clamp(0, 255)[0]
+        return out
+
+    def _blur(self, image: torch.Tensor, strength: float) -> torch.Tensor:
+        sigma = self.blur_sigma[0] + strength * (self.blur_sigma[1] - self.blur_sigma[0])
+        radius = math.ceil(3 * sigma)
+        weights = torch.exp(-(torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2 / 2)
+        kernel = (weights / weights.sum()).to(image.device)
+        # Separable: rows, then columns, each channel on its own; edges repeat so borders keep their colour.
+        image = F.pad(image, (radius, radius, radius, radius), mode="replicate")
+        image = F.conv2d(image, kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+        return F.conv2d(image, kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+
+    def _downscale(self, image: torch.Tensor, strength: float) -> torch.Tensor:
+        fraction = self.downscale[0] + strength * (self.downscale[1] - self.downscale[0])
+        height, width = image.shape[-2:]
+        small = (max(1, round(height * fraction)), max(1, round(width * fraction)))
+        image = F.interpolate(image, size=small, mode="bilinear", antialias=True, align_corners=False)
+        return F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
+
+    def _thin_lines(self, image: torch.Tensor, strength: float) -> torch.Tensor:
+        return F.max_pool2d(image, kernel_size=3, stride=1, padding=1)
+
+    def _median(self, image: torch.Tensor, strength: float) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        neighbourhoods = F.unfold(F.pad(image, (1, 1, 1, 1), mode="replicate"), kernel_size=3)  # (1, 3 * 9, H * W)
+        return neighbourhoods.view(1, 3, 9, -1).median(dim=2).values.view(1, 3, height, width)
+
+
 def affine_warp(images: torch.Tensor, theta: torch.Tensor, fill: tuple[int, int, int]) -> torch.Tensor:
     """Resample uint8 images (B, 3, H, W) through affine maps (B, 2, 3) (`EmojiAugment.theta`) on their device.
 
@@ -485,8 +580,8 @@ def affine_warp(images: torch.Tensor, theta: torch.Tensor, fill: tuple[int, int,
     `ImageProcessor.normalize` finishes it the same way.
     """
     background = torch.tensor(fill, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    grid = torch.nn.functional.affine_grid(theta.float(), list(images.shape), align_corners=False)  # (B, H, W, 2)
+    grid = F.affine_grid(theta.float(), list(images.shape), align_corners=False)  # (B, H, W, 2)
     # grid_sample pads with zeros: sampling (image - fill) and adding fill back pads with fill.
-    warped = torch.nn.functional.grid_sample(images.float() - background, grid, mode="bicubic",
+    warped = F.grid_sample(images.float() - background, grid, mode="bicubic",
                                              padding_mode="zeros", align_corners=False) + background
     return warped.round().clamp(0, 255).to(torch.uint8)

@@ -38,7 +38,7 @@ from transformers import SiglipTextConfig, SiglipTextModel, SiglipTokenizer
 
 from . import losses
 from .config import VisionConfig
-from .data import EmojiAugment, ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
+from .data import EmojiAugment, ImageCaptionDataset, PreloadedImageCaptionDataset, StyleAugment, read_records
 from .dual_encoder import DualEncoder, token_ids
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer
@@ -78,6 +78,7 @@ class TrainConfig:
     bf16: bool = True  # bfloat16 autocast for the towers (losses stay float32)
     attn_implementation: str = "auto"  # "sdpa" or "eager"; "auto": eager on CPU, where SDPA's backward is slow
     augment: bool = True  # colour-preserving crops and rotations
+    style_augment: bool = False  # also StyleAugment: blur, downscale, thin outlines or median on half the images
     distinct_captions: bool = False  # keep images with the same main caption out of each other's batches
     preload: bool = False  # decode every image into memory once, augment batches on the device (small-image corpora)
     workers: int = 2  # DataLoader worker processes
@@ -265,7 +266,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     ddp = DistributedDataParallel(model) if world > 1 else model
     augment = EmojiAugment() if cfg.augment else None
     dataset_class = PreloadedImageCaptionDataset if cfg.preload else ImageCaptionDataset
-    dataset = dataset_class(records, model.processor, augment=augment, seed=cfg.seed)
+    style = StyleAugment() if cfg.style_augment else None
+    dataset = dataset_class(records, model.processor, augment=augment, seed=cfg.seed, style=style)
     per_epoch = len(records) // cfg.batch_size
     if per_epoch == 0:
         raise ValueError(f"{len(records)} training pairs can't fill one batch of {cfg.batch_size}")
@@ -339,7 +341,7 @@ def process_batches(dataset: ImageCaptionDataset, num_records: int, batch_size: 
 
 def _collate(items: list[tuple[Any, str]],
              tokenize: Callable[[list[str]], torch.Tensor] | None = None) -> tuple[Any, Any]:
-    """(the items' first parts collated: stacked pixels, or (indices, thetas) when preloaded; captions or token ids)."""
+    """(the items' first parts collated: pixels, or (indices, thetas, styles) when preloaded; captions or token ids)."""
     captions = [caption for _, caption in items]
     return default_collate([inputs for inputs, _ in items]), tokenize(captions) if tokenize else captions
 
