@@ -12,8 +12,9 @@ memory once, and augments a whole batch at a time on the model's device.
 `EmojiAugment` is a geometric-only augmentation for artwork whose colours carry
 meaning ("red heart" vs "blue heart"): it never shifts hue or saturation.
 `StyleAugment` adds filters that wash out an artist's line work and shading
-(blur, downscaling, thinning dark outlines, a median) while flat colours stay
-exactly as they were, so a model learns the object rather than the emoji set.
+(blur, downscaling, thinning dark outlines, a median) while the inside of an area
+of flat colour stays as it was, meant to help a model learn the object rather
+than the emoji set.
 """
 
 from __future__ import annotations
@@ -494,24 +495,26 @@ class EmojiAugment:
 
 @dataclass
 class StyleAugment:
-    """At most one colour-keeping filter per image that washes out how an artist drew it, not what it shows.
+    """At most one filter per image, meant to wash out how an artist drew it while keeping its flat colours.
 
     Emoji sets differ in line work and shading more than in colour: black outlines or none,
     gradients or flat fills, fine detail or bold shapes. With probability `p` an image gets one
-    of four filters, chosen uniformly, of a random strength in [0, 1]:
-    "blur" (a Gaussian of sigma `blur_sigma`), "downscale" (to a fraction `downscale` of its
-    side and back, bilinear, which drops fine detail), "thin_lines" (a 3x3 maximum, which
-    erases dark lines up to 2 px wide, such as outlines) and "median" (3x3, which removes
-    specks, texture and 1-px lines but keeps edges). All four leave an area of flat colour
-    exactly as it was, so "red heart" stays red. Draws are `(filter, strength)` pairs (`draw`),
-    so a dataset can make them per item and `apply` them a batch at a time; filter 0 is none.
+    of four filters, chosen uniformly: "blur" (a Gaussian of sigma `blur_sigma`) and
+    "downscale" (to a fraction `downscale` of its side and back, bilinear, which drops fine
+    detail), both of a random strength in [0, 1]; "thin_lines" (a 3x3 maximum, which erases
+    dark lines up to 2 px wide: outlines, but also small eyes and mouths) and "median" (3x3,
+    which removes specks, texture and 1-px lines but keeps edges). All four leave the inside
+    of an area of flat colour as it was, so "red heart" stays red; where two colours meet, the
+    per-channel maximum and median can make a third along the edge. Draws are
+    `(filter, strength)` pairs (`draw`), so a dataset can make them per item and `apply`
+    them a batch at a time; filter 0 is none.
     """
 
     FILTERS = ("none", "blur", "downscale", "thin_lines", "median")
     NONE = (0, 0.0)  # the draw of an image left as it is
 
     p: float = 0.5  # probability that an image is filtered
-    blur_sigma: tuple[float, float] = (0.5, 1.2)  # Gaussian sigma in pixels at the model's size, weakest to strongest
+    blur_sigma: tuple[float, float] = (0.5, 1.2)  # Gaussian sigma in px (model size if preloaded), weakest to strongest
     downscale: tuple[float, float] = (0.7, 0.35)  # side kept when downscaling, weakest to strongest
 
     def __post_init__(self) -> None:
