@@ -162,8 +162,8 @@ def data_part(data: str | None, batch: int, workers: int, min_time: float, devic
 
     from PIL import Image, ImageDraw
 
-    from vlm_vision.data import (CaptionRecord, EmojiAugment, ImageCaptionDataset, PreloadedImageCaptionDataset,
-                                 read_records)
+    from vlm_vision.augment import EmojiAugment
+    from vlm_vision.data import CaptionRecord, ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
     from vlm_vision.processor import ImageProcessor
     from vlm_vision.train import process_batches
 

@@ -13,7 +13,8 @@ from transformers import SiglipModel
 from tests import checkpoints
 from tests.photos import SAMPLES
 from vlm_vision import VisionTransformer
-from vlm_vision.data import CaptionRecord, EmojiAugment, PreloadedImageCaptionDataset
+from vlm_vision.augment import EmojiAugment
+from vlm_vision.data import CaptionRecord, PreloadedImageCaptionDataset
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.hub import DEFAULT_MODEL
 from vlm_vision.processor import ImageProcessor

@@ -1,4 +1,4 @@
-"""Datasets (CSV, JSONL, class folders), the caption datasets (decoded per item or preloaded) and EmojiAugment.
+"""Datasets (CSV, JSONL, class folders), the caption datasets (decoded or preloaded) and vlm_vision.augment.
 
 Every image is a real PNG written into tmp_path. Offline, CPU, fast. The emoji corpus is tested
 in test_emoji.py.
@@ -17,14 +17,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from vlm_vision.augment import EmojiAugment, StyleAugment, affine_warp
 from vlm_vision.data import (
     CaptionRecord,
-    EmojiAugment,
     ImageCaptionDataset,
     MissingImagesError,
     PreloadedImageCaptionDataset,
-    StyleAugment,
-    affine_warp,
     item_rng,
     read_records,
 )

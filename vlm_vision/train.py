@@ -38,7 +38,8 @@ from transformers import SiglipTextConfig, SiglipTextModel, SiglipTokenizer
 
 from . import losses
 from .config import VisionConfig
-from .data import EmojiAugment, ImageCaptionDataset, PreloadedImageCaptionDataset, StyleAugment, read_records
+from .augment import EmojiAugment, StyleAugment
+from .data import ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
 from .dual_encoder import DualEncoder, token_ids
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer

@@ -37,7 +37,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from .data import CaptionRecord, EmojiAugment, ImageCaptionDataset, read_records
+from .augment import EmojiAugment
+from .data import CaptionRecord, ImageCaptionDataset, read_records
 from .dual_encoder import load_processor
 from .hub import default_model, resolve_checkpoint
 from .projector import FEATURE_TYPES, PROJECTOR_TYPES, Projector, ProjectorConfig
