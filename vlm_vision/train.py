@@ -8,7 +8,9 @@ optional `--config` JSON file; flags win. Training state is saved every
 `save_every` steps to OUT/checkpoints/last.pt and resumed from there, exactly:
 the data order and augmentation are functions of (seed, epoch, index), so a
 resumed run takes the same next step as an uninterrupted one. The result,
-OUT/model/, is a transformers `SiglipModel` checkpoint. `--preload` decodes the
+OUT/model/, is a transformers `SiglipModel` checkpoint. `--init-from MODEL`
+fine-tunes a SigLIP checkpoint (its weights, tokenizer and preprocessing; a
+fresh optimizer) instead of starting from random weights. `--preload` decodes the
 images into memory once and augments whole batches on the training device, for
 small-image corpora where decoding one image at a time in workers would starve a GPU.
 """
@@ -40,7 +42,8 @@ from . import losses
 from .config import VisionConfig
 from .augment import EmojiAugment, StyleAugment
 from .data import ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
-from .dual_encoder import DualEncoder, token_ids
+from .dual_encoder import DualEncoder, load_processor, token_ids
+from .hub import resolve_checkpoint
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer
 from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionTransformer
@@ -55,7 +58,8 @@ class TrainConfig:
     data: tuple[str, ...] = ()  # caption files (.csv / .jsonl) or class-per-folder roots
     template: str = "a photo of {}."  # caption of class-per-folder images
     out: str = "runs/siglip"  # output folder: checkpoints/, tokenizer/, model/
-    tokenizer: str = ""  # an existing tokenizer folder; empty: train one on the captions
+    tokenizer: str = ""  # an existing tokenizer folder; empty: init_from's tokenizer, else train one on the captions
+    init_from: str = ""  # a SiglipModel checkpoint (folder or Hub id) to fine-tune; the size fields must match it
     vocab_size: int = 4000  # upper bound on SentencePiece pieces when training one
     context_length: int = 16  # text positions; captions are padded to this length
     image_size: int = 64
@@ -213,12 +217,36 @@ def save_atomically(obj: object, path: Path) -> None:
 
 
 def load_tokenizer(cfg: TrainConfig, captions: list[str], rank: int) -> SiglipTokenizer:
-    folder = Path(cfg.tokenizer or Path(cfg.out) / "tokenizer")
-    if not cfg.tokenizer and rank == 0 and not (folder / "spiece.model").is_file():
+    if cfg.tokenizer:
+        folder = Path(cfg.tokenizer)
+    elif cfg.init_from:  # the checkpoint's own: its token embeddings are indexed by that vocabulary
+        folder = resolve_checkpoint(cfg.init_from)
+    else:
+        folder = Path(cfg.out) / "tokenizer"
+    if not (cfg.tokenizer or cfg.init_from) and rank == 0 and not (folder / "spiece.model").is_file():
         train_tokenizer(captions, folder, vocab_size=cfg.vocab_size, max_length=cfg.context_length)
     if dist.is_initialized():
         dist.barrier()  # the other processes wait for rank 0's tokenizer
     return SiglipTokenizer.from_pretrained(folder, model_max_length=cfg.context_length)
+
+
+def load_initial_weights(model: DualEncoder, name_or_path: str) -> None:
+    """Fine-tuning: copy a SiglipModel checkpoint's weights (both towers, `t'` and `b`) into `model`.
+
+    Strict, as loading should be: the run's sizes must be the checkpoint's, else a ValueError lists what differs.
+    """
+    source = DualEncoder.from_pretrained(name_or_path)
+    ours, theirs = model.state_dict(), source.state_dict()
+    differ = [f"{k}: checkpoint {tuple(theirs[k].shape)} vs run {tuple(v.shape)}"
+              for k, v in ours.items() if k in theirs and theirs[k].shape != v.shape]
+    differ += [f"{k}: only in the run" for k in sorted(ours.keys() - theirs.keys())]
+    differ += [f"{k}: only in the checkpoint" for k in sorted(theirs.keys() - ours.keys())]
+    if differ:
+        raise ValueError(
+            f"--init-from {name_or_path}: the run's architecture is not the checkpoint's; pass its sizes "
+            f"(--vision-width, --vision-depth, --text-width, ... as in its config.json). "
+            f"{len(differ)} differences: " + "; ".join(differ[:8]))
+    model.load_state_dict(theirs)
 
 
 def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
@@ -243,13 +271,18 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     out = Path(cfg.out)
     records = [r for source in cfg.data for r in read_records(source, template=cfg.template)]
     tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
-    model = build_model(cfg, tokenizer).to(device).train()
+    model = build_model(cfg, tokenizer)
+    checkpoint = out / "checkpoints" / "last.pt"
+    if cfg.init_from:
+        model.processor = load_processor(resolve_checkpoint(cfg.init_from), cfg.vision_config())  # travels with it
+        if not checkpoint.is_file():  # a resumed run restores its own weights below
+            load_initial_weights(model, cfg.init_from)
+    model = model.to(device).train()
     set_attn_implementation(model, cfg.attn_implementation, device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
 
     step, result = 0, TrainResult(model_dir=out / "model")
-    checkpoint = out / "checkpoints" / "last.pt"
     config_dict = dataclasses.asdict(cfg) | {"data": list(cfg.data)}  # as saved: plain lists, loadable weights_only
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
