@@ -241,10 +241,10 @@ def test_too_little_data_for_a_batch(shapes_data, tmp_path):
         train(tiny_config(shapes_data, tmp_path, batch_size=64), progress=False)
 
 
-def test_init_from_fine_tunes_a_checkpoint_with_its_tokenizer(shapes_data, tmp_path):
-    """--init-from starts from a checkpoint's weights, t', b and tokenizer: at learning rate 0 the output equals it."""
+def test_init_fine_tunes_a_checkpoint_with_its_tokenizer(shapes_data, tmp_path):
+    """--init starts from a checkpoint's weights, t', b and tokenizer: at learning rate 0 the output equals it."""
     source = train(tiny_config(shapes_data, tmp_path / "source", steps=3), progress=False).model_dir
-    tuned = train(tiny_config(shapes_data, tmp_path / "tuned", steps=2, lr=0.0, init_from=str(source)),
+    tuned = train(tiny_config(shapes_data, tmp_path / "tuned", steps=2, lr=0.0, init=str(source)),
                   progress=False).model_dir
     fresh = train(tiny_config(shapes_data, tmp_path / "fresh", steps=2, lr=0.0), progress=False).model_dir
     expected = DualEncoder.from_pretrained(source).state_dict()
@@ -255,13 +255,13 @@ def test_init_from_fine_tunes_a_checkpoint_with_its_tokenizer(shapes_data, tmp_p
     assert any(not torch.equal(fresh_state[key], tensor) for key, tensor in expected.items())
     assert (tuned / "spiece.model").read_bytes() == (source / "spiece.model").read_bytes()
     assert not (tmp_path / "tuned" / "tokenizer").exists()  # no new tokenizer was trained
-    # A run stopped and resumed with --init-from continues from its checkpoint, not from the source again.
-    train_whole_and_resumed(train, tiny_config(shapes_data, tmp_path / "whole", init_from=str(source)),
-                            tiny_config(shapes_data, tmp_path / "split", init_from=str(source)))
+    # A run stopped and resumed with --init continues from its checkpoint, not from the source again.
+    train_whole_and_resumed(train, tiny_config(shapes_data, tmp_path / "whole", init=str(source)),
+                            tiny_config(shapes_data, tmp_path / "split", init=str(source)))
 
 
-def test_init_from_a_checkpoint_of_other_sizes_says_what_differs(shapes_data, tmp_path):
+def test_init_with_a_checkpoint_of_other_sizes_says_what_differs(shapes_data, tmp_path):
     source = train(tiny_config(shapes_data, tmp_path / "source", steps=1), progress=False).model_dir
     with pytest.raises(ValueError, match=r"pass its sizes .*vision.*checkpoint \(64, 32\) vs run \(48, 32\)") as error:
-        train(tiny_config(shapes_data, tmp_path / "wider", vision_mlp=48, init_from=str(source)), progress=False)
+        train(tiny_config(shapes_data, tmp_path / "wider", vision_mlp=48, init=str(source)), progress=False)
     assert "only in" not in str(error.value)

@@ -8,7 +8,7 @@ optional `--config` JSON file; flags win. Training state is saved every
 `save_every` steps to OUT/checkpoints/last.pt and resumed from there, exactly:
 the data order and augmentation are functions of (seed, epoch, index), so a
 resumed run takes the same next step as an uninterrupted one. The result,
-OUT/model/, is a transformers `SiglipModel` checkpoint. `--init-from MODEL`
+OUT/model/, is a transformers `SiglipModel` checkpoint. `--init MODEL`
 fine-tunes a SigLIP checkpoint (its weights, tokenizer and preprocessing; a
 fresh optimizer) instead of starting from random weights. `--preload` decodes the
 images into memory once and augments whole batches on the training device, for
@@ -58,8 +58,8 @@ class TrainConfig:
     data: tuple[str, ...] = ()  # caption files (.csv / .jsonl) or class-per-folder roots
     template: str = "a photo of {}."  # caption of class-per-folder images
     out: str = "runs/siglip"  # output folder: checkpoints/, tokenizer/, model/
-    tokenizer: str = ""  # an existing tokenizer folder; empty: init_from's tokenizer, else train one on the captions
-    init_from: str = ""  # a SiglipModel checkpoint (folder or Hub id) to fine-tune; the size fields must match it
+    tokenizer: str = ""  # an existing tokenizer folder; empty: init's tokenizer, else train one on the captions
+    init: str = ""  # a SiglipModel checkpoint (folder or Hub id) to fine-tune; the size fields must match it
     vocab_size: int = 4000  # upper bound on SentencePiece pieces when training one
     context_length: int = 16  # text positions; captions are padded to this length
     image_size: int = 64
@@ -219,11 +219,11 @@ def save_atomically(obj: object, path: Path) -> None:
 def load_tokenizer(cfg: TrainConfig, captions: list[str], rank: int) -> SiglipTokenizer:
     if cfg.tokenizer:
         folder = Path(cfg.tokenizer)
-    elif cfg.init_from:  # the checkpoint's own: its token embeddings are indexed by that vocabulary
-        folder = resolve_checkpoint(cfg.init_from)
+    elif cfg.init:  # the checkpoint's own: its token embeddings are indexed by that vocabulary
+        folder = resolve_checkpoint(cfg.init)
     else:
         folder = Path(cfg.out) / "tokenizer"
-    if not (cfg.tokenizer or cfg.init_from) and rank == 0 and not (folder / "spiece.model").is_file():
+    if not (cfg.tokenizer or cfg.init) and rank == 0 and not (folder / "spiece.model").is_file():
         train_tokenizer(captions, folder, vocab_size=cfg.vocab_size, max_length=cfg.context_length)
     if dist.is_initialized():
         dist.barrier()  # the other processes wait for rank 0's tokenizer
@@ -243,7 +243,7 @@ def load_initial_weights(model: DualEncoder, name_or_path: str) -> None:
     differ += [f"{k}: only in the checkpoint" for k in sorted(theirs.keys() - ours.keys())]
     if differ:
         raise ValueError(
-            f"--init-from {name_or_path}: the run's architecture is not the checkpoint's; pass its sizes "
+            f"--init {name_or_path}: the run's architecture is not the checkpoint's; pass its sizes "
             f"(--vision-width, --vision-depth, --text-width, ... as in its config.json). "
             f"{len(differ)} differences: " + "; ".join(differ[:8]))
     model.load_state_dict(theirs)
@@ -273,10 +273,10 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
     model = build_model(cfg, tokenizer)
     checkpoint = out / "checkpoints" / "last.pt"
-    if cfg.init_from:
-        model.processor = load_processor(resolve_checkpoint(cfg.init_from), cfg.vision_config())  # travels with it
+    if cfg.init:
+        model.processor = load_processor(resolve_checkpoint(cfg.init), cfg.vision_config())  # travels with it
         if not checkpoint.is_file():  # a resumed run restores its own weights below
-            load_initial_weights(model, cfg.init_from)
+            load_initial_weights(model, cfg.init)
     model = model.to(device).train()
     set_attn_implementation(model, cfg.attn_implementation, device)
     optimizer = build_optimizer(model, cfg)
