@@ -98,6 +98,11 @@ def test_save_pretrained_loads_in_transformers(tiny_siglip, images, tmp_path):
                                atol=1e-4, rtol=0)
     torch.testing.assert_close(DualEncoder.from_pretrained(tmp_path).logits(images, TEXTS),
                                model.logits(images, TEXTS), atol=0, rtol=0)
+    # The weights are as readable as the JSON beside them (safetensors' save_file would make them 0600).
+    mode = (tmp_path / "config.json").stat().st_mode & 0o777
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == mode, oct(mode)
+    model.vision.save_pretrained(tmp_path / "vision")
+    assert (tmp_path / "vision" / "model.safetensors").stat().st_mode & 0o777 == mode
 
 
 def test_bf16_dual_encoder_stays_close(tiny_siglip, images):

@@ -236,6 +236,9 @@ def test_save_and_load_give_equal_logits(tmp_path):
     loaded = VisionLanguageModel.from_pretrained(tmp_path / "whole")
     torch.testing.assert_close(loaded(**batch).logits, expected, rtol=0, atol=0)
     assert (tmp_path / "whole" / CONFIG_NAME).is_file()
+    mode = (tmp_path / "whole" / CONFIG_NAME).stat().st_mode & 0o777  # weights as readable as the JSON
+    weights = (PROJECTOR_WEIGHTS, "vision/model.safetensors")
+    assert {(tmp_path / "whole" / f).stat().st_mode & 0o777 for f in weights} == {mode}
 
     save_file({"proj.weight": torch.zeros(64, 3)}, tmp_path / "whole" / PROJECTOR_WEIGHTS)
     with pytest.raises(CheckpointError, match=r"missing \(1\): proj.bias"):

@@ -14,14 +14,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel, SiglipTokenizer
 
 from .config import VisionConfig
 from .convert import check_keys, mismatch_message
 from .errors import CheckpointError
-from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json
+from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json, write_safetensors
 from .losses import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE
 from .processor import ImageProcessor
 from .vision_transformer import VisionTransformer, as_dtype
@@ -170,7 +169,7 @@ class DualEncoder(nn.Module):
         state = self.vision.hf_state_dict()
         state |= {f"text_model.{k}": v.contiguous() for k, v in self.text.state_dict().items()}
         state |= {"logit_scale": self.logit_scale.detach(), "logit_bias": self.logit_bias.detach()}
-        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+        write_safetensors(folder / "model.safetensors", state)
         text_config = self.text.config.to_dict()
         for key in ("architectures", "transformers_version", "dtype", "torch_dtype"):
             text_config.pop(key, None)

@@ -24,7 +24,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 from .errors import CheckpointError
 
@@ -88,6 +88,14 @@ def read_json(folder: Path, filename: str) -> dict[str, Any] | None:
         return json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{file} is not valid JSON: {e}") from e
+
+
+def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write `state` as a safetensors file readable as the umask allows, like the JSON beside it.
+
+    (`safetensors.torch.save_file` creates its files owner-only, 0600, whatever the umask.)
+    """
+    path.write_bytes(save(state, metadata={"format": "pt"}))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

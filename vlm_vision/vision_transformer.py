@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from .attention import Attention
@@ -21,7 +20,7 @@ from .attention_pool import AttentionPoolHead
 from .config import VisionConfig
 from .convert import hf_to_ours, ours_to_hf
 from .errors import CheckpointError
-from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json
+from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json, write_safetensors
 from .mlp import Mlp
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -222,7 +221,7 @@ class VisionTransformer(nn.Module):
         """Write config.json and model.safetensors that transformers' `SiglipVisionModel` loads."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(self.hf_state_dict(), folder / "model.safetensors", metadata={"format": "pt"})
+        write_safetensors(folder / "model.safetensors", self.hf_state_dict())
         write_json(folder / "config.json", self.config.to_hf_dict())
 
 

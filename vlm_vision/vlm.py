@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .convert import check_keys, mismatch_message
 from .errors import CheckpointError
-from .hub import load_weights, read_json, write_json
+from .hub import load_weights, read_json, write_json, write_safetensors
 from .processor import ImageInput, ImageProcessor
 from .projector import Projector, ProjectorConfig, select_features
 from .vision_transformer import VisionTransformer, as_dtype
@@ -226,7 +225,7 @@ class VisionLanguageModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in self.projector.state_dict().items()}
-        save_file(state, folder / PROJECTOR_WEIGHTS, metadata={"format": "pt"})
+        write_safetensors(folder / PROJECTOR_WEIGHTS, state)
         vision_ref = None if save_vision else self.vision_name_or_path
         lm_ref = None if save_language_model else (self.language_model.config.name_or_path or None)
         if vision_ref is None:
