@@ -96,7 +96,7 @@ def test_classify_puts_the_right_label_on_top(page, screenshots):
     text = page.locator("#probabilities").inner_text()
     assert top.strip() == "pizza", text
     percents = [int(word[:-1]) for word in text.split() if word.endswith("%")]
-    # The upload reached the model as uploaded, transparency onto white: 95% (onto black it would be 0.004%).
+    # The upload reached the model as uploaded, transparency onto white: 99% (onto black it would be 0.003%).
     assert percents[0] >= 10, text
     page.screenshot(path=str(screenshots / "classify.png"), full_page=True, animations="disabled")
     assert (screenshots / "classify.png").stat().st_size > 10_000

@@ -21,12 +21,12 @@ from vlm_vision.vlm import VisionLanguageModel
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONER = ROOT / "data" / "models" / "emoji-captioner"
 HELD_OUT = ROOT / "data" / "emoji-eval" / "twitter" / "captions.jsonl"  # Twemoji: a style never trained on
-# Model card: 22.33% exact match (67 of 300) and 73.92% token accuracy on this subset; floors ~5 images lower.
-EXACT_MATCH_FLOOR = 0.205
-TOKEN_ACCURACY_FLOOR = 0.72
-# Three held-out images it names right, each token ahead of the runner-up by at least 4.2 nats (see the card).
-NAMED = {"images/1F532.png": "black square button", "images/1F1E9-1F1EF.png": "flag Djibouti",
-         "images/1F468-200D-1F9B0.png": "man red hair"}
+# Model card: 24.33% exact match (73 of 300) and 74.91% token accuracy on this subset; floors ~5 images lower.
+EXACT_MATCH_FLOOR = 0.225
+TOKEN_ACCURACY_FLOOR = 0.73
+# Three held-out images it names right, each token ahead of the runner-up by at least 4.7 nats (see the card).
+NAMED = {"images/1F1E8-1F1FA.png": "flag Cuba", "images/1F469-200D-1F37C.png": "woman feeding baby",
+         "images/1F1E7-1F1EC.png": "flag Bulgaria"}
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .dual_encoder import DualEncoder
 
 # Prompts for the embedded emoji model; "{}" is the class name. It was trained on bare names, and
-# prompts it never saw hurt: averaging five templates ("an emoji of {}." ...) gives 21.3% top-1 on the
+# prompts it never saw hurt: averaging five templates ("an emoji of {}." ...) gives 22.3% top-1 on the
 # held-out subset where the bare name gives 43.7%. Models trained on prompts want theirs here.
 EMOJI_TEMPLATES = ("{}",)
 
