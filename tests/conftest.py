@@ -31,3 +31,11 @@ def tiny_siglip(tmp_path_factory):
     """(folder, transformers model) of a tiny random SiglipModel with a trained tokenizer."""
     folder = tmp_path_factory.mktemp("tiny_siglip")
     return folder, checkpoints.siglip_checkpoint(folder)
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask for the test's duration, so that file-mode checks mean the same on every machine."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)

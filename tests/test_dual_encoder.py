@@ -87,7 +87,7 @@ def test_classify_sorts_sigmoid_probabilities(tiny_siglip, images):
         model.encode_texts("a dog")
 
 
-def test_save_pretrained_loads_in_transformers(tiny_siglip, images, tmp_path):
+def test_save_pretrained_loads_in_transformers(tiny_siglip, images, tmp_path, umask_022):
     folder, hf = tiny_siglip
     model = DualEncoder.from_pretrained(folder)
     model.save_pretrained(tmp_path)

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
 
 from vlm_vision import train as train_module
 from vlm_vision.dual_encoder import DualEncoder
+from vlm_vision.errors import CheckpointError
 from vlm_vision.tokenizer import train_tokenizer
 from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, train
 
@@ -241,9 +242,13 @@ def test_too_little_data_for_a_batch(shapes_data, tmp_path):
         train(tiny_config(shapes_data, tmp_path, batch_size=64), progress=False)
 
 
-def test_init_fine_tunes_a_checkpoint_with_its_tokenizer(shapes_data, tmp_path):
-    """--init starts from a checkpoint's weights, t', b and tokenizer: at learning rate 0 the output equals it."""
+def test_init_fine_tunes_a_checkpoint_with_its_tokenizer_and_preprocessing(shapes_data, tmp_path):
+    """--init starts from a checkpoint's weights, t', b, tokenizer and preprocessing: at learning rate 0 the output
+    equals it."""
     source = train(tiny_config(shapes_data, tmp_path / "source", steps=3), progress=False).model_dir
+    settings = json.loads((source / "preprocessor_config.json").read_text())
+    settings["image_mean"] = [0.25, 0.5, 0.75]  # not the default, so it must have come from the source
+    (source / "preprocessor_config.json").write_text(json.dumps(settings))
     tuned = train(tiny_config(shapes_data, tmp_path / "tuned", steps=2, lr=0.0, init=str(source)),
                   progress=False).model_dir
     fresh = train(tiny_config(shapes_data, tmp_path / "fresh", steps=2, lr=0.0), progress=False).model_dir
@@ -255,13 +260,21 @@ def test_init_fine_tunes_a_checkpoint_with_its_tokenizer(shapes_data, tmp_path):
     assert any(not torch.equal(fresh_state[key], tensor) for key, tensor in expected.items())
     assert (tuned / "spiece.model").read_bytes() == (source / "spiece.model").read_bytes()
     assert not (tmp_path / "tuned" / "tokenizer").exists()  # no new tokenizer was trained
-    # A run stopped and resumed with --init continues from its checkpoint, not from the source again.
+    assert json.loads((tuned / "preprocessor_config.json").read_text())["image_mean"] == [0.25, 0.5, 0.75]
+    # A run stopped and resumed with --init continues from its checkpoint exactly.
     train_whole_and_resumed(train, tiny_config(shapes_data, tmp_path / "whole", init=str(source)),
                             tiny_config(shapes_data, tmp_path / "split", init=str(source)))
+    # Resuming it without --init (or with another) would pair its weights with another vocabulary: refused.
+    with pytest.raises(ValueError, match="was trained with --init .*resume with the same --init, or pass a new --out"):
+        train(tiny_config(shapes_data, tmp_path / "split", steps=8), progress=False)
 
 
-def test_init_with_a_checkpoint_of_other_sizes_says_what_differs(shapes_data, tmp_path):
+def test_init_refuses_other_sizes_and_vision_only_checkpoints(shapes_data, tmp_path):
     source = train(tiny_config(shapes_data, tmp_path / "source", steps=1), progress=False).model_dir
-    with pytest.raises(ValueError, match=r"pass its sizes .*vision.*checkpoint \(64, 32\) vs run \(48, 32\)") as error:
-        train(tiny_config(shapes_data, tmp_path / "wider", vision_mlp=48, init=str(source)), progress=False)
-    assert "only in" not in str(error.value)
+    with pytest.raises(CheckpointError, match=r"pass the checkpoint's .*--vision-heads 4 \(checkpoint: 2\), "
+                                              r"--text-mlp 48 \(checkpoint: 64\)$"):  # heads change no shape
+        train(tiny_config(shapes_data, tmp_path / "other", vision_heads=4, text_mlp=48, init=str(source)),
+              progress=False)
+    DualEncoder.from_pretrained(source).vision.save_pretrained(tmp_path / "tower")
+    with pytest.raises(CheckpointError, match="not a full SigLIP image-text checkpoint"):
+        train(tiny_config(shapes_data, tmp_path / "tower_run", init=str(tmp_path / "tower")), progress=False)

@@ -206,7 +206,7 @@ def test_batched_generation_equals_one_at_a_time():
 
 
 @torch.no_grad()
-def test_save_and_load_give_equal_logits(tmp_path):
+def test_save_and_load_give_equal_logits(tmp_path, umask_022):
     tokenizer = tiny_tokenizer(image_token=None)  # the LM on disk has no <image> row; loading must add the same one
     tiny_llama(tokenizer).save_pretrained(tmp_path / "lm")
     torch.manual_seed(0)

@@ -1,6 +1,8 @@
 """Train a SigLIP DualEncoder from image-caption data: `python -m vlm_vision.train`.
 
     python -m vlm_vision.train --data corpus/google/captions.jsonl --out runs/emoji --steps 2000
+    python -m vlm_vision.train --data mine.jsonl --init runs/emoji/model --out runs/tuned --lr 1e-4 \
+        --vision-width 192 ...   # fine-tune: the size flags of runs/emoji/model's config.json
     torchrun --nproc-per-node 2 -m vlm_vision.train --config run.json      # DDP + distributed loss
 
 Every field of `TrainConfig` is a flag (`--vision-width 256`) and a key of the
@@ -9,10 +11,12 @@ optional `--config` JSON file; flags win. Training state is saved every
 the data order and augmentation are functions of (seed, epoch, index), so a
 resumed run takes the same next step as an uninterrupted one. The result,
 OUT/model/, is a transformers `SiglipModel` checkpoint. `--init MODEL`
-fine-tunes a SigLIP checkpoint (its weights, tokenizer and preprocessing; a
-fresh optimizer) instead of starting from random weights. `--preload` decodes the
-images into memory once and augments whole batches on the training device, for
-small-image corpora where decoding one image at a time in workers would starve a GPU.
+fine-tunes a SigLIP checkpoint (its weights, its tokenizer unless --tokenizer, its
+preprocessing; a fresh optimizer) instead of starting from random weights; the
+size flags must be the checkpoint's, and a resumed run needs the same --init.
+`--preload` decodes the images into memory once and augments whole batches on the
+training device, for small-image corpora where decoding one image at a time in
+workers would starve a GPU.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from . import losses
 from .config import VisionConfig
 from .augment import EmojiAugment, StyleAugment
 from .data import ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
-from .dual_encoder import DualEncoder, load_processor, token_ids
+from .dual_encoder import DualEncoder, token_ids
+from .errors import CheckpointError
 from .hub import resolve_checkpoint
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer
@@ -230,23 +235,23 @@ def load_tokenizer(cfg: TrainConfig, captions: list[str], rank: int) -> SiglipTo
     return SiglipTokenizer.from_pretrained(folder, model_max_length=cfg.context_length)
 
 
-def load_initial_weights(model: DualEncoder, name_or_path: str) -> None:
-    """Fine-tuning: copy a SiglipModel checkpoint's weights (both towers, `t'` and `b`) into `model`.
+# The size flags and the config fields they set: --init checks them all (a head count changes no tensor's shape).
+_VISION_FLAGS = {"vision_width": "hidden_size", "vision_mlp": "intermediate_size", "vision_depth": "num_hidden_layers",
+                 "vision_heads": "num_attention_heads", "image_size": "image_size", "patch_size": "patch_size"}
+_TEXT_FLAGS = {"text_width": "hidden_size", "text_mlp": "intermediate_size", "text_depth": "num_hidden_layers",
+               "text_heads": "num_attention_heads", "context_length": "max_position_embeddings"}
 
-    Strict, as loading should be: the run's sizes must be the checkpoint's, else a ValueError lists what differs.
-    """
-    source = DualEncoder.from_pretrained(name_or_path)
-    ours, theirs = model.state_dict(), source.state_dict()
-    differ = [f"{k}: checkpoint {tuple(theirs[k].shape)} vs run {tuple(v.shape)}"
-              for k, v in ours.items() if k in theirs and theirs[k].shape != v.shape]
-    differ += [f"{k}: only in the run" for k in sorted(ours.keys() - theirs.keys())]
-    differ += [f"{k}: only in the checkpoint" for k in sorted(theirs.keys() - ours.keys())]
+
+def load_init(cfg: TrainConfig) -> DualEncoder:
+    """The --init checkpoint, strictly: a full SigLIP whose sizes are the run's, else CheckpointError naming flags."""
+    source = DualEncoder.from_pretrained(cfg.init)
+    differ = [f"--{flag.replace('_', '-')} {getattr(cfg, flag)} (checkpoint: {getattr(config, field)})"
+              for config, flags in ((source.vision.config, _VISION_FLAGS), (source.text.config, _TEXT_FLAGS))
+              for flag, field in flags.items() if getattr(cfg, flag) != getattr(config, field)]
     if differ:
-        raise ValueError(
-            f"--init {name_or_path}: the run's architecture is not the checkpoint's; pass its sizes "
-            f"(--vision-width, --vision-depth, --text-width, ... as in its config.json). "
-            f"{len(differ)} differences: " + "; ".join(differ[:8]))
-    model.load_state_dict(theirs)
+        raise CheckpointError(f"--init {cfg.init}: this run's sizes are not the checkpoint's; pass the checkpoint's "
+                              f"(as in its config.json): " + ", ".join(differ))
+    return source
 
 
 def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
@@ -269,14 +274,24 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
     out = Path(cfg.out)
+    checkpoint = out / "checkpoints" / "last.pt"
+    state = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint.is_file() else None
+    for key in ("init", "tokenizer"):  # a resumed run's vocabulary and weights must be the ones it started with
+        if state is not None and state["config"].get(key, "") != getattr(cfg, key):
+            raise ValueError(f"{checkpoint} was trained with --{key} {state['config'].get(key, '')!r}, this run "
+                             f"has {getattr(cfg, key)!r}: resume with the same --{key}, or pass a new --out")
+    pretrained = load_init(cfg) if cfg.init else None  # before reading the data: a wrong --init fails at once
     records = [r for source in cfg.data for r in read_records(source, template=cfg.template)]
     tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
     model = build_model(cfg, tokenizer)
-    checkpoint = out / "checkpoints" / "last.pt"
-    if cfg.init:
-        model.processor = load_processor(resolve_checkpoint(cfg.init), cfg.vision_config())  # travels with it
-        if not checkpoint.is_file():  # a resumed run restores its own weights below
-            load_initial_weights(model, cfg.init)
+    if pretrained is not None:
+        model.processor = pretrained.processor  # preprocessing travels with the weights
+        if model.text.config.vocab_size != pretrained.text.config.vocab_size:
+            raise CheckpointError(
+                f"--tokenizer {cfg.tokenizer} has {model.text.config.vocab_size} tokens, the text tower of --init "
+                f"{cfg.init} {pretrained.text.config.vocab_size}: drop --tokenizer to use the checkpoint's own")
+        if state is None:  # a resumed run restores its own weights below
+            model.load_state_dict(pretrained.state_dict())
     model = model.to(device).train()
     set_attn_implementation(model, cfg.attn_implementation, device)
     optimizer = build_optimizer(model, cfg)
@@ -284,8 +299,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
 
     step, result = 0, TrainResult(model_dir=out / "model")
     config_dict = dataclasses.asdict(cfg) | {"data": list(cfg.data)}  # as saved: plain lists, loadable weights_only
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    if state is not None:
         if state["config"] != config_dict:
             logger.warning("Resuming %s with a changed config", checkpoint)
         model.load_state_dict(state["model"])
