@@ -101,8 +101,11 @@ def test_save_pretrained_loads_in_transformers(tiny_siglip, images, tmp_path, um
     # The weights are as readable as the JSON beside them (safetensors' save_file would make them 0600).
     mode = (tmp_path / "config.json").stat().st_mode & 0o777
     assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == mode, oct(mode)
+    (tmp_path / "vision").mkdir()
+    (tmp_path / "vision" / "model.safetensors").touch(mode=0o600)  # as the old code wrote it: a re-save fixes it
     model.vision.save_pretrained(tmp_path / "vision")
     assert (tmp_path / "vision" / "model.safetensors").stat().st_mode & 0o777 == mode
+    assert not list((tmp_path / "vision").glob("*.tmp"))
 
 
 def test_bf16_dual_encoder_stays_close(tiny_siglip, images):

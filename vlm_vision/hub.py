@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,12 @@ def read_json(folder: Path, filename: str) -> dict[str, Any] | None:
 def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Write `state` as a safetensors file readable as the umask allows, like the JSON beside it.
 
-    (`safetensors.torch.save_file` creates its files owner-only, 0600, whatever the umask.)
+    (`safetensors.torch.save_file` creates its files owner-only, 0600, whatever the umask.) A new file
+    renamed over the old one: a crash leaves the old weights whole, and an old file's mode is not kept.
     """
-    path.write_bytes(save(state, metadata={"format": "pt"}))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(save(state, metadata={"format": "pt"}))
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
