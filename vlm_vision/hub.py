@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +92,22 @@ def read_json(folder: Path, filename: str) -> dict[str, Any] | None:
         raise CheckpointError(f"{file} is not valid JSON: {e}") from e
 
 
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` a temporary file beside `path`, then rename it over `path`.
+
+    A crash never leaves a half-written file, and the new file's mode follows the umask, not the old file's.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Write `state` as a safetensors file readable as the umask allows, like the JSON beside it.
 
-    (`safetensors.torch.save_file` creates its files owner-only, 0600, whatever the umask.) A new file
-    renamed over the old one: a crash leaves the old weights whole, and an old file's mode is not kept.
+    (`safetensors.torch.save_file` creates its files owner-only, 0600, whatever the umask.)
     """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(save(state, metadata={"format": "pt"}))
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: tmp.write_bytes(save(state, metadata={"format": "pt"})))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

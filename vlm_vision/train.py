@@ -48,7 +48,7 @@ from .augment import EmojiAugment, StyleAugment
 from .data import ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
 from .dual_encoder import DualEncoder, token_ids
 from .errors import CheckpointError
-from .hub import resolve_checkpoint
+from .hub import replace_atomically, resolve_checkpoint
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer
 from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionTransformer
@@ -216,9 +216,7 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
 def save_atomically(obj: object, path: Path) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_tokenizer(cfg: TrainConfig, captions: list[str], rank: int) -> SiglipTokenizer:
