@@ -48,7 +48,7 @@ from .augment import EmojiAugment, StyleAugment
 from .data import ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
 from .dual_encoder import DualEncoder, token_ids
 from .errors import CheckpointError
-from .hub import replace_atomically, resolve_checkpoint
+from .hub import replace_atomically
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer
 from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionTransformer
@@ -220,13 +220,8 @@ def save_atomically(obj: object, path: Path) -> None:
 
 
 def load_tokenizer(cfg: TrainConfig, captions: list[str], rank: int) -> SiglipTokenizer:
-    if cfg.tokenizer:
-        folder = Path(cfg.tokenizer)
-    elif cfg.init:  # the checkpoint's own: its token embeddings are indexed by that vocabulary
-        folder = resolve_checkpoint(cfg.init)
-    else:
-        folder = Path(cfg.out) / "tokenizer"
-    if not (cfg.tokenizer or cfg.init) and rank == 0 and not (folder / "spiece.model").is_file():
+    folder = Path(cfg.tokenizer or Path(cfg.out) / "tokenizer")
+    if not cfg.tokenizer and rank == 0 and not (folder / "spiece.model").is_file():
         train_tokenizer(captions, folder, vocab_size=cfg.vocab_size, max_length=cfg.context_length)
     if dist.is_initialized():
         dist.barrier()  # the other processes wait for rank 0's tokenizer
@@ -280,7 +275,10 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
                              f"has {getattr(cfg, key)!r}: resume with the same --{key}, or pass a new --out")
     pretrained = load_init(cfg) if cfg.init else None  # before reading the data: a wrong --init fails at once
     records = [r for source in cfg.data for r in read_records(source, template=cfg.template)]
-    tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
+    if pretrained is not None and not cfg.tokenizer:  # its own: its token embeddings are indexed by that vocabulary
+        tokenizer = pretrained.tokenizer
+    else:
+        tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
     model = build_model(cfg, tokenizer)
     if pretrained is not None:
         model.processor = pretrained.processor  # preprocessing travels with the weights
@@ -290,6 +288,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
                 f"{cfg.init} {pretrained.text.config.vocab_size}: drop --tokenizer to use the checkpoint's own")
         if state is None:  # a resumed run restores its own weights below
             model.load_state_dict(pretrained.state_dict())
+        del pretrained  # the run holds one copy of the weights, not two
     model = model.to(device).train()
     set_attn_implementation(model, cfg.attn_implementation, device)
     optimizer = build_optimizer(model, cfg)
