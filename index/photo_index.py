@@ -188,7 +188,8 @@ class PhotoIndex:
         self._ann = (stamp, index)
         return index
 
-    def query_vector(self, text: str | Sequence[str] | None = None, image: str | os.PathLike | Image.Image | None = None,
+    def query_vector(self, text: str | Sequence[str] | None = None,
+                     image: str | os.PathLike | Image.Image | None = None,
                      negative: str | Sequence[str] | None = None) -> np.ndarray:
         """The normalised query (D,): the sum of text and image embeddings, minus the negative terms."""
         texts = [text] if isinstance(text, str) else list(text or [])

@@ -60,8 +60,8 @@ def test_unexpected_keys_are_named(hf_state):
 
 def test_wrong_shapes_are_named(hf_state):
     state = hf_state | {"encoder.layers.0.mlp.fc1.weight": torch.zeros(100, 64)}
-    with pytest.raises(CheckpointError, match=r"(?s)wrong shape.*encoder.layers.0.mlp.fc1.weight: checkpoint \(100, 64\) "
-                                              r"vs model \(128, 64\).*may not be the one"):
+    with pytest.raises(CheckpointError, match=r"(?s)wrong shape.*encoder.layers.0.mlp.fc1.weight: "
+                                              r"checkpoint \(100, 64\) vs model \(128, 64\).*may not be the one"):
         hf_to_ours(state, CONFIG)
     state = hf_state | {"encoder.layers.0.self_attn.k_proj.weight": torch.zeros(64, 32)}
     with pytest.raises(CheckpointError, match=r"wrong shape.*k_proj.weight: checkpoint \(64, 32\) vs model \(64, 64\)"):

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m vlm_vision.evaluate", description="Zero-shot top-1/top-5 and text-to-image recall.",
-        epilog="examples:\n  python -m vlm_vision.evaluate --model runs/emoji/model --data CORPUS/twitter/captions.jsonl\n"
+        epilog="examples:\n"
+               "  python -m vlm_vision.evaluate --model runs/emoji/model --data CORPUS/twitter/captions.jsonl\n"
                "  python -m vlm_vision.evaluate --model data/models/siglip-emoji "
                "--data data/emoji-eval/twitter/captions.jsonl --classes data/emoji-eval/labels.txt",
         formatter_class=argparse.RawDescriptionHelpFormatter)
