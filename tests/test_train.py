@@ -278,3 +278,21 @@ def test_init_refuses_other_sizes_and_vision_only_checkpoints(shapes_data, tmp_p
     DualEncoder.from_pretrained(source).vision.save_pretrained(tmp_path / "tower")
     with pytest.raises(CheckpointError, match="not a full SigLIP image-text checkpoint"):
         train(tiny_config(shapes_data, tmp_path / "tower_run", init=str(tmp_path / "tower")), progress=False)
+
+
+def test_init_refuses_a_tokenizer_that_is_not_the_checkpoints(shapes_data, tmp_path):
+    """The checkpoint's token embeddings are indexed by its vocabulary: --tokenizer must be that one, piece for
+    piece. Two SentencePiece runs capped at one --vocab-size often come out the same size, so size can't tell."""
+    source = train(tiny_config(shapes_data, tmp_path / "source", steps=1), progress=False).model_dir
+    captions = [c for line in shapes_data.read_text().splitlines() for c in json.loads(line)["captions"]]
+    reversed_captions = [c[::-1] for c in captions]  # "elcric der a": other pieces from the same letters
+    train_tokenizer(reversed_captions, tmp_path / "same_size", vocab_size=24)  # the checkpoint's 24 tokens
+    train_tokenizer(reversed_captions, tmp_path / "other_size", vocab_size=40)
+    for name, sizes in (("same_size", "24 tokens vs 24, 19 of"), ("other_size", "27 tokens vs 24")):
+        with pytest.raises(CheckpointError, match=rf"--tokenizer .*{name} is not the vocabulary of --init .*"
+                                                  rf"\({sizes}.*drop --tokenizer to use the checkpoint's$"):
+            train(tiny_config(shapes_data, tmp_path / f"{name}_run", tokenizer=str(tmp_path / name), init=str(source)),
+                  progress=False)
+    # The checkpoint's own tokenizer, named explicitly, is its vocabulary.
+    train(tiny_config(shapes_data, tmp_path / "own_run", steps=1, tokenizer=str(source), init=str(source)),
+          progress=False)

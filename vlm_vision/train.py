@@ -11,8 +11,8 @@ optional `--config` JSON file; flags win. Training state is saved every
 the data order and augmentation are functions of (seed, epoch, index), so a
 resumed run takes the same next step as an uninterrupted one. The result,
 OUT/model/, is a transformers `SiglipModel` checkpoint. `--init MODEL`
-fine-tunes a SigLIP checkpoint (its weights, its tokenizer unless --tokenizer, its
-preprocessing; a fresh optimizer) instead of starting from random weights; the
+fine-tunes a SigLIP checkpoint (its weights, its tokenizer (a --tokenizer beside it must be the
+same vocabulary), its preprocessing; a fresh optimizer) instead of starting from random weights; the
 size flags must be the checkpoint's, and a resumed run needs the same --init.
 `--preload` decodes the images into memory once and augments whole batches on the
 training device, for small-image corpora where decoding one image at a time in
@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
-from transformers import SiglipTextConfig, SiglipTextModel, SiglipTokenizer
+from transformers import PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel, SiglipTokenizer
 
 from . import losses
 from .config import VisionConfig
@@ -63,7 +63,7 @@ class TrainConfig:
     data: tuple[str, ...] = ()  # caption files (.csv / .jsonl) or class-per-folder roots
     template: str = "a photo of {}."  # caption of class-per-folder images
     out: str = "runs/siglip"  # output folder: checkpoints/, tokenizer/, model/
-    tokenizer: str = ""  # an existing tokenizer folder; empty: init's tokenizer, else train one on the captions
+    tokenizer: str = ""  # an existing tokenizer folder (with init: its vocabulary); empty: init's, else train one
     init: str = ""  # a SiglipModel checkpoint (folder or Hub id) to fine-tune; the size fields must match it
     vocab_size: int = 4000  # upper bound on SentencePiece pieces when training one
     context_length: int = 16  # text positions; captions are padded to this length
@@ -247,6 +247,19 @@ def load_init(cfg: TrainConfig) -> DualEncoder:
     return source
 
 
+def check_vocabulary(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase,
+                     init_tokenizer: PreTrainedTokenizerBase) -> None:
+    """--tokenizer with --init must be the checkpoint's vocabulary, piece for piece: its token embeddings are
+    indexed by it. Sizes alone can't tell: two SentencePiece runs capped at the same --vocab-size have equal sizes."""
+    ours, theirs = tokenizer.get_vocab(), init_tokenizer.get_vocab()
+    if ours != theirs:
+        moved = sum(ours.get(piece) != index for piece, index in theirs.items())
+        raise CheckpointError(
+            f"--tokenizer {cfg.tokenizer} is not the vocabulary of --init {cfg.init} ({len(ours)} tokens vs "
+            f"{len(theirs)}, {moved} of the checkpoint's missing or at other ids), and the checkpoint's token "
+            f"embeddings are indexed by its own: drop --tokenizer to use the checkpoint's")
+
+
 def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     """(rank, world size, device), joining torchrun's process group when launched by it (nccl on GPU, else gloo)."""
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
@@ -282,10 +295,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     model = build_model(cfg, tokenizer)
     if pretrained is not None:
         model.processor = pretrained.processor  # preprocessing travels with the weights
-        if model.text.config.vocab_size != pretrained.text.config.vocab_size:
-            raise CheckpointError(
-                f"--tokenizer {cfg.tokenizer} has {model.text.config.vocab_size} tokens, the text tower of --init "
-                f"{cfg.init} {pretrained.text.config.vocab_size}: drop --tokenizer to use the checkpoint's own")
+        check_vocabulary(cfg, tokenizer, pretrained.tokenizer)
         if state is None:  # a resumed run restores its own weights below
             model.load_state_dict(pretrained.state_dict())
         del pretrained  # the run holds one copy of the weights, not two
