@@ -21,12 +21,13 @@ from vlm_vision.vlm import VisionLanguageModel
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONER = ROOT / "data" / "models" / "emoji-captioner"
 HELD_OUT = ROOT / "data" / "emoji-eval" / "twitter" / "captions.jsonl"  # Twemoji: a style never trained on
-# Model card: 24.33% exact match (73 of 300) and 74.91% token accuracy on this subset; floors ~5 images lower.
-EXACT_MATCH_FLOOR = 0.225
-TOKEN_ACCURACY_FLOOR = 0.73
-# Three held-out images it names right, each token ahead of the runner-up by at least 4.7 nats (see the card).
-NAMED = {"images/1F1E8-1F1FA.png": "flag Cuba", "images/1F469-200D-1F37C.png": "woman feeding baby",
-         "images/1F1E7-1F1EC.png": "flag Bulgaria"}
+# Model card: 20.00% exact match (60 of 300) and 72.74% token accuracy on this subset; floors ~5 images lower
+# (55 of 300 is 0.18333334 in float32).
+EXACT_MATCH_FLOOR = 0.183
+TOKEN_ACCURACY_FLOOR = 0.71
+# Three held-out images it names right, each token ahead of the runner-up by at least 4.1 nats (see the card).
+NAMED = {"images/1F46D.png": "women holding hands", "images/1F1E8-1F1FA.png": "flag Cuba",
+         "images/1F1F2-1F1F1.png": "flag Mali"}
 
 
 @pytest.fixture(scope="module")
