@@ -20,9 +20,9 @@ from vlm_vision.hub import DEFAULT_MODEL
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "data" / "emoji-eval"
 # Model card: 45.33% top-1 and 69.67% top-5 on this subset (136 and 209 of 300); floors sit 5 images lower
-# (131 and 204 of 300: 0.43666667 and 0.68000001 in float32).
+# (131 and 204 of 300: 0.43666667 and 0.68000001 in float32, so the floors sit just under those).
 TOP1_FLOOR = 0.436
-TOP5_FLOOR = 0.68
+TOP5_FLOOR = 0.679
 
 
 @pytest.fixture(scope="module")
