@@ -292,10 +292,11 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         tokenizer = pretrained.tokenizer
     else:
         tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
+        if pretrained is not None:
+            check_vocabulary(cfg, tokenizer, pretrained.tokenizer)
     model = build_model(cfg, tokenizer)
     if pretrained is not None:
         model.processor = pretrained.processor  # preprocessing travels with the weights
-        check_vocabulary(cfg, tokenizer, pretrained.tokenizer)
         if state is None:  # a resumed run restores its own weights below
             model.load_state_dict(pretrained.state_dict())
         del pretrained  # the run holds one copy of the weights, not two
