@@ -7,11 +7,11 @@ are never exposed through the web server.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
+from vlm_vision.atomic import replace_atomically
 from vlm_vision.processor import load_image
 
 THUMBNAIL_SIZE = 320  # longest side, pixels
@@ -35,8 +35,6 @@ class ThumbnailCache:
         if not target.exists():
             image = load_image(path)  # EXIF orientation applied, transparency onto white
             image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                image.save(f, "JPEG", quality=85)
-            os.replace(tmp, target)  # atomic: two requests racing both write whole files
+            # Two requests racing both write whole files. Owner-only: these are pictures of someone's photos.
+            replace_atomically(target, lambda f: image.save(f, "JPEG", quality=85), mode=0o600)
         return target

@@ -25,12 +25,14 @@ import logging
 import math
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
+
+from vlm_vision.atomic import replace_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -137,32 +139,27 @@ def write_ann(index: faiss.Index, path: Path, stamp: str) -> None:
     """Write `index` and `stamp` to `path` atomically: readers see the old file or the new one, never half of one."""
     path = Path(path)
     stamp_bytes = stamp.encode("utf-8")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_STAMP_HEADER.pack(_MAGIC, len(stamp_bytes)) + stamp_bytes)
-            payload_at = f.tell() + _PAYLOAD_HEADER.size
-            f.write(_PAYLOAD_HEADER.pack(0, 0))  # patched once the payload is written
-            crc = 0
+    length = 0
 
-            def write_chunk(chunk: bytes) -> int:
-                nonlocal crc
-                crc = zlib.crc32(chunk, crc)
-                return f.write(chunk)
+    def write(f: BinaryIO) -> None:
+        nonlocal length
+        f.write(_STAMP_HEADER.pack(_MAGIC, len(stamp_bytes)) + stamp_bytes)
+        payload_at = f.tell() + _PAYLOAD_HEADER.size
+        f.write(_PAYLOAD_HEADER.pack(0, 0))  # patched once the payload is written
+        crc = 0
 
-            # Streams the index through a callback, so no second in-memory copy of it is made.
-            faiss.write_index(index, faiss.PyCallbackIOWriter(write_chunk))
-            length = f.tell() - payload_at
-            f.seek(payload_at - _PAYLOAD_HEADER.size)
-            f.write(_PAYLOAD_HEADER.pack(length, crc))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+        def write_chunk(chunk: bytes) -> int:
+            nonlocal crc
+            crc = zlib.crc32(chunk, crc)
+            return f.write(chunk)
+
+        # Streams the index through a callback, so no second in-memory copy of it is made.
+        faiss.write_index(index, faiss.PyCallbackIOWriter(write_chunk))
+        length = f.tell() - payload_at
+        f.seek(payload_at - _PAYLOAD_HEADER.size)
+        f.write(_PAYLOAD_HEADER.pack(length, crc))
+
+    replace_atomically(path, write, durable=True)
     logger.info("Wrote %s index of %d vectors to %s (%d bytes)", index_type_of(index), index.ntotal, path, length)
 
 
@@ -375,15 +372,3 @@ def _read_open(f, path: Path, stamp: bytes) -> faiss.Index | None:
         logger.warning("ANN index %s can't be loaded (%s); it will be rebuilt", path, str(e).splitlines()[0])
         return None
     return index
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (no-op where directories can't be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

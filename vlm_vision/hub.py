@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from huggingface_hub.errors import (
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from .atomic import replace_atomically
 from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,6 @@ logger = logging.getLogger(__name__)
 # The embedded default: a small SigLIP trained by this project on open emoji artwork
 # (model card: data/models/siglip-emoji/README.md). It ships with the source checkout.
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "siglip-emoji"
-
 
 
 def default_model() -> Path:
@@ -92,22 +90,12 @@ def read_json(folder: Path, filename: str) -> dict[str, Any] | None:
         raise CheckpointError(f"{file} is not valid JSON: {e}") from e
 
 
-def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write` a temporary file beside `path`, then rename it over `path`.
-
-    A crash never leaves a half-written file, and the new file's mode follows the umask, not the old file's.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Write `state` as a safetensors file readable as the umask allows, like the JSON beside it.
 
     (`safetensors.torch.save_file` creates its files owner-only, 0600, whatever the umask.)
     """
-    replace_atomically(path, lambda tmp: tmp.write_bytes(save(state, metadata={"format": "pt"})))
+    replace_atomically(path, lambda f: f.write(save(state, metadata={"format": "pt"})))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

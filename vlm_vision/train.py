@@ -43,12 +43,12 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel, SiglipTokenizer
 
 from . import losses
+from .atomic import replace_atomically
 from .config import VisionConfig
 from .augment import EmojiAugment, StyleAugment
 from .data import ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
 from .dual_encoder import DualEncoder, token_ids
 from .errors import CheckpointError
-from .hub import replace_atomically
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer
 from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionTransformer
@@ -216,7 +216,7 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
 def save_atomically(obj: object, path: Path) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+    replace_atomically(path, lambda f: torch.save(obj, f))
 
 
 def load_tokenizer(cfg: TrainConfig, captions: list[str], rank: int) -> SiglipTokenizer:
