@@ -37,10 +37,10 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object], *, durab
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        fsync_dir(path.parent)
+        _fsync_dir(path.parent)
 
 
-def fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: Path) -> None:
     """Make a rename in `folder` durable (no-op where directories can't be opened, e.g. Windows)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
