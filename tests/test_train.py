@@ -226,6 +226,9 @@ def test_config_file_and_flags(tmp_path, shapes_data):
     with pytest.raises(SystemExit, match="steps and batch_size must be at least 1, got 0 and 256"):
         parse_args(["--data", "x", "--steps", "0"])
     assert parse_args(["--data", "x", "--distinct-captions"])[0].distinct_captions is True
+    assert parse_args(["--data", "x", "--style-augment", "--style-p", "0.8"])[0].style_p == 0.8
+    with pytest.raises(SystemExit, match=r"style_p is the share of images filtered, in \[0, 1\]; got 1.5"):
+        parse_args(["--data", "x", "--style-p", "1.5"])
 
 
 def test_tokenizer_training_counts_each_caption_once(tmp_path):

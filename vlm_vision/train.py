@@ -88,7 +88,8 @@ class TrainConfig:
     bf16: bool = True  # bfloat16 autocast for the towers (losses stay float32)
     attn_implementation: str = "auto"  # "sdpa" or "eager"; "auto": eager on CPU, where SDPA's backward is slow
     augment: bool = True  # colour-preserving crops and rotations
-    style_augment: bool = False  # also StyleAugment: blur, downscale, thin outlines or median on half the images
+    style_augment: bool = False  # also StyleAugment: blur, downscale, thin outlines or median on some images
+    style_p: float = 0.5  # with style_augment: the share of images that get a filter
     distinct_captions: bool = False  # keep images with the same main caption out of each other's batches
     preload: bool = False  # decode every image into memory once, augment batches on the device (small-image corpora)
     workers: int = 2  # DataLoader worker processes
@@ -105,6 +106,8 @@ class TrainConfig:
             raise ValueError("No training data: pass --data CAPTIONS.jsonl|CAPTIONS.csv|CLASS_FOLDER")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be at least 1, got {self.steps} and {self.batch_size}")
+        if not 0 <= self.style_p <= 1:
+            raise ValueError(f"style_p is the share of images filtered, in [0, 1]; got {self.style_p}")
         if self.vision_width % self.vision_heads or self.text_width % self.text_heads:
             raise ValueError("vision_width and text_width must be divisible by their head counts")
 
@@ -322,7 +325,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     ddp = DistributedDataParallel(model) if world > 1 else model
     augment = EmojiAugment() if cfg.augment else None
     dataset_class = PreloadedImageCaptionDataset if cfg.preload else ImageCaptionDataset
-    style = StyleAugment() if cfg.style_augment else None
+    style = StyleAugment(p=cfg.style_p) if cfg.style_augment else None
     dataset = dataset_class(records, model.processor, augment=augment, seed=cfg.seed, style=style)
     per_epoch = len(records) // cfg.batch_size
     if per_epoch == 0:
