@@ -1,10 +1,12 @@
-"""replace_atomically: the one way checkpoints, safetensors, the FAISS file and thumbnails are written."""
+"""replace_atomically: the one way checkpoints, safetensors, config JSON, the FAISS file and thumbnails are written."""
 
+import json
 import stat
 
 import pytest
 
 from vlm_vision.atomic import replace_atomically
+from vlm_vision.hub import write_json
 
 
 def mode_of(path):
@@ -56,3 +58,13 @@ def test_racing_writers_each_write_a_whole_file(tmp_path):
     replace_atomically(path, outer)
     assert path.read_bytes() == b"outer, whole"  # the last rename wins
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+
+
+def test_write_json_replaces_the_file_and_a_bad_value_keeps_the_old_one(tmp_path):
+    path = tmp_path / "config.json"
+    write_json(path, {"b": 1, "a": [2, 3]})
+    assert path.read_text() == '{\n  "a": [\n    2,\n    3\n  ],\n  "b": 1\n}\n'  # sorted, as transformers writes
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": [2, 3], "b": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]

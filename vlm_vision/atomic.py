@@ -1,6 +1,6 @@
 """Replacing a file so that readers see the old version or the new one, never half of one.
 
-Checkpoints, safetensors files, the photo index's FAISS file and the app's thumbnails all go through
+Checkpoints, safetensors and config JSON files, the photo index's FAISS file and the app's thumbnails all go through
 `replace_atomically`: the new contents are written to a temporary file beside the target and renamed over it.
 """
 

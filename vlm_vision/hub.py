@@ -99,8 +99,9 @@ def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` as indented JSON, the way transformers writes its config files."""
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    """Write `data` as indented JSON, the way transformers writes its config files, replacing `path` atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"  # before the file is opened: a bad value changes nothing
+    replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def weight_files(folder: Path, allow_pickle: bool = False) -> list[Path]:

@@ -40,7 +40,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from .augment import EmojiAugment
 from .data import CaptionRecord, ImageCaptionDataset, read_records
 from .dual_encoder import load_processor
-from .hub import default_model, resolve_checkpoint
+from .hub import default_model, resolve_checkpoint, write_json
 from .projector import FEATURE_TYPES, PROJECTOR_TYPES, Projector, ProjectorConfig
 from .train import (
     finish, init_distributed, lr_factor, optimizer_step, parse_config, process_batches, save_atomically,
@@ -357,7 +357,7 @@ def train(cfg: ProjectorTrainConfig, progress: bool = True, stop_at: int | None 
     model.eval()
     if rank == 0 and step == cfg.steps:
         model.save_pretrained(result.model_dir, save_vision=cfg.save_vision, save_language_model=cfg.train_lm)
-        (result.model_dir / TRAINING_CONFIG).write_text(json.dumps(config_dict, indent=2) + "\n")
+        write_json(result.model_dir / TRAINING_CONFIG, config_dict)
     if dist.is_initialized():
         dist.barrier()
     return result
