@@ -1,4 +1,4 @@
-"""replace_atomically: the one way checkpoints, safetensors, config JSON, the FAISS file and thumbnails are written."""
+"""replace_atomically: how checkpoints, safetensors, write_json's JSON, the FAISS file and thumbnails are written."""
 
 import json
 import stat

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
 
 from vlm_vision import train as train_module
+from vlm_vision.augment import StyleAugment
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.errors import CheckpointError
 from vlm_vision.tokenizer import train_tokenizer
@@ -229,6 +230,15 @@ def test_config_file_and_flags(tmp_path, shapes_data):
     assert parse_args(["--data", "x", "--style-augment", "--style-p", "0.8"])[0].style_p == 0.8
     with pytest.raises(SystemExit, match=r"style_p is the share of images filtered, in \[0, 1\]; got 1.5"):
         parse_args(["--data", "x", "--style-p", "1.5"])
+    with pytest.raises(SystemExit, match="style_p 0.8 sets how many images StyleAugment filters: add --style-augment"):
+        parse_args(["--data", "x", "--style-p", "0.8"])
+
+
+def test_style_p_is_the_share_the_filters_get(shapes_data, tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr(train_module, "StyleAugment", lambda **kw: made.append(kw) or StyleAugment(**kw))
+    train(tiny_config(shapes_data, tmp_path, steps=1, style_augment=True, style_p=0.8), progress=False)
+    assert made == [{"p": 0.8}]
 
 
 def test_tokenizer_training_counts_each_caption_once(tmp_path):

@@ -108,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"steps and batch_size must be at least 1, got {self.steps} and {self.batch_size}")
         if not 0 <= self.style_p <= 1:
             raise ValueError(f"style_p is the share of images filtered, in [0, 1]; got {self.style_p}")
+        if self.style_p != TrainConfig.style_p and not self.style_augment:
+            raise ValueError(f"style_p {self.style_p} sets how many images StyleAugment filters: add --style-augment")
         if self.vision_width % self.vision_heads or self.text_width % self.text_heads:
             raise ValueError("vision_width and text_width must be divisible by their head counts")
 
