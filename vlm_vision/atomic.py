@@ -1,8 +1,8 @@
 """Replacing a file so that readers see the old version or the new one, never half of one.
 
-Checkpoints, our safetensors and config JSON files (`hub.write_json`; transformers writes the tokenizer files itself),
-the photo index's FAISS file and the app's thumbnails all go through `replace_atomically`: the new contents are
-written to a temporary file beside the target and renamed over it.
+Checkpoints, our safetensors, config JSON (`hub.write_json`) and SentencePiece model files (transformers writes the
+other tokenizer files itself), the photo index's FAISS file and the app's thumbnails all go through
+`replace_atomically`: the new contents are written to a temporary file beside the target and renamed over it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ from pathlib import Path
 import sentencepiece as spm
 from transformers import SiglipTokenizer
 
+from .atomic import replace_atomically
+
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -45,7 +47,7 @@ def train_tokenizer(texts: Iterable[str], folder: str | Path, vocab_size: int = 
     )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spiece.model").write_bytes(buffer.getvalue())
+    replace_atomically(folder / "spiece.model", lambda f: f.write(buffer.getvalue()))
     tokenizer = SiglipTokenizer(str(folder / "spiece.model"), model_max_length=max_length)
     tokenizer.save_pretrained(folder)
     return tokenizer
