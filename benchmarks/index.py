@@ -5,6 +5,7 @@
     python benchmarks/index.py --part build --model b16 --dtype bfloat16 --n 96 --workers 0 1
     python benchmarks/index.py --part rescan --n 10000      # an unchanged folder
     python benchmarks/index.py --part query --n 100000      # text query latency, model loaded
+    python benchmarks/index.py --part decode --model b16    # camera-size JPEGs: reduced vs full decode
 
 The faiss part lives in index_faiss.py (its docstring describes the data and the
 timing), the others in index_pipeline.py.
@@ -22,13 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository first: `index` is the package
 from index import ann  # noqa: E402
 from index_faiss import part_faiss  # noqa: E402
-from index_pipeline import part_build, part_query, part_rescan  # noqa: E402
+from index_pipeline import part_build, part_decode, part_query, part_rescan  # noqa: E402
 
 PARTS: dict[str, Callable[[argparse.Namespace], None]] = {
     "faiss": part_faiss,
     "build": part_build,
     "rescan": part_rescan,
     "query": part_query,
+    "decode": part_decode,
 }
 
 
@@ -69,6 +71,8 @@ def main() -> None:
     pipeline.add_argument("--device", default="cpu")
     pipeline.add_argument("--workers", type=int, nargs="+", default=[1], help="build: decoding processes to try")
     pipeline.add_argument("--torch-threads", type=int, default=None)
+    pipeline.add_argument("--photo-sizes", nargs="+", default=["4000x3000", "4032x3024", "6000x4000", "4000x2250"],
+                          help="decode: camera photo sizes WIDTHxHEIGHT")
     pipeline.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "vlm-index-bench"),
                           help="where the generated photos (kept between runs) and indexes go")
     args = parser.parse_args()

@@ -2,7 +2,9 @@
 
 build: `PhotoIndex.build` over generated JPEGs against the model alone on the same images (target >= 0.9);
 rescan: an unchanged folder of N files, in process and as a whole command; query: end-to-end text search
-latency with the model loaded over N vectors (target p95 < 50 ms at 100k). Results: benchmarks/README.md.
+latency with the model loaded over N vectors (target p95 < 50 ms at 100k); decode: one camera-size JPEG read
+for the index, reduced decode (`open_image(min_side=...)`) against the full decode, time and difference.
+Results: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -35,6 +37,30 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
         ramp = np.linspace(0, 1, 320)[None, :, None] * rng.integers(-100, 100, 3)
         pixels = np.clip(base + ramp + rng.normal(0, 25, (240, 320, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(path, quality=85)
+    return paths
+
+
+def make_camera_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> list[Path]:
+    """n distinct camera-size JPEG 'photos' (quality 90): colour fields over seven octaves plus mild noise, detail
+    at every scale as in a photo, and a few MB of entropy-coded data at 12 MP where pure noise would give far more."""
+    from PIL import Image
+
+    width, height = size
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"camera_{width}x{height}_{i:03d}.jpg"
+        paths.append(path)
+        if path.exists():
+            continue
+        rng = np.random.default_rng([seed, width, height, i])
+        field = np.zeros((height, width, 3), np.float32)
+        for octave in range(7):  # 8 x 6 cells, then 16 x 12, ... 512 x 384
+            cells = rng.normal(0, 60 / (octave + 1), (6 << octave, 8 << octave, 3)).astype(np.float32)
+            for c in range(3):
+                field[..., c] += np.asarray(Image.fromarray(cells[..., c]).resize(size, Image.Resampling.BICUBIC))
+        pixels = np.clip(128 + field + rng.normal(0, 4, field.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(path, quality=90)
     return paths
 
 
@@ -198,3 +224,51 @@ def part_query(args: argparse.Namespace) -> None:
     for name, label in (("total", "search() end to end"), ("text", "of which text encoding (timed apart)")):
         values = np.array(parts[name])
         print(f"| {label} | {np.percentile(values, 50):.2f} | {np.percentile(values, 95):.2f} |")
+
+
+def part_decode(args: argparse.Namespace) -> None:
+    """One camera-size JPEG read for the index: reduced decode vs full decode, both resized for the model."""
+    import torch
+
+    from index.photos import JPEG_REDUCING_GAP
+    from vlm_vision.processor import DRAFT_SCALE, convert_to_rgb, open_image
+
+    torch.set_num_threads(1)  # one decoding process's view; the model only scores the difference
+    model = load_model(args)
+    processor = model.processor
+    min_side = JPEG_REDUCING_GAP * max(processor.size)
+    print(f"\n## decode: model {args.model or 'embedded default'} (input {processor.size[1]}x{processor.size[0]}, "
+          f"min_side {min_side}), {args.n or 8} photos per size, fastest of {args.repeats} reads each, "
+          f"load average {load_average()}")
+    print("| photo | MB | scale | full ms | reduced ms | full / reduced | pixel mean abs diff | max | "
+          "1 - embedding cosine, max |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size in args.photo_sizes:
+        width, height = (int(v) for v in size.split("x"))
+        paths = make_camera_photos(Path(args.work) / "camera", args.n or 8, (width, height))
+        times = {None: [], min_side: []}
+        pixels = {None: [], min_side: []}
+        scales = set()
+        for path in paths:
+            data = path.read_bytes()
+            for side in times:
+                best = float("inf")
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    image = open_image(path, data=data, min_side=side)
+                    resized = processor.resized(convert_to_rgb(image))
+                    best = min(best, time.perf_counter() - start)
+                times[side].append(best * 1e3)
+                pixels[side].append(torch.from_numpy(resized))
+                if side is not None:
+                    scales.add(image.info.get(DRAFT_SCALE, 1))
+        full, reduced = torch.stack(pixels[None]), torch.stack(pixels[min_side])
+        difference = (full.int() - reduced.int()).abs()
+        with torch.no_grad():
+            cosine = (model.encode_images(processor.normalize(full)) * model.encode_images(processor.normalize(reduced))
+                      ).sum(-1)
+        megabytes = np.mean([p.stat().st_size for p in paths]) / 1e6
+        ratio = np.median(times[None]) / np.median(times[min_side])
+        print(f"| {width}x{height} | {megabytes:.1f} | 1/{'/'.join(map(str, sorted(scales)))} | "
+              f"{np.median(times[None]):.1f} | {np.median(times[min_side]):.1f} | **{ratio:.2f}** | "
+              f"{difference.float().mean():.3f} | {difference.max()} | {(1 - cosine).max():.1e} |")

@@ -17,7 +17,7 @@ import torch
 from PIL import ExifTags, Image
 
 from vlm_vision.errors import ImageLoadError
-from vlm_vision.processor import ImageProcessor, convert_to_rgb, open_image
+from vlm_vision.processor import DRAFT_SCALE, ImageProcessor, convert_to_rgb, open_image
 
 from .scan import FoundFile
 
@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 # possible decompression bomb (PIL's own default limit is 89 megapixels).
 DEFAULT_MAX_PIXELS = 100_000_000
 HEIF_EXTENSIONS = (".heic", ".heif")  # AVIF is built into Pillow's wheels since 11.3
+# A JPEG may decode at 1/2, 1/4 or 1/8 of its size while both sides stay at least this many times the model's input
+# side; the resize then does the rest. Pillow's docs for `reducing_gap` (the same two-step idea in `Image.resize`
+# and `Image.thumbnail`): at 3 or more "the result is indistinguishable from fair resampling in most cases".
+JPEG_REDUCING_GAP = 3
 
 try:  # optional extra: pip install "vlm-vision[heif]"
     import pillow_heif  # type: ignore[import-not-found]
@@ -79,8 +83,10 @@ def read_photo(file: FoundFile, processor: ImageProcessor, known_hashes: frozens
     if record.hash in known_hashes:
         return record  # the index already has this content; the build copies its metadata
     try:
-        image = open_image(file.path, max_pixels, data=data)
-        record.width, record.height = image.size
+        min_side = JPEG_REDUCING_GAP * max(processor.size) if processor.do_resize else None
+        image = open_image(file.path, max_pixels, data=data, min_side=min_side)
+        scale = image.info.get(DRAFT_SCALE, 1)  # the file's own size, not the reduced decode's
+        record.width, record.height = image.width * scale, image.height * scale
         record.taken_at, record.camera = exif_fields(image)
         record.pixels = torch.from_numpy(processor.resized(convert_to_rgb(image)))  # normalized on the model's device
     except ImageLoadError as e:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,7 +22,7 @@ from index.photos import read_photo
 from index.scan import FoundFile
 from tests.photos import SAMPLES, bad_inputs, good_formats, noise_image, write_images
 from tests.test_index import assert_consistent
-from vlm_vision.processor import ImageProcessor
+from vlm_vision.processor import DRAFT_SCALE, ImageProcessor, load_image, open_image
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -102,6 +103,25 @@ def test_read_photo_reasons_for_unreadable_and_vanished_files(tmp_path, monkeypa
     monkeypatch.undo()
     path.unlink()
     assert read_photo(file, ImageProcessor()).error == "vanished before it could be read"
+
+
+def test_read_photo_decodes_a_large_jpeg_reduced_and_records_the_files_size(tmp_path, monkeypatch):
+    import index.photos as photos
+
+    path = tmp_path / "camera.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate
+    noise_image(7, size=(1024, 768)).resize((2048, 1536), Image.Resampling.BICUBIC).save(path, exif=exif, quality=90)
+    decoded = []
+    monkeypatch.setattr(photos, "open_image", lambda *a, **kw: decoded.append(open_image(*a, **kw)) or decoded[-1])
+    processor = ImageProcessor(size=(64, 64))
+
+    record = read_photo(FoundFile(str(path), path.stat().st_size, 0, 0), processor)
+
+    assert decoded[0].size == (192, 256) and decoded[0].info[DRAFT_SCALE] == 8  # 1536 / 8 = 3 * 64
+    assert (record.width, record.height) == (1536, 2048)  # the file's size, as displayed
+    full = processor.resized(load_image(path)).astype(int)
+    assert np.abs(record.pixels.numpy().astype(int) - full).mean() < 1.0  # 0.82 on this colour noise, of 255
 
 
 def test_heic_without_plugin_names_the_extra(tmp_path, monkeypatch):

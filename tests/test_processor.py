@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageOps
 from transformers import AutoImageProcessor, SiglipImageProcessorPil
 
 from vlm_vision.errors import CheckpointError, ImageLoadError
-from vlm_vision.processor import ImageProcessor, convert_to_rgb, load_image
+from vlm_vision.processor import DRAFT_SCALE, ImageProcessor, convert_to_rgb, draft_scale, load_image, open_image
 
 SIZES = [(1, 1), (3, 517), (517, 3), (225, 223), (1000, 700)]  # (width, height)
 
@@ -240,6 +240,41 @@ def test_exif_orientation_is_applied(tmp_path, ours, hf_default, orientation):
     assert np.array_equal(np.asarray(loaded), np.asarray(raw.transpose(TRANSPOSE[orientation])))
     assert load_image(raw).size == (40, 20)  # PIL images are taken as they are
     assert torch.equal(ours(path), hf_pixels(hf_default, ImageOps.exif_transpose(Image.open(path))))
+
+
+def test_draft_scale_divides_both_sides_and_keeps_min_side():
+    assert draft_scale((4000, 3000), 672) == 4  # 1/8 would leave 375 < 672
+    assert draft_scale((4032, 3024), 192) == 8
+    assert draft_scale((4000, 2250), 672) == 2  # 2250 is not a multiple of 4
+    assert draft_scale((1001, 1000), 10) == 1  # an odd side would end in a partial pixel
+    assert draft_scale((600, 400), 672) == 1
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_min_side_decodes_a_large_jpeg_reduced_and_close_to_the_full_decode(tmp_path, orientation):
+    path = tmp_path / "big.jpg"
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    photo(1600, 1200, seed=3).save(path, "JPEG", exif=exif, quality=90)
+
+    full, reduced = open_image(path), open_image(path, min_side=192)
+    turned = orientation == 6
+    assert full.size == ((1200, 1600) if turned else (1600, 1200))
+    assert reduced.size == ((300, 400) if turned else (400, 300))  # 1/4: 1/8 would leave 150 < 192
+    assert reduced.info[DRAFT_SCALE] == 4 and DRAFT_SCALE not in full.info
+    processor = ImageProcessor(size=(64, 64))
+    difference = np.abs(processor.resized(convert_to_rgb(full)).astype(int)
+                        - processor.resized(convert_to_rgb(reduced)).astype(int))
+    assert difference.mean() < 0.5 and difference.max() <= 4, (difference.mean(), difference.max())
+
+
+def test_min_side_leaves_other_formats_and_sides_it_cant_divide_alone(tmp_path):
+    png, odd = tmp_path / "big.png", tmp_path / "odd.jpg"
+    photo(1600, 1200).save(png)
+    photo(1601, 1200).save(odd, "JPEG")
+    for path in (png, odd):
+        image = open_image(path, min_side=192)
+        assert image.size == Image.open(path).size and DRAFT_SCALE not in image.info
 
 
 def test_batch_of_paths_and_pil_images(tmp_path, ours, hf_default):
