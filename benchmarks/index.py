@@ -38,7 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=sorted(PARTS), required=True)
     parser.add_argument("--n", type=int, default=None,
-                        help="vectors (faiss: 1M, query: 100k) or image files (build: 2000, rescan: 10k)")
+                        help="vectors (faiss: 1M, query: 100k) or image files (build: 2000, rescan: 10k, "
+                             "decode: 8 per size)")
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--clusters", type=int, default=None, help="default: N / 250")
     parser.add_argument("--queries", type=int, default=1000, help="held-out queries")
@@ -46,7 +47,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads to build")
     parser.add_argument("--search-threads", type=int, default=1,
                         help="faiss OpenMP threads to search (see the module docstring)")
-    parser.add_argument("--repeats", type=int, default=3, help="calls per query; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="calls per query (decode: reads per photo); the fastest counts")
     parser.add_argument("--steps", nargs="+", default=["flat", "ivf", "hnsw"], choices=["flat", "ivf", "hnsw"])
     parser.add_argument("--flat-sizes", type=int, nargs="+", default=[10_000, 30_000, 50_000, 100_000])
     parser.add_argument("--flat-queries", type=int, default=200,
@@ -63,7 +65,7 @@ def main() -> None:
     parser.add_argument("--filter-fractions", type=float, nargs="+", default=[0.001, 0.01, 0.05, 0.1, 0.5])
     parser.add_argument("--filter-queries", type=int, default=200)
     parser.add_argument("--tmp-dir", default=None, help="where write_ann/read_ann are timed")
-    pipeline = parser.add_argument_group("build, rescan and query")
+    pipeline = parser.add_argument_group("build, rescan, query and decode")
     pipeline.add_argument("--model", default=None,
                           help="SigLIP checkpoint (default: the embedded model; 'b16': random weights, B/16@224)")
     pipeline.add_argument("--batch-size", type=int, default=32)

@@ -3,7 +3,7 @@
 build: `PhotoIndex.build` over generated JPEGs against the model alone on the same images (target >= 0.9);
 rescan: an unchanged folder of N files, in process and as a whole command; query: end-to-end text search
 latency with the model loaded over N vectors (target p95 < 50 ms at 100k); decode: one camera-size JPEG read
-for the index, reduced decode (`open_image(min_side=...)`) against the full decode, time and difference.
+for the index, reduced decode (`open_image(draft_min_side=...)`) against the full decode, time and difference.
 Results: benchmarks/README.md.
 """
 
@@ -230,13 +230,13 @@ def part_decode(args: argparse.Namespace) -> None:
     """One camera-size JPEG read for the index: reduced decode vs full decode, both resized for the model."""
     import torch
 
-    from index.photos import JPEG_REDUCING_GAP
+    from index.photos import draft_min_side
     from vlm_vision.processor import DRAFT_SCALE, convert_to_rgb, open_image
 
     torch.set_num_threads(1)  # one decoding process's view; the model only scores the difference
     model = load_model(args)
     processor = model.processor
-    min_side = JPEG_REDUCING_GAP * max(processor.size)
+    min_side = draft_min_side(processor)
     print(f"\n## decode: model {args.model or 'embedded default'} (input {processor.size[1]}x{processor.size[0]}, "
           f"min_side {min_side}), {args.n or 8} photos per size, fastest of {args.repeats} reads each, "
           f"load average {load_average()}")
@@ -255,7 +255,7 @@ def part_decode(args: argparse.Namespace) -> None:
                 best = float("inf")
                 for _ in range(args.repeats):
                     start = time.perf_counter()
-                    image = open_image(path, data=data, min_side=side)
+                    image = open_image(path, data=data, draft_min_side=side)
                     resized = processor.resized(convert_to_rgb(image))
                     best = min(best, time.perf_counter() - start)
                 times[side].append(best * 1e3)

@@ -130,7 +130,7 @@ class PhotoIndex:
 
     @torch.inference_mode()
     def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Resized uint8 images (B, 3, H, W) -> embeddings (B, D); the numbers `encode_images` gives the same pixels."""
+        """Resized uint8 images (B, 3, H, W) -> embeddings (B, D), as `encode_images` gives for the same pixels."""
         model = self.model
         return model.encode_images(model.processor.normalize(pixels.to(model.device)), batch_size=len(pixels)).numpy()
 

@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 100_000_000
 HEIF_EXTENSIONS = (".heic", ".heif")  # AVIF is built into Pillow's wheels since 11.3
 # A JPEG may decode at 1/2, 1/4 or 1/8 of its size while both sides stay at least this many times the model's input
-# side; the resize then does the rest. Pillow's docs for `reducing_gap` (the same two-step idea in `Image.resize`
-# and `Image.thumbnail`): at 3 or more "the result is indistinguishable from fair resampling in most cases".
+# side; the resize then does the rest. This is what `Image.thumbnail(reducing_gap=...)` does (its first step is
+# `draft()` for JPEGs), and Pillow documents a gap of 3 or more as "indistinguishable from fair resampling in most
+# cases".
 JPEG_REDUCING_GAP = 3
 
 try:  # optional extra: pip install "vlm-vision[heif]"
@@ -83,8 +84,7 @@ def read_photo(file: FoundFile, processor: ImageProcessor, known_hashes: frozens
     if record.hash in known_hashes:
         return record  # the index already has this content; the build copies its metadata
     try:
-        min_side = JPEG_REDUCING_GAP * max(processor.size) if processor.do_resize else None
-        image = open_image(file.path, max_pixels, data=data, min_side=min_side)
+        image = open_image(file.path, max_pixels, data=data, draft_min_side=draft_min_side(processor))
         scale = image.info.get(DRAFT_SCALE, 1)  # the file's own size, not the reduced decode's
         record.width, record.height = image.width * scale, image.height * scale
         record.taken_at, record.camera = exif_fields(image)
@@ -99,6 +99,11 @@ def read_photo(file: FoundFile, processor: ImageProcessor, known_hashes: frozens
     if record.error is not None:
         record.hash = None
     return record
+
+
+def draft_min_side(processor: ImageProcessor) -> int | None:
+    """The smallest side a JPEG may be decoded down to for `processor` (None: decode in full, nothing is resized)."""
+    return JPEG_REDUCING_GAP * max(processor.size) if processor.do_resize else None
 
 
 def exif_fields(image: Image.Image) -> tuple[str | None, str | None]:

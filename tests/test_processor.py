@@ -250,31 +250,65 @@ def test_draft_scale_divides_both_sides_and_keeps_min_side():
     assert draft_scale((600, 400), 672) == 1
 
 
+def resized_difference(a: Image.Image, b: Image.Image, size: int = 64) -> np.ndarray:
+    """|a - b| per value of the two images resized by the processor, as int."""
+    processor = ImageProcessor(size=(size, size))
+    return np.abs(processor.resized(convert_to_rgb(a)).astype(int) - processor.resized(convert_to_rgb(b)).astype(int))
+
+
 @pytest.mark.parametrize("orientation", [1, 6])
-def test_min_side_decodes_a_large_jpeg_reduced_and_close_to_the_full_decode(tmp_path, orientation):
+def test_draft_min_side_decodes_a_large_jpeg_reduced_and_close_to_the_full_decode(tmp_path, orientation):
     path = tmp_path / "big.jpg"
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = orientation
     photo(1600, 1200, seed=3).save(path, "JPEG", exif=exif, quality=90)
 
-    full, reduced = open_image(path), open_image(path, min_side=192)
+    full, reduced = open_image(path), open_image(path, draft_min_side=192)
     turned = orientation == 6
     assert full.size == ((1200, 1600) if turned else (1600, 1200))
     assert reduced.size == ((300, 400) if turned else (400, 300))  # 1/4: 1/8 would leave 150 < 192
     assert reduced.info[DRAFT_SCALE] == 4 and DRAFT_SCALE not in full.info
-    processor = ImageProcessor(size=(64, 64))
-    difference = np.abs(processor.resized(convert_to_rgb(full)).astype(int)
-                        - processor.resized(convert_to_rgb(reduced)).astype(int))
+    difference = resized_difference(full, reduced)
     assert difference.mean() < 0.5 and difference.max() <= 4, (difference.mean(), difference.max())
 
 
-def test_min_side_leaves_other_formats_and_sides_it_cant_divide_alone(tmp_path):
+def save_progressive(image: Image.Image, path: Path) -> None:
+    image.save(path, "JPEG", progressive=True)
+
+
+def save_mpo(image: Image.Image, path: Path) -> None:  # a camera's multi-picture file: the first frame is read
+    image.save(path, "MPO", save_all=True, append_images=[image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+
+
+@pytest.mark.parametrize("kind", ["L", "CMYK", "progressive", "MPO"])
+def test_draft_min_side_reduces_every_kind_of_jpeg(tmp_path, kind):
+    path = tmp_path / f"{kind}.jpg"
+    image = photo(1600, 1200, seed=5)
+    if kind in ("L", "CMYK"):
+        image.convert(kind).save(path, "JPEG", quality=90)
+    else:
+        {"progressive": save_progressive, "MPO": save_mpo}[kind](image, path)
+
+    full, reduced = open_image(path), open_image(path, draft_min_side=192)
+    assert reduced.size == (400, 300) and reduced.info[DRAFT_SCALE] == 4 and reduced.mode == full.mode
+    assert resized_difference(full, reduced).mean() < 0.5
+
+
+def test_draft_min_side_leaves_other_formats_and_sides_it_cant_divide_alone(tmp_path):
     png, odd = tmp_path / "big.png", tmp_path / "odd.jpg"
     photo(1600, 1200).save(png)
     photo(1601, 1200).save(odd, "JPEG")
     for path in (png, odd):
-        image = open_image(path, min_side=192)
-        assert image.size == Image.open(path).size and DRAFT_SCALE not in image.info
+        image = open_image(path, draft_min_side=192)
+        with Image.open(path) as raw:
+            assert image.size == raw.size and DRAFT_SCALE not in image.info
+
+
+def test_max_pixels_counts_the_files_size_not_the_reduced_decode(tmp_path):
+    path = tmp_path / "big.jpg"
+    photo(1600, 1200).save(path, "JPEG")
+    with pytest.raises(ImageLoadError, match="1600x1200 = 1920000 pixels exceeds max_pixels=1000000"):
+        open_image(path, max_pixels=1_000_000, draft_min_side=192)  # reduced, it would be 400x300
 
 
 def test_batch_of_paths_and_pil_images(tmp_path, ours, hf_default):

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # PIL's own default for Image.MAX_IMAGE_PIXELS (about 0.25 GB of RGB at 24 bits per pixel).
 DEFAULT_MAX_PIXELS = 89_478_485
-# `image.info` key of an image that `open_image(min_side=...)` decoded at 1/N of its size: N.
+# `image.info` key of an image that `open_image(draft_min_side=...)` decoded at 1/N of its size: N.
 DRAFT_SCALE = "vlm_vision.draft_scale"
 CONFIG_NAME = "preprocessor_config.json"
 ImageInput = str | os.PathLike | Image.Image  # one image: a file path or a PIL image
@@ -42,16 +42,17 @@ _PLAIN_KEYS = {"resample", "rescale_factor", "do_resize", "do_rescale", "do_norm
 
 
 def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               data: bytes | None = None, *, min_side: int | None = None) -> Image.Image:
+               data: bytes | None = None, *, draft_min_side: int | None = None) -> Image.Image:
     """Open and fully decode an image file, EXIF orientation applied, in its own mode.
 
     Decoding happens here (not lazily) so that truncated or corrupt files fail at
     this line with the file's name, instead of deep inside a later resize.
     `data`, when given, is the file's content already read (the photo index reads
     each file once, to hash and decode it); `path` then only names it in errors.
-    `min_side`, when given, lets a large JPEG decode at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling,
-    `Image.draft`) while both sides stay at least `min_side`: a few times faster for camera photos, and close
-    to, not equal to, the full decode followed by a resize. `image.info[DRAFT_SCALE]` then holds the factor.
+    `draft_min_side`, when given, lets a large JPEG decode at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT
+    scaling, `Image.draft`) while both sides stay at least `draft_min_side` (see `draft_scale`): a few times
+    faster for camera photos, and close to, not equal to, the full decode followed by a resize.
+    `image.info[DRAFT_SCALE]` then holds the factor. The `max_pixels` check applies to the file's full size.
     """
     path = Path(path)
 
@@ -88,8 +89,8 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
                 f"possible decompression bomb: {image.width}x{image.height} = {pixels} pixels "
                 f"exceeds max_pixels={max_pixels}; pass a larger max_pixels if the file is trusted"
             )
-        if min_side is not None and image.format in ("JPEG", "MPO"):
-            scale = draft_scale(image.size, min_side)
+        if draft_min_side is not None and image.format in ("JPEG", "MPO"):
+            scale = draft_scale(image.size, draft_min_side)
             reduced = (image.width // scale, image.height // scale)
             if scale > 1 and image.draft(None, reduced) is not None and image.size == reduced:
                 image.info[DRAFT_SCALE] = scale  # copied onto the transposed image below
@@ -104,7 +105,8 @@ def draft_scale(size: tuple[int, int], min_side: int) -> int:
     """The largest JPEG reduction (8, 4 or 2) that divides both sides of `size` and leaves both >= `min_side`; else 1.
 
     Dividing exactly keeps the geometry exact: libjpeg gives every pixel of the smaller image the same share of
-    the original, where a partial last block would shift the later resize by a fraction of a pixel.
+    the original, where a partial last pixel would shift the later resize by a fraction of a pixel (on whichever
+    side EXIF orientation moves it to). The cost: 4000x2250 (16:9) only halves, as 2250 is not a multiple of 4.
     """
     width, height = size
     for scale in (8, 4, 2):
