@@ -234,6 +234,29 @@ def test_config_file_and_flags(tmp_path, shapes_data):
         parse_args(["--data", "x", "--style-p", "0.8"])
 
 
+@pytest.mark.parametrize("text, message", [
+    ('{"data": ["x"], "style_augment": true, "style_p": "0.8"}', "key 'style_p' must be a number, got \"0.8\""),
+    ('{"data": ["x"], "steps": true}', "key 'steps' must be a whole number, got true"),
+    ('{"data": ["x"], "steps": 7.5}', "key 'steps' must be a whole number, got 7.5"),
+    ('{"data": ["x"], "bf16": "no"}', "key 'bf16' must be true or false, got \"no\""),
+    ('{"data": [1]}', "key 'data' must be a string or a list of strings, got \\[1\\]"),
+    ('["x"]', "must hold one JSON object of TrainConfig fields, not a list"),
+    ('{"data": ["x"],}', "is not valid JSON"),
+])
+def test_config_file_errors_say_what_to_fix(tmp_path, text, message):
+    (tmp_path / "run.json").write_text(text)
+    with pytest.raises(SystemExit, match=message):
+        parse_args(["--config", str(tmp_path / "run.json")])
+
+
+def test_config_file_types(tmp_path):
+    (tmp_path / "run.json").write_text('{"data": "photos", "lr": 1, "style_augment": true, "style_p": 1}')
+    cfg, _ = parse_args(["--config", str(tmp_path / "run.json")])
+    assert (cfg.data, cfg.lr, cfg.style_p) == (("photos",), 1, 1)  # one folder; JSON's 1 is a number for float
+    with pytest.raises(SystemExit, match="can't read --config .*missing.json: No such file or directory"):
+        parse_args(["--config", str(tmp_path / "missing.json")])
+
+
 def test_style_p_is_the_share_the_filters_get(shapes_data, tmp_path, monkeypatch):
     made = []
     monkeypatch.setattr(train_module, "StyleAugment", lambda **kw: made.append(kw) or StyleAugment(**kw))

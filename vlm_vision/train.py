@@ -429,16 +429,48 @@ def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
     args = vars(parser.parse_args(argv))
     stop_at = args.pop("stop_at")
     config_file = args.pop("config")
-    values = json.loads(config_file.read_text()) if config_file else {}
-    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
-    if unknown:
-        raise SystemExit(f"error: unknown keys in --config: {sorted(unknown)}")
+    values = read_config_file(config_class, config_file) if config_file else {}
     values |= {k: v for k, v in args.items() if v is not None}
     values["data"] = tuple(values.get("data", ()))
     try:
         return config_class(**values), stop_at
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e
+
+
+# What a JSON value must be for each declared field type, and how to say it.
+_JSON_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple[str, ...]": (lambda v: isinstance(v, str) or isinstance(v, list) and all(isinstance(x, str) for x in v),
+                        "a string or a list of strings"),
+}
+
+
+def read_config_file(config_class: type[Any], file: Path) -> dict[str, Any]:
+    """The fields of a JSON --config file, each checked against its field's type; SystemExit says what to fix."""
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SystemExit(f"error: can't read --config {file}: {e.strerror or e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: --config {file} is not valid JSON: {e}") from e
+    if not isinstance(values, dict):
+        raise SystemExit(f"error: --config {file} must hold one JSON object of {config_class.__name__} fields, "
+                         f"not a {type(values).__name__}")
+    types = {f.name: f.type for f in dataclasses.fields(config_class)}
+    unknown = set(values) - set(types)
+    if unknown:
+        raise SystemExit(f"error: unknown keys in --config: {sorted(unknown)}")
+    for name, value in values.items():
+        check, wanted = _JSON_TYPES[types[name]]
+        if not check(value):
+            raise SystemExit(f"error: --config key {name!r} must be {wanted}, got {json.dumps(value)}")
+    if isinstance(values.get("data"), str):
+        values["data"] = [values["data"]]  # one caption file or folder
+    return values
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int | None]:
