@@ -1,8 +1,9 @@
 """Replacing a file so that readers see the old version or the new one, never half of one.
 
 Checkpoints, our safetensors, config JSON (`hub.write_json`) and SentencePiece model files (transformers writes the
-other tokenizer files itself), the photo index's FAISS file and the app's thumbnails all go through
-`replace_atomically`: the new contents are written to a temporary file beside the target and renamed over it.
+other tokenizer files itself), the emoji corpus's summary and attribution files, the photo index's FAISS file and the
+app's thumbnails all go through `replace_atomically`: the new contents are written to a temporary file beside the
+target and renamed over it.
 """
 
 from __future__ import annotations
@@ -51,3 +52,9 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace `path` atomically with `text` in UTF-8."""
+    data = text.encode("utf-8")
+    replace_atomically(path, lambda f: f.write(data))

@@ -26,6 +26,7 @@ from typing import Any
 
 from PIL import Image
 
+from .atomic import write_text
 from .emoji_names import (  # the parsing names are re-exported: callers import them from here
     ARTWORK,
     DEFAULT_VERSION,
@@ -274,8 +275,8 @@ def build_emoji_corpus(
 
     licences[NAMES_PACKAGE] = names_members["package/LICENSE"].decode()
     summary["licences"] = licences
-    (out / "ATTRIBUTION.md").write_text(attribution_text(styles, version, licences, ALL_ARTWORK), encoding="utf-8")
-    (out / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text(out / "ATTRIBUTION.md", attribution_text(styles, version, licences, ALL_ARTWORK))
+    write_text(out / "corpus.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -306,7 +307,7 @@ def make_eval_subset(corpus: Path, out: Path, style: str = "twitter", count: int
     _write_jsonl(staging / "captions.jsonl", chosen)
     _replace_dir(staging, out / style)
     text = attribution_text([style], manifest["version"], manifest["licences"], ALL_ARTWORK)
-    (out / "ATTRIBUTION.md").write_text(text, encoding="utf-8")
+    write_text(out / "ATTRIBUTION.md", text)
     summary = {"style": style, "images": len(chosen), "bytes": _folder_bytes(out / style)}
     logger.info("Eval subset: %s", summary)
     return summary

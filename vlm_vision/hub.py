@@ -26,7 +26,7 @@ from huggingface_hub.errors import (
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .atomic import replace_atomically
+from .atomic import replace_atomically, write_text
 from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -100,8 +100,7 @@ def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as indented JSON, the way transformers writes its config files, replacing `path` atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"  # before the file is opened: a bad value changes nothing
-    replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")  # serialised first: a bad value changes nothing
 
 
 def weight_files(folder: Path, allow_pickle: bool = False) -> list[Path]:
