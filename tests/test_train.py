@@ -21,6 +21,7 @@ from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.errors import CheckpointError
 from vlm_vision.tokenizer import train_tokenizer
 from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, train
+from vlm_vision.train_projector import ProjectorTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 20)}
@@ -252,7 +253,9 @@ def test_config_file_errors_say_what_to_fix(tmp_path, text, message):
 def test_config_file_types(tmp_path):
     (tmp_path / "run.json").write_text('{"data": "photos", "lr": 1, "style_augment": true, "style_p": 1}')
     cfg, _ = parse_args(["--config", str(tmp_path / "run.json")])
-    assert (cfg.data, cfg.lr, cfg.style_p) == (("photos",), 1, 1)  # one folder; JSON's 1 is a number for float
+    assert (cfg.data, cfg.lr, cfg.style_p) == (("photos",), 1.0, 1.0) and isinstance(cfg.lr, float)  # one folder
+    for config_class in (TrainConfig, ProjectorTrainConfig):  # every field type has a JSON check
+        assert {f.type for f in dataclasses.fields(config_class)} <= set(train_module._JSON_TYPES)
     with pytest.raises(SystemExit, match="can't read --config .*missing.json: No such file or directory"):
         parse_args(["--config", str(tmp_path / "missing.json")])
 

@@ -468,6 +468,8 @@ def read_config_file(config_class: type[Any], file: Path) -> dict[str, Any]:
         check, wanted = _JSON_TYPES[types[name]]
         if not check(value):
             raise SystemExit(f"error: --config key {name!r} must be {wanted}, got {json.dumps(value)}")
+        if types[name] == "float":
+            values[name] = float(value)  # JSON's 1 for 1.0
     if isinstance(values.get("data"), str):
         values["data"] = [values["data"]]  # one caption file or folder
     return values
