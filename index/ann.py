@@ -4,8 +4,12 @@ Vectors are float32 and L2-normalised, so inner product is cosine similarity.
 The SQLite database is the single source of truth for vectors: the FAISS index
 built here is derived from it, written to one file together with a stamp of the
 database state it was built from, and rebuilt whenever that stamp no longer
-matches or the file is damaged. That is also why HNSW's lack of `remove_ids`
-does not matter: deleting photos means rebuilding.
+matches or the file is damaged. An IVF index of the same database is updated
+instead (`update_ann`: the vectors removed since are removed, the new ones
+added to the lists the trained quantiser picks), which at 1M vectors takes
+seconds where training takes minutes; it is retrained once the number of
+vectors has moved past what its lists were sized for. HNSW can't remove ids
+and flat is cheap to build, so they are rebuilt.
 
 Index types (every number below is from `benchmarks/index.py --part faiss`,
 recorded in benchmarks/README.md, "Photo index: FAISS level"):
@@ -26,6 +30,7 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -165,15 +170,65 @@ def write_ann(index: faiss.Index, path: Path, stamp: str) -> None:
 
 def read_ann(path: Path, stamp: str) -> faiss.Index | None:
     """The index at `path` if it was written with `stamp`; None, logging why, if missing, stale or damaged."""
-    path = Path(path)
+    found = _read(Path(path), stamp.encode("utf-8"))
+    return None if found is None else found[1]
+
+
+def read_any_ann(path: Path) -> tuple[str, faiss.Index] | None:
+    """(stamp, index) of the file at `path` whatever its stamp; None, logging why, if missing or damaged."""
+    found = _read(Path(path), None)
+    return None if found is None else (found[0].decode("utf-8"), found[1])
+
+
+def _read(path: Path, stamp: bytes | None) -> tuple[bytes, faiss.Index] | None:
     try:
         with open(path, "rb") as f:
-            return _read_open(f, path, stamp.encode("utf-8"))
+            return _read_open(f, path, stamp)
     except FileNotFoundError:
         logger.info("No ANN index at %s; it will be built", path)
     except OSError as e:
         logger.warning("Can't read ANN index %s (%s); it will be rebuilt", path, e)
     return None
+
+
+def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray],
+               index_type: str = "auto") -> faiss.Index | None:
+    """`index` (IVF) brought to hold exactly `ids`, or None when rebuilding is the better choice.
+
+    Ids it holds that are not in `ids` are removed; `vectors_of(new_ids)` gives the vectors of the ids it lacks,
+    which are added. None for flat and HNSW indexes, for an `index_type` (as `build_ann` takes it) that is no
+    longer IVF, and when the ideal number of lists for len(ids) (`_ivf_nlist`) has moved past half or twice the
+    index's own: its coarse quantiser was trained for another size of collection.
+    """
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if index_type_of(index) != "ivf" or len(ids) == 0:
+        return None
+    wanted = choose_index_type(len(ids), index.d) if index_type == "auto" else index_type
+    inner = _inner(index)
+    if wanted != "ivf" or not inner.nlist / 2 <= _ivf_nlist(len(ids)) <= inner.nlist * 2:
+        return None
+    held = _ivf_ids(inner)
+    removed = np.setdiff1d(held, ids, assume_unique=True)
+    added = np.setdiff1d(ids, held, assume_unique=True)
+    if len(removed):
+        sel, _ = _selector(removed)
+        index.remove_ids(sel)
+    if len(added):
+        vectors, added = _check_vectors(vectors_of(added), added)
+        if vectors.shape[1] != index.d:
+            raise ValueError(f"vectors_of gave {vectors.shape[1]}-d vectors for a {index.d}-d index")
+        index.add_with_ids(vectors, added)
+    logger.info("Updated the IVF index: %d vectors removed, %d added, %d in all", len(removed), len(added),
+                index.ntotal)
+    return index
+
+
+def _ivf_ids(index: faiss.IndexIVF) -> np.ndarray:
+    """Every id stored in the inverted lists of `index`, sorted."""
+    lists = index.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+             for i in range(index.nlist) if lists.list_size(i)]
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
 
 
 # --- building -------------------------------------------------------------------------
@@ -335,8 +390,9 @@ def _missing(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 # --- file -----------------------------------------------------------------------------
 
 
-def _read_open(f, path: Path, stamp: bytes) -> faiss.Index | None:
-    """`read_ann` on an open file; OSError is left to the caller."""
+def _read_open(f, path: Path, stamp: bytes | None) -> tuple[bytes, faiss.Index] | None:
+    """(stamp, index) of an open file written with `stamp` (None: any); None, logging why. OSError is left to the
+    caller."""
     size = os.fstat(f.fileno()).st_size
     head = f.read(_STAMP_HEADER.size)
     if len(head) < _STAMP_HEADER.size or head[: len(_MAGIC)] != _MAGIC:
@@ -348,8 +404,9 @@ def _read_open(f, path: Path, stamp: bytes) -> faiss.Index | None:
         logger.warning("ANN index %s is truncated (%d bytes); it will be rebuilt", path, size)
         return None
     found = f.read(stamp_len)
-    if found != stamp:
-        logger.info("ANN index %s is stale (stamp %.80r, database %.80r); it will be rebuilt", path, found, stamp)
+    if stamp is not None and found != stamp:
+        logger.info("ANN index %s is stale (stamp %.80r, database %.80r); it will be updated or rebuilt",
+                    path, found, stamp)
         return None
     length, crc = _PAYLOAD_HEADER.unpack(f.read(_PAYLOAD_HEADER.size))
     if payload_at + length != size:
@@ -371,4 +428,4 @@ def _read_open(f, path: Path, stamp: bytes) -> faiss.Index | None:
     except (RuntimeError, ValueError) as e:
         logger.warning("ANN index %s can't be loaded (%s); it will be rebuilt", path, str(e).splitlines()[0])
         return None
-    return index
+    return found, index

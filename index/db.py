@@ -247,6 +247,35 @@ class Database:
         vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
         return ids, vectors, stamp
 
+    def snapshot(self):
+        """A read transaction: everything read inside it comes from one database state (and one `stamp()`)."""
+        return self.transaction(immediate=False)
+
+    @staticmethod
+    def same_database(stamp: str, other: str) -> bool:
+        """Whether two stamps come from the same database (perhaps in different states): vector ids then agree."""
+        return stamp.partition(":")[0] == other.partition(":")[0]
+
+    def vector_ids(self) -> np.ndarray:
+        """The ids of all vectors (N,) int64, ascending; inside `snapshot()` to match its stamp."""
+        rows = self.db.execute("SELECT id FROM vectors ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """The vectors (M, D) float32 of `ids`, in their order; inside `snapshot()` to match its stamp."""
+        info = self.model_info()
+        found: dict[int, bytes] = {}
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.db.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk).fetchall())
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise KeyError(f"no vector with id {missing[0]} ({len(missing)} missing)")
+        dim = info.dim if info else 0
+        return np.frombuffer(b"".join(found[i] for i in wanted), dtype=np.float32).reshape(len(wanted), dim)
+
     def vector_of(self, path: str) -> np.ndarray | None:
         row = self.db.execute(
             "SELECT v.vector FROM files f JOIN vectors v ON v.hash = f.hash WHERE f.path = ?",

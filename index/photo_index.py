@@ -170,14 +170,13 @@ class PhotoIndex:
     # -- searching ------------------------------------------------------------------------------------------
 
     def _ann_index(self, write: bool = False):
-        """The FAISS index for the current vectors: cached, read from `<db>.faiss`, or rebuilt from the database."""
+        """The FAISS index for the current vectors: cached, read from `<db>.faiss`, updated or rebuilt."""
         stamp = self.db.stamp()
         if self._ann is not None and self._ann[0] == stamp:
             return self._ann[1]
         index = ann.read_ann(self.ann_path, stamp)
         if index is None:
-            ids, vectors, stamp = self.db.vectors()
-            index = ann.build_ann(vectors, ids, self.db.setting("index_type", "auto"))
+            index, stamp = self._updated_or_built_ann()
             # Write it when we hold the build lock, or can take it: never race a running build's own write.
             lock = BuildLock(self.lock_path, "index rebuild")
             if write or lock.acquire():
@@ -187,6 +186,20 @@ class PhotoIndex:
                     lock.release()
         self._ann = (stamp, index)
         return index
+
+    def _updated_or_built_ann(self):
+        """(index, stamp): the stale `<db>.faiss` brought up to date when `ann.update_ann` can, else a new build."""
+        index_type = self.db.setting("index_type", "auto")
+        stale = ann.read_any_ann(self.ann_path)
+        if stale is not None:
+            with self.db.snapshot():
+                stamp = self.db.stamp()
+                if self.db.same_database(stale[0], stamp):
+                    index = ann.update_ann(stale[1], self.db.vector_ids(), self.db.vectors_of, index_type)
+                    if index is not None:
+                        return index, stamp
+        ids, vectors, stamp = self.db.vectors()
+        return ann.build_ann(vectors, ids, index_type), stamp
 
     def query_vector(self, text: str | Sequence[str] | None = None,
                      image: str | os.PathLike | Image.Image | None = None,

@@ -268,3 +268,41 @@ def test_valid_header_with_a_payload_faiss_cannot_read(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=ann.__name__):
         assert ann.read_ann(path, "db-v1") is None
     assert "can't be loaded" in caplog.text
+
+
+def test_update_ann_removes_and_adds_without_retraining(data):
+    base, ids, queries = data
+    index = ann.build_ann(base[:4500], ids[:4500], "ivf")
+    centroids = index.quantizer.reconstruct_n(0, index.nlist).copy()
+    keep = ids[500:]  # the first 500 go, the last 500 (not indexed yet) come
+    row = {int(i): r for r, i in enumerate(ids)}
+    asked = []
+
+    def vectors_of(new_ids: np.ndarray) -> np.ndarray:
+        asked.append(np.sort(new_ids))
+        return base[[row[int(i)] for i in new_ids]]
+
+    updated = ann.update_ann(index, keep, vectors_of, index_type="ivf")  # "auto" would pick flat at 5000 x 64
+
+    assert updated is index and updated.ntotal == len(keep)
+    np.testing.assert_array_equal(asked[0], np.sort(ids[4500:]))  # only the new vectors are read
+    np.testing.assert_array_equal(ann._ivf_ids(updated), np.sort(keep))
+    np.testing.assert_array_equal(updated.quantizer.reconstruct_n(0, updated.nlist), centroids)
+    _, found = ann.search_ann(updated, base[4500:], 1)  # each added vector finds itself
+    np.testing.assert_array_equal(found[:, 0], ids[4500:])
+    _, truth = brute_force(base[500:], keep, queries, K)
+    assert recall(ann.search_ann(updated, queries, K)[1], truth) >= 0.9
+    assert ann.update_ann(updated, keep, vectors_of, index_type="ivf") is updated and len(asked) == 1  # no change
+
+
+def test_update_ann_declines_what_a_rebuild_does_better(data, indexes):
+    base, ids, _ = data
+    never = pytest.fail  # no vectors are read when the answer is "rebuild"
+    assert ann.update_ann(indexes["flat"], ids, never) is None
+    assert ann.update_ann(indexes["hnsw"], ids, never) is None
+    ivf = ann.build_ann(base, ids, "ivf")  # 128 lists for 5000 vectors
+    assert ann.update_ann(ivf, ids, never, index_type="flat") is None  # the index type setting changed
+    assert ann.update_ann(ivf, ids, never) is None  # "auto" now picks flat for 5000 x 64
+    assert ann.update_ann(ivf, ids[:2000], never, index_type="ivf") is None  # 51 lists suit 2000: under half of 128
+    assert ann.update_ann(ivf, ids[:0], never, index_type="ivf") is None
+    assert ivf.ntotal == len(ids)  # declining changed nothing

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import IndexNotFoundError, ModelMismatchError, PhotoIndex, SchemaError
+from index import IndexedFile, IndexNotFoundError, ModelMismatchError, PhotoIndex, SchemaError
 from index import ann
 from tests.photos import SAMPLES, noise_image, write_images
 from vlm_vision.dual_encoder import DualEncoder
@@ -243,3 +243,33 @@ def test_stats_and_index_type_override(tmp_path, emoji_model):
         assert stats.last_build["added"] == 12
         with pytest.raises(ValueError, match="Unknown index type: 'annoy'"):
             index.build([SAMPLES], index_type="annoy")
+
+
+def test_stale_ivf_file_is_updated_without_retraining(tmp_path, emoji_model, monkeypatch):
+    """After a build adds and removes photos, the IVF index is brought up to date, not trained again."""
+    rng = np.random.default_rng(0)
+
+    def commit(index: PhotoIndex, numbers: range) -> None:  # synthetic photos: the vectors are what matters here
+        vectors = rng.standard_normal((len(numbers), 192)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        files = [IndexedFile(str(tmp_path / f"p{i}.jpg"), f"{i:032x}", 1, 1, 8, 8, None, None) for i in numbers]
+        index.db.commit_batch(files, {f.hash: v for f, v in zip(files, vectors)}, [])
+
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([SAMPLES], workers=0, index_type="ivf")  # 12 photos: a flat index (too few for IVF lists)
+        commit(index, range(2000))
+        index.search("warm-up")  # trains an IVF index (51 lists) on the 2,012 vectors and writes the file
+        trained = ann.read_ann(index.ann_path, index.db.stamp())
+        assert ann.index_type_of(trained) == "ivf"
+        commit(index, range(2000, 2200))
+        index.db.remove([str(tmp_path / f"p{i}.jpg") for i in range(150)])
+        monkeypatch.setattr(ann, "build_ann", pytest.fail)  # any rebuild fails the test
+
+        index.search("again")
+
+        assert_consistent(index)  # the file is fresh and holds exactly the database's 2,062 vectors
+        updated = ann.read_ann(index.ann_path, index.db.stamp())
+        assert updated.ntotal == 2062
+        np.testing.assert_array_equal(updated.quantizer.reconstruct_n(0, updated.nlist),
+                                      trained.quantizer.reconstruct_n(0, trained.nlist))
+    assert index.db.same_database("abc:1", "abc:7") and not index.db.same_database("abc:1", "abd:1")
