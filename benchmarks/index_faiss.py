@@ -351,3 +351,37 @@ def part_faiss(args: argparse.Namespace) -> None:
     for step in args.steps:
         getattr(bench, step)()
     bench.summary()
+
+
+def part_update(args: argparse.Namespace) -> None:
+    """A stale IVF index brought up to date by `update_ann` (remove and add) against `build_ann` from scratch."""
+    n = args.n
+    change = round(n * args.change)
+    faiss.omp_set_num_threads(args.threads)
+    base, queries = synthetic_embeddings(n + change, args.queries, args.dim, args.clusters or n // 250, args.seed)
+    ids = np.arange(n + change, dtype=np.int64)  # rows n.. are the photos added since the index was built
+    removed = np.random.default_rng([args.seed, 3]).choice(n, size=change, replace=False)
+    now = np.setdiff1d(ids, removed)
+    print(f"faiss {faiss.__version__}, {os.cpu_count()} CPUs, faiss threads {args.threads}; {datetime.date.today()}, "
+          f"load average {load_average()}; N {n:,} x {args.dim}, {change:,} removed and {change:,} added",
+          flush=True)
+    start = time.perf_counter()
+    index = ann.build_ann(base[:n], ids[:n], "ivf")
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    updated = ann.update_ann(index, now, lambda new: base[new], "ivf")
+    update = time.perf_counter() - start
+    assert updated is not None and updated.ntotal == len(now)
+    start = time.perf_counter()
+    rebuilt = ann.build_ann(base[now], now, "ivf")
+    rebuild = time.perf_counter() - start
+    truth = now[exact_neighbours(queries, base[now], 10)]
+    faiss.omp_set_num_threads(args.search_threads)
+    print("| index | seconds | recall@10 (nprobe 32) |")
+    print("|---|---|---|")
+    print(f"| built on the first {n:,} (before the change) | {built:.1f} | - |")
+    for name, seconds, result in (("`update_ann` of that index", update, updated),
+                                  ("`build_ann` from scratch on the changed set", rebuild, rebuilt)):
+        found = ann.search_ann(result, queries, 10)[1]
+        print(f"| {name} | **{seconds:.2f}** | {recall_at_k(found, truth):.3f} |")
+    print(f"rebuild / update: {rebuild / update:.0f}x")
