@@ -64,6 +64,10 @@ IVF_NPROBE = 32
 IVF_MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample per list (faiss suggests 39 to 256); 256k vectors at 1M
 IVF_MIN_LISTS = 8  # below this an IVF index is a slower flat index: build flat instead
+# `update_ann` keeps a trained IVF index while the ideal list count for the current size is within this factor
+# of its own: sqrt(2), as lists grow with sqrt(N), is twice or half the vectors it was trained on. (Measured: 1%
+# removed and 1% added at 1M; how recall drifts up to the edges is not.)
+UPDATE_NLIST_RATIO = math.sqrt(2)
 
 # HNSW (not chosen by "auto": at 1M it takes 4.3x IVF's memory and 2x its build
 # time). M 32, efConstruction 40: at 1M 3.35 GB, 273 s build; efSearch 128 gave
@@ -96,6 +100,13 @@ def choose_index_type(n: int, dim: int = 768) -> str:
     if n < 0:
         raise ValueError(f"Number of vectors must be >= 0, got {n}")
     return "flat" if n * dim <= FLAT_MAX_N * 768 else "ivf"
+
+
+def resolved_index_type(index_type: str, n: int, dim: int) -> str:
+    """The type of index `build_ann` makes of n vectors of `dim` for `index_type` ("auto" or one of INDEX_TYPES)."""
+    if index_type == "auto":
+        index_type = choose_index_type(n, dim)
+    return "flat" if index_type == "ivf" and _ivf_nlist(n) < IVF_MIN_LISTS else index_type
 
 
 def build_ann(vectors: np.ndarray, ids: np.ndarray, index_type: str = "auto") -> faiss.Index:
@@ -174,16 +185,16 @@ def read_ann(path: Path, stamp: str) -> faiss.Index | None:
     return None if found is None else found[1]
 
 
-def read_any_ann(path: Path) -> tuple[str, faiss.Index] | None:
-    """(stamp, index) of the file at `path` whatever its stamp; None, logging why, if missing or damaged."""
-    found = _read(Path(path), None)
-    return None if found is None else (found[0].decode("utf-8"), found[1])
+def read_stale_ann(path: Path, accept: Callable[[str], bool]) -> faiss.Index | None:
+    """The index at `path` if `accept(its stamp)`, checked before the payload is read; else None (logged)."""
+    found = _read(Path(path), lambda stamp: accept(stamp.decode("utf-8", errors="replace")))
+    return None if found is None else found[1]
 
 
-def _read(path: Path, stamp: bytes | None) -> tuple[bytes, faiss.Index] | None:
+def _read(path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[bytes, faiss.Index] | None:
     try:
         with open(path, "rb") as f:
-            return _read_open(f, path, stamp)
+            return _read_open(f, path, accept)
     except FileNotFoundError:
         logger.info("No ANN index at %s; it will be built", path)
     except OSError as e:
@@ -197,26 +208,28 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
 
     Ids it holds that are not in `ids` are removed; `vectors_of(new_ids)` gives the vectors of the ids it lacks,
     which are added. None for flat and HNSW indexes, for an `index_type` (as `build_ann` takes it) that is no
-    longer IVF, and when the ideal number of lists for len(ids) (`_ivf_nlist`) has moved past half or twice the
-    index's own: its coarse quantiser was trained for another size of collection.
+    longer IVF, and when the ideal number of lists for len(ids) (`_ivf_nlist`) is more than `UPDATE_NLIST_RATIO`
+    times off the index's own (the collection has about doubled or halved since the quantiser was trained).
     """
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if index_type_of(index) != "ivf" or len(ids) == 0:
         return None
-    wanted = choose_index_type(len(ids), index.d) if index_type == "auto" else index_type
-    inner = _inner(index)
-    if wanted != "ivf" or not inner.nlist / 2 <= _ivf_nlist(len(ids)) <= inner.nlist * 2:
+    inner, nlist = _inner(index), _ivf_nlist(len(ids))
+    if resolved_index_type(index_type, len(ids), index.d) != "ivf" or not (
+            inner.nlist / UPDATE_NLIST_RATIO <= nlist <= inner.nlist * UPDATE_NLIST_RATIO):
         return None
     held = _ivf_ids(inner)
     removed = np.setdiff1d(held, ids, assume_unique=True)
     added = np.setdiff1d(ids, held, assume_unique=True)
-    if len(removed):
-        sel, _ = _selector(removed)
-        index.remove_ids(sel)
-    if len(added):
+    vectors = None
+    if len(added):  # read and checked before the index changes: a ValueError leaves it as it was
         vectors, added = _check_vectors(vectors_of(added), added)
         if vectors.shape[1] != index.d:
             raise ValueError(f"vectors_of gave {vectors.shape[1]}-d vectors for a {index.d}-d index")
+    if len(removed):
+        sel, _ = _selector(removed)
+        index.remove_ids(sel)
+    if vectors is not None:
         index.add_with_ids(vectors, added)
     logger.info("Updated the IVF index: %d vectors removed, %d added, %d in all", len(removed), len(added),
                 index.ntotal)
@@ -390,9 +403,9 @@ def _missing(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 # --- file -----------------------------------------------------------------------------
 
 
-def _read_open(f, path: Path, stamp: bytes | None) -> tuple[bytes, faiss.Index] | None:
-    """(stamp, index) of an open file written with `stamp` (None: any); None, logging why. OSError is left to the
-    caller."""
+def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[bytes, faiss.Index] | None:
+    """(stamp, index) of an open file whose stamp is `accept` (or passes it); None, logging why. OSError is left
+    to the caller."""
     size = os.fstat(f.fileno()).st_size
     head = f.read(_STAMP_HEADER.size)
     if len(head) < _STAMP_HEADER.size or head[: len(_MAGIC)] != _MAGIC:
@@ -404,9 +417,13 @@ def _read_open(f, path: Path, stamp: bytes | None) -> tuple[bytes, faiss.Index] 
         logger.warning("ANN index %s is truncated (%d bytes); it will be rebuilt", path, size)
         return None
     found = f.read(stamp_len)
-    if stamp is not None and found != stamp:
+    if callable(accept):
+        if not accept(found):
+            logger.info("ANN index %s (stamp %.80r) can't be updated; it will be rebuilt", path, found)
+            return None
+    elif found != accept:
         logger.info("ANN index %s is stale (stamp %.80r, database %.80r); it will be updated or rebuilt",
-                    path, found, stamp)
+                    path, found, accept)
         return None
     length, crc = _PAYLOAD_HEADER.unpack(f.read(_PAYLOAD_HEADER.size))
     if payload_at + length != size:

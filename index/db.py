@@ -8,9 +8,10 @@ Paths under the database's own folder are stored relative to it, so a photo
 folder that holds its index (`--db ~/Photos/.vlm-index.db`) can be moved or
 copied as a whole. Other paths are stored absolute.
 
-Tables (schema version 1):
-    meta      key -> value: schema version, database id, vectors version, model name/revision/dim/probe
-    vectors   one row per distinct file content: id (the FAISS id), hash, float32 vector
+Tables (schema version 2):
+    meta      key -> value: schema version, database id, vectors version, model name/revision/dim/probe,
+              next vector id, the vectors version since which ids are never reused
+    vectors   one row per distinct file content: id (the FAISS id, never reused), hash, float32 vector
     files     one row per indexed path: hash (-> vectors), size, mtime_ns, width, height, taken_at, camera
     skipped   one row per file the build could not take, with the reason
     roots     folders that were built
@@ -35,7 +36,7 @@ from .errors import IndexNotFoundError, SchemaError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,19 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
             END""")
 
 
+def _migrate_to_2(db: sqlite_utils.Database) -> None:
+    """Vector ids are never reused from now on, so that a FAISS file's id still names the same content later.
+
+    SQLite gives a new row max(id) + 1, which reuses the id of a deleted newest vector. `commit_batch` now takes ids
+    from `next_vector_id`; `ids_unique_since` is the vectors_version from which that holds (FAISS files written
+    before it are rebuilt, never updated).
+    """
+    db.execute("INSERT INTO meta VALUES ('next_vector_id', (SELECT COALESCE(MAX(id), 0) + 1 FROM vectors))")
+    db.execute("INSERT INTO meta SELECT 'ids_unique_since', value FROM meta WHERE key = 'vectors_version'")
+
+
 # Step-by-step migrations: MIGRATIONS[v] takes a database at version v - 1 to version v.
-MIGRATIONS = {1: _migrate_to_1}
+MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2}
 
 
 class Database:
@@ -251,10 +263,12 @@ class Database:
         """A read transaction: everything read inside it comes from one database state (and one `stamp()`)."""
         return self.transaction(immediate=False)
 
-    @staticmethod
-    def same_database(stamp: str, other: str) -> bool:
-        """Whether two stamps come from the same database (perhaps in different states): vector ids then agree."""
-        return stamp.partition(":")[0] == other.partition(":")[0]
+    def can_update_from(self, stamp: str) -> bool:
+        """Whether a FAISS file written at `stamp` may be updated to the current state: the same database, and
+        written since vector ids stopped being reused (schema 2), so every id it holds still names its content."""
+        database, _, version = stamp.partition(":")
+        return (database == self._meta("database_id") and version.isdigit()
+                and int(version) >= int(self._meta("ids_unique_since")))
 
     def vector_ids(self) -> np.ndarray:
         """The ids of all vectors (N,) int64, ascending; inside `snapshot()` to match its stamp."""
@@ -262,7 +276,9 @@ class Database:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
-        """The vectors (M, D) float32 of `ids`, in their order; inside `snapshot()` to match its stamp."""
+        """The vectors (M, D) float32 of `ids`, in their order; inside `snapshot()` to match its stamp.
+
+        Raises ValueError naming an id that has no vector (outside a snapshot, a build may have removed it)."""
         info = self.model_info()
         found: dict[int, bytes] = {}
         wanted = [int(i) for i in ids]
@@ -272,7 +288,7 @@ class Database:
             found.update(self.db.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk).fetchall())
         missing = [i for i in wanted if i not in found]
         if missing:
-            raise KeyError(f"no vector with id {missing[0]} ({len(missing)} missing)")
+            raise ValueError(f"no vector with id {missing[0]} ({len(missing)} missing)")
         dim = info.dim if info else 0
         return np.frombuffer(b"".join(found[i] for i in wanted), dtype=np.float32).reshape(len(wanted), dim)
 
@@ -337,8 +353,11 @@ class Database:
         with self.transaction():
             old = self._hashes_of([f.path for f in files] + [s.path for s in skipped])
             for h, vector in vectors.items():
-                self.db.execute("INSERT OR IGNORE INTO vectors (hash, vector) VALUES (?, ?)",
-                                [h, np.ascontiguousarray(vector, dtype=np.float32).tobytes()])
+                next_id = int(self._meta("next_vector_id"))  # never max(id) + 1: that can be a deleted row's id
+                inserted = self.db.execute("INSERT OR IGNORE INTO vectors (id, hash, vector) VALUES (?, ?, ?)",
+                                           [next_id, h, np.ascontiguousarray(vector, dtype=np.float32).tobytes()])
+                if inserted.rowcount:
+                    self.db.execute("UPDATE meta SET value = ? WHERE key = 'next_vector_id'", [str(next_id + 1)])
             for f in files:
                 self.db.execute(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

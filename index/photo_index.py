@@ -171,10 +171,16 @@ class PhotoIndex:
 
     def _ann_index(self, write: bool = False):
         """The FAISS index for the current vectors: cached, read from `<db>.faiss`, updated or rebuilt."""
-        stamp = self.db.stamp()
-        if self._ann is not None and self._ann[0] == stamp:
+        stamp, index_type = self.db.stamp(), self.db.setting("index_type", "auto")
+
+        def fits(index) -> bool:  # `build(index_type=...)` may change the setting, not the vectors (and stamp)
+            return ann.index_type_of(index) == ann.resolved_index_type(index_type, index.ntotal, index.d)
+
+        if self._ann is not None and self._ann[0] == stamp and fits(self._ann[1]):
             return self._ann[1]
         index = ann.read_ann(self.ann_path, stamp)
+        if index is not None and not fits(index):
+            index = None
         if index is None:
             index, stamp = self._updated_or_built_ann()
             # Write it when we hold the build lock, or can take it: never race a running build's own write.
@@ -190,14 +196,19 @@ class PhotoIndex:
     def _updated_or_built_ann(self):
         """(index, stamp): the stale `<db>.faiss` brought up to date when `ann.update_ann` can, else a new build."""
         index_type = self.db.setting("index_type", "auto")
-        stale = ann.read_any_ann(self.ann_path)
-        if stale is not None:
-            with self.db.snapshot():
+        if index_type in ("auto", "ivf"):  # only an IVF index is ever updated
+            with self.db.snapshot():  # the ids, their vectors and the stamp come from one state
                 stamp = self.db.stamp()
-                if self.db.same_database(stale[0], stamp):
-                    index = ann.update_ann(stale[1], self.db.vector_ids(), self.db.vectors_of, index_type)
+                stale = ann.read_stale_ann(self.ann_path, self.db.can_update_from)
+                if stale is not None:
+                    try:
+                        index = ann.update_ann(stale, self.db.vector_ids(), self.db.vectors_of, index_type)
+                    except (RuntimeError, ValueError) as e:  # faiss, or vectors that don't fit: rebuild instead
+                        logger.warning("Can't update the ANN index %s (%s); rebuilding it", self.ann_path, e)
+                        index = None
                     if index is not None:
                         return index, stamp
+                    del stale  # before the rebuild allocates its own
         ids, vectors, stamp = self.db.vectors()
         return ann.build_ann(vectors, ids, index_type), stamp
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,9 @@ def test_stats_and_index_type_override(tmp_path, emoji_model):
         assert stats.last_build["added"] == 12
         with pytest.raises(ValueError, match="Unknown index type: 'annoy'"):
             index.build([SAMPLES], index_type="annoy")
+        index.build([SAMPLES], workers=0, index_type="flat")  # nothing changed but the setting
+        assert index.stats().index_type == "flat"
+        assert ann.index_type_of(ann.read_ann(index.ann_path, index.db.stamp())) == "flat"
 
 
 def test_stale_ivf_file_is_updated_without_retraining(tmp_path, emoji_model, monkeypatch):
@@ -272,4 +276,36 @@ def test_stale_ivf_file_is_updated_without_retraining(tmp_path, emoji_model, mon
         assert updated.ntotal == 2062
         np.testing.assert_array_equal(updated.quantizer.reconstruct_n(0, updated.nlist),
                                       trained.quantizer.reconstruct_n(0, trained.nlist))
-    assert index.db.same_database("abc:1", "abc:7") and not index.db.same_database("abc:1", "abd:1")
+
+
+
+def test_vector_ids_are_never_reused(tmp_path, emoji_model):
+    """A FAISS file updated in place trusts that an id it holds still names the same content."""
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([SAMPLES], workers=0)
+        newest = int(index.db.vector_ids().max())
+        newest_path = next(p for (p,) in index.db.db.execute(
+            "SELECT f.path FROM files f JOIN vectors v ON v.hash = f.hash WHERE v.id = ?", [newest]))
+        index.db.remove([index.db.to_absolute(newest_path)])  # SQLite alone would hand its id out again
+        new = IndexedFile(str(tmp_path / "new.jpg"), "f" * 32, 1, 1, 8, 8, None, None)
+        index.db.commit_batch([new], {new.hash: np.ones(192, dtype=np.float32) / np.sqrt(192)}, [])
+        assert int(index.db.vector_ids().max()) == newest + 1
+        stamp = index.db.stamp()
+        assert index.db.can_update_from(stamp) and not index.db.can_update_from("another-database" + stamp[32:])
+
+
+def test_schema_1_database_is_migrated_and_its_old_faiss_files_are_not_updated(tmp_path, emoji_model):
+    db_path = tmp_path / "index.db"
+    with open_index(db_path, emoji_model) as index:
+        index.build([SAMPLES], workers=0)
+        old_stamp = index.db.stamp()
+    conn = sqlite3.connect(db_path)  # back to schema 1, as a database written by the previous version
+    conn.execute("DELETE FROM meta WHERE key IN ('next_vector_id', 'ids_unique_since')")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with PhotoIndex(db_path, emoji_model) as index:
+        assert index.db.schema_version() == 2
+        assert index.db._meta("next_vector_id") == str(int(index.db.vector_ids().max()) + 1)
+        assert index.db.can_update_from(index.db.stamp())
+        assert not index.db.can_update_from(old_stamp.rsplit(":", 1)[0] + ":0")  # written before the migration

@@ -240,7 +240,10 @@ def test_config_file_and_flags(tmp_path, shapes_data):
     ('{"data": ["x"], "steps": true}', "key 'steps' must be a whole number, got true"),
     ('{"data": ["x"], "steps": 7.5}', "key 'steps' must be a whole number, got 7.5"),
     ('{"data": ["x"], "bf16": "no"}', "key 'bf16' must be true or false, got \"no\""),
-    ('{"data": [1]}', "key 'data' must be a string or a list of strings, got \\[1\\]"),
+    ('{"data": [1]}', "key 'data' must be a non-empty string or a list of them, got \\[1\\]"),
+    ('{"data": ""}', "key 'data' must be a non-empty string or a list of them, got \"\""),
+    ('{"data": ["x"], "lr": NaN}', "not valid JSON: NaN is not a number a config can use"),
+    ('{"data": ["x"], "lr": 1' + "0" * 400 + '}', "key 'lr' is too large for a float"),
     ('["x"]', "must hold one JSON object of TrainConfig fields, not a list"),
     ('{"data": ["x"],}', "is not valid JSON"),
 ])

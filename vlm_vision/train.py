@@ -444,18 +444,21 @@ _JSON_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
     "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
     "str": (lambda v: isinstance(v, str), "a string"),
-    "tuple[str, ...]": (lambda v: isinstance(v, str) or isinstance(v, list) and all(isinstance(x, str) for x in v),
-                        "a string or a list of strings"),
+    "tuple[str, ...]": (lambda v: isinstance(v, str) and v != "" or isinstance(v, list) and all(
+        isinstance(x, str) and x != "" for x in v), "a non-empty string or a list of them"),
 }
 
 
 def read_config_file(config_class: type[Any], file: Path) -> dict[str, Any]:
     """The fields of a JSON --config file, each checked against its field's type; SystemExit says what to fix."""
+    def no_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a number a config can use")
+
     try:
-        values = json.loads(file.read_text(encoding="utf-8"))
+        values = json.loads(file.read_text(encoding="utf-8"), parse_constant=no_constant)  # NaN, Infinity
     except OSError as e:
         raise SystemExit(f"error: can't read --config {file}: {e.strerror or e}") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
         raise SystemExit(f"error: --config {file} is not valid JSON: {e}") from e
     if not isinstance(values, dict):
         raise SystemExit(f"error: --config {file} must hold one JSON object of {config_class.__name__} fields, "
@@ -469,7 +472,10 @@ def read_config_file(config_class: type[Any], file: Path) -> dict[str, Any]:
         if not check(value):
             raise SystemExit(f"error: --config key {name!r} must be {wanted}, got {json.dumps(value)}")
         if types[name] == "float":
-            values[name] = float(value)  # JSON's 1 for 1.0
+            try:
+                values[name] = float(value)  # JSON's 1 for 1.0
+            except OverflowError:
+                raise SystemExit(f"error: --config key {name!r} is too large for a float: {value}") from None
     if isinstance(values.get("data"), str):
         values["data"] = [values["data"]]  # one caption file or folder
     return values
