@@ -354,8 +354,9 @@ class Database:
             old = self._hashes_of([f.path for f in files] + [s.path for s in skipped])
             for h, vector in vectors.items():
                 next_id = int(self._meta("next_vector_id"))  # never max(id) + 1: that can be a deleted row's id
-                inserted = self.db.execute("INSERT OR IGNORE INTO vectors (id, hash, vector) VALUES (?, ?, ?)",
-                                           [next_id, h, np.ascontiguousarray(vector, dtype=np.float32).tobytes()])
+                inserted = self.db.execute(  # known content is skipped; a clash of ids would raise, not vanish
+                    "INSERT INTO vectors (id, hash, vector) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+                    [next_id, h, np.ascontiguousarray(vector, dtype=np.float32).tobytes()])
                 if inserted.rowcount:
                     self.db.execute("UPDATE meta SET value = ? WHERE key = 'next_vector_id'", [str(next_id + 1)])
             for f in files:
