@@ -12,9 +12,12 @@ from pathlib import Path
 from PIL import Image
 
 from vlm_vision.atomic import replace_atomically
-from vlm_vision.processor import load_image
+from vlm_vision.processor import convert_to_rgb, open_image
 
 THUMBNAIL_SIZE = 320  # longest side, pixels
+# A camera JPEG decodes at 1/2, 1/4 or 1/8 while its shorter side stays at least twice the thumbnail's longest:
+# 4000x3000 at 1/4 (1000x750) for a 320x240 thumbnail, a reduction gap of about 3 (see index.photos).
+DRAFT_SIDES = 2
 
 
 def default_thumbnail_dir() -> Path:
@@ -33,7 +36,7 @@ class ThumbnailCache:
     def get(self, path: str, content_hash: str) -> Path:
         target = self.folder / f"{content_hash}-{self.size}.jpg"
         if not target.exists():
-            image = load_image(path)  # EXIF orientation applied, transparency onto white
+            image = convert_to_rgb(open_image(path, draft_min_side=DRAFT_SIDES * self.size))  # EXIF orientation
             image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
             # Two requests racing both write whole files. Owner-only: these are pictures of someone's photos.
             replace_atomically(target, lambda f: image.save(f, "JPEG", quality=85), mode=0o600)

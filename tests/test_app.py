@@ -7,12 +7,13 @@ import socket
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
 from app.backend import Backend, UserError, split_labels
 from index import PhotoIndex
-from tests.photos import SAMPLES, write_images
+from tests.photos import SAMPLES, noise_image, write_images
 
 
 def free_port() -> int:
@@ -177,6 +178,30 @@ def test_gradio_client_search_and_classify(server):
         client.predict(handle_file(__file__), "cat", "{}", api_name="/classify")
     with pytest.raises(Exception, match="at least one label"):
         client.predict(handle_file(str(SAMPLES / "pizza.png")), " ", "{}", api_name="/classify")
+
+
+def test_thumbnail_of_a_camera_jpeg_is_decoded_reduced_and_matches_the_full_decode(tmp_path, monkeypatch):
+    import app.thumbnails as thumbnails
+    from vlm_vision.processor import load_image, open_image
+
+    path = tmp_path / "camera.jpg"
+    noise_image(3, size=(400, 300)).resize((4000, 3000), Image.Resampling.BICUBIC).save(path, quality=90)
+    decoded = []
+
+    def recording_open_image(*args, **kwargs):
+        decoded.append(open_image(*args, **kwargs))
+        return decoded[-1]
+
+    monkeypatch.setattr(thumbnails, "open_image", recording_open_image)
+    made = thumbnails.ThumbnailCache(tmp_path / "thumbnails").get(str(path), "abc")
+    full = load_image(path)
+    full.thumbnail((320, 320), Image.Resampling.LANCZOS)
+    full.save(tmp_path / "full.jpg", "JPEG", quality=85)  # what the thumbnail was before reduced decoding
+    pixels = {name: np.asarray(Image.open(file).convert("RGB"), dtype=int)
+              for name, file in (("ours", made), ("before", tmp_path / "full.jpg"))}
+    assert decoded[0].size == (1000, 750) and pixels["ours"].shape == (240, 320, 3)
+    error = {name: np.abs(p - np.asarray(full, dtype=int)).mean() for name, p in pixels.items()}
+    assert error["ours"] <= 1.05 * error["before"], error  # JPEG's own loss dwarfs the reduced decode's (0.45)
 
 
 def test_only_thumbnails_and_samples_are_served(server, photos):
