@@ -181,17 +181,15 @@ def write_ann(index: faiss.Index, path: Path, stamp: str) -> None:
 
 def read_ann(path: Path, stamp: str) -> faiss.Index | None:
     """The index at `path` if it was written with `stamp`; None, logging why, if missing, stale or damaged."""
-    found = _read(Path(path), stamp.encode("utf-8"))
-    return None if found is None else found[1]
+    return _read(Path(path), stamp.encode("utf-8"))
 
 
 def read_stale_ann(path: Path, accept: Callable[[str], bool]) -> faiss.Index | None:
     """The index at `path` if `accept(its stamp)`, checked before the payload is read; else None (logged)."""
-    found = _read(Path(path), lambda stamp: accept(stamp.decode("utf-8", errors="replace")))
-    return None if found is None else found[1]
+    return _read(Path(path), lambda stamp: accept(stamp.decode("utf-8", errors="replace")))
 
 
-def _read(path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[bytes, faiss.Index] | None:
+def _read(path: Path, accept: bytes | Callable[[bytes], bool]) -> faiss.Index | None:
     try:
         with open(path, "rb") as f:
             return _read_open(f, path, accept)
@@ -403,9 +401,9 @@ def _missing(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 # --- file -----------------------------------------------------------------------------
 
 
-def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[bytes, faiss.Index] | None:
-    """(stamp, index) of an open file whose stamp is `accept` (or passes it); None, logging why. OSError is left
-    to the caller."""
+def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> faiss.Index | None:
+    """The index in an open file whose stamp is `accept` (or passes it); None, logging why. OSError is left to
+    the caller."""
     size = os.fstat(f.fileno()).st_size
     head = f.read(_STAMP_HEADER.size)
     if len(head) < _STAMP_HEADER.size or head[: len(_MAGIC)] != _MAGIC:
@@ -445,4 +443,4 @@ def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[
     except (RuntimeError, ValueError) as e:
         logger.warning("ANN index %s can't be loaded (%s); it will be rebuilt", path, str(e).splitlines()[0])
         return None
-    return found, index
+    return index

@@ -253,11 +253,13 @@ class Database:
         with self.transaction(immediate=False):
             stamp = self.stamp()
             rows = self.db.execute("SELECT id, vector FROM vectors ORDER BY id").fetchall()
-        info = self.model_info()
-        dim = info.dim if info else 0
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        return ids, vectors, stamp
+        return ids, self._matrix([r[1] for r in rows]), stamp
+
+    def _matrix(self, blobs: Sequence[bytes]) -> np.ndarray:
+        """Stored vectors (float32 bytes) as one (N, D) array, D the model's embedding size."""
+        info = self.model_info()
+        return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), info.dim if info else 0)
 
     def snapshot(self):
         """A read transaction: everything read inside it comes from one database state (and one `stamp()`)."""
@@ -279,7 +281,6 @@ class Database:
         """The vectors (M, D) float32 of `ids`, in their order; inside `snapshot()` to match its stamp.
 
         Raises ValueError naming an id that has no vector (outside a snapshot, a build may have removed it)."""
-        info = self.model_info()
         found: dict[int, bytes] = {}
         wanted = [int(i) for i in ids]
         for start in range(0, len(wanted), 500):
@@ -289,8 +290,7 @@ class Database:
         missing = [i for i in wanted if i not in found]
         if missing:
             raise ValueError(f"no vector with id {missing[0]} ({len(missing)} missing)")
-        dim = info.dim if info else 0
-        return np.frombuffer(b"".join(found[i] for i in wanted), dtype=np.float32).reshape(len(wanted), dim)
+        return self._matrix([found[i] for i in wanted])
 
     def vector_of(self, path: str) -> np.ndarray | None:
         row = self.db.execute(
@@ -352,13 +352,14 @@ class Database:
         now = _now()
         with self.transaction():
             old = self._hashes_of([f.path for f in files] + [s.path for s in skipped])
+            next_id = first_id = int(self._meta("next_vector_id"))  # never max(id) + 1: a deleted row's id
             for h, vector in vectors.items():
-                next_id = int(self._meta("next_vector_id"))  # never max(id) + 1: that can be a deleted row's id
                 inserted = self.db.execute(  # known content is skipped; a clash of ids would raise, not vanish
                     "INSERT INTO vectors (id, hash, vector) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING",
                     [next_id, h, np.ascontiguousarray(vector, dtype=np.float32).tobytes()])
-                if inserted.rowcount:
-                    self.db.execute("UPDATE meta SET value = ? WHERE key = 'next_vector_id'", [str(next_id + 1)])
+                next_id += inserted.rowcount
+            if next_id != first_id:
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'next_vector_id'", [str(next_id)])
             for f in files:
                 self.db.execute(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

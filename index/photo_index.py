@@ -182,7 +182,7 @@ class PhotoIndex:
         if index is not None and not fits(index):
             index = None
         if index is None:
-            index, stamp = self._updated_or_built_ann()
+            index, stamp = self._updated_or_built_ann(index_type)
             # Write it when we hold the build lock, or can take it: never race a running build's own write.
             lock = BuildLock(self.lock_path, "index rebuild")
             if write or lock.acquire():
@@ -193,9 +193,8 @@ class PhotoIndex:
         self._ann = (stamp, index)
         return index
 
-    def _updated_or_built_ann(self):
+    def _updated_or_built_ann(self, index_type: str):
         """(index, stamp): the stale `<db>.faiss` brought up to date when `ann.update_ann` can, else a new build."""
-        index_type = self.db.setting("index_type", "auto")
         if index_type in ("auto", "ivf"):  # only an IVF index is ever updated
             with self.db.snapshot():  # the ids, their vectors and the stamp come from one state
                 stamp = self.db.stamp()
