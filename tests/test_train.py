@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
 
+from vlm_vision import cli_config
 from vlm_vision import train as train_module
 from vlm_vision.augment import StyleAugment
 from vlm_vision.dual_encoder import DualEncoder
@@ -258,7 +259,7 @@ def test_config_file_types(tmp_path):
     cfg, _ = parse_args(["--config", str(tmp_path / "run.json")])
     assert (cfg.data, cfg.lr, cfg.style_p) == (("photos",), 1.0, 1.0) and isinstance(cfg.lr, float)  # one folder
     for config_class in (TrainConfig, ProjectorTrainConfig):  # every field type has a JSON check
-        assert {f.type for f in dataclasses.fields(config_class)} <= set(train_module._JSON_TYPES)
+        assert {f.type for f in dataclasses.fields(config_class)} <= set(cli_config._JSON_TYPES)
     with pytest.raises(SystemExit, match="can't read --config .*missing.json: No such file or directory"):
         parse_args(["--config", str(tmp_path / "missing.json")])
 

@@ -21,10 +21,8 @@ workers would starve a GPU.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -46,6 +44,7 @@ from . import losses
 from .atomic import replace_atomically
 from .config import VisionConfig
 from .augment import EmojiAugment, StyleAugment
+from .cli_config import parse_config
 from .data import ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
 from .dual_encoder import DualEncoder, token_ids
 from .errors import CheckpointError
@@ -405,80 +404,6 @@ def _collate(items: list[tuple[Any, str]],
     """(the items' first parts collated: pixels, or (indices, thetas, styles) when preloaded; captions or token ids)."""
     captions = [caption for _, caption in items]
     return default_collate([inputs for inputs, _ in items]), tokenize(captions) if tokenize else captions
-
-
-def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
-                 description: str | None) -> tuple[Any, int | None]:
-    """(a config dataclass from an optional JSON --config file overridden by flags named after its fields, --stop-at).
-
-    Fields typed `bool` become --x/--no-x, `int` and `float` are parsed as such, a field named
-    `data` takes one or more values; every other field is a string.
-    """
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help=f"JSON file with {config_class.__name__} fields")
-    parser.add_argument("--stop-at", type=int, help="end this run after this step (resume later)")
-    for f in dataclasses.fields(config_class):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "data":
-            parser.add_argument(flag, nargs="+", default=None, help="caption files or class folders")
-        elif f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            parser.add_argument(flag, type={"int": int, "float": float}.get(f.type, str), default=None)
-    args = vars(parser.parse_args(argv))
-    stop_at = args.pop("stop_at")
-    config_file = args.pop("config")
-    values = read_config_file(config_class, config_file) if config_file else {}
-    values |= {k: v for k, v in args.items() if v is not None}
-    values["data"] = tuple(values.get("data", ()))
-    try:
-        return config_class(**values), stop_at
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from e
-
-
-# What a JSON value must be for each declared field type, and how to say it.
-_JSON_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "bool": (lambda v: isinstance(v, bool), "true or false"),
-    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
-    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
-    "str": (lambda v: isinstance(v, str), "a string"),
-    "tuple[str, ...]": (lambda v: isinstance(v, str) and v != "" or isinstance(v, list) and all(
-        isinstance(x, str) and x != "" for x in v), "a non-empty string or a list of them"),
-}
-
-
-def read_config_file(config_class: type[Any], file: Path) -> dict[str, Any]:
-    """The fields of a JSON --config file, each checked against its field's type; SystemExit says what to fix."""
-    def no_constant(name: str) -> None:
-        raise ValueError(f"{name} is not a number a config can use")
-
-    try:
-        values = json.loads(file.read_text(encoding="utf-8"), parse_constant=no_constant)  # NaN, Infinity
-    except OSError as e:
-        raise SystemExit(f"error: can't read --config {file}: {e.strerror or e}") from e
-    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
-        raise SystemExit(f"error: --config {file} is not valid JSON: {e}") from e
-    if not isinstance(values, dict):
-        raise SystemExit(f"error: --config {file} must hold one JSON object of {config_class.__name__} fields, "
-                         f"not a {type(values).__name__}")
-    types = {f.name: f.type for f in dataclasses.fields(config_class)}
-    unknown = set(values) - set(types)
-    if unknown:
-        raise SystemExit(f"error: unknown keys in --config: {sorted(unknown)}")
-    for name, value in values.items():
-        check, wanted = _JSON_TYPES[types[name]]
-        if not check(value):
-            raise SystemExit(f"error: --config key {name!r} must be {wanted}, got {json.dumps(value)}")
-        if types[name] == "float":
-            try:
-                values[name] = float(value)  # JSON's 1 for 1.0
-            except OverflowError:
-                raise SystemExit(f"error: --config key {name!r} is too large for a float: {value}") from None
-    if isinstance(values.get("data"), str):
-        values["data"] = [values["data"]]  # one caption file or folder
-    return values
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int | None]:

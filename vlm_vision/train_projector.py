@@ -38,12 +38,13 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from .augment import EmojiAugment
+from .cli_config import parse_config
 from .data import CaptionRecord, ImageCaptionDataset, read_records
 from .dual_encoder import load_processor
 from .hub import default_model, resolve_checkpoint, write_json
 from .projector import FEATURE_TYPES, PROJECTOR_TYPES, Projector, ProjectorConfig
 from .train import (
-    finish, init_distributed, lr_factor, optimizer_step, parse_config, process_batches, save_atomically,
+    finish, init_distributed, lr_factor, optimizer_step, process_batches, save_atomically,
 )
 from .vision_transformer import VisionTransformer
 from .vlm import IGNORE_INDEX, VisionLanguageModel
