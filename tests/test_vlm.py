@@ -247,3 +247,40 @@ def test_save_and_load_give_equal_logits(tmp_path, umask_022):
     save_file(wrong_shape, tmp_path / "whole" / PROJECTOR_WEIGHTS)
     with pytest.raises(CheckpointError, match=r"proj.weight: checkpoint \(64, 3\) vs model \(64, 256\)"):
         VisionLanguageModel.from_pretrained(tmp_path / "whole")
+
+
+@torch.no_grad()
+def test_relative_references_load_from_any_directory_and_move_with_the_parts(tmp_path, monkeypatch):
+    tokenizer = tiny_tokenizer(image_token=None)
+    parts = tmp_path / "project"
+    parts.mkdir()
+    monkeypatch.chdir(parts)  # the tower and the LM are named relative to the working directory
+    tiny_llama(tokenizer).save_pretrained("lm")
+    torch.manual_seed(0)
+    VisionTransformer(VisionConfig(**TINY_VISION)).save_pretrained("tower")
+    lm = AutoModelForCausalLM.from_pretrained("lm").eval()
+    projector = Projector(ProjectorConfig(kind="mlp2x_gelu", vision_dim=64, lm_dim=64))
+    vlm = VisionLanguageModel(VisionTransformer.from_pretrained("tower"), projector, lm, tokenizer,
+                              ImageProcessor(size=(32, 32)), vision_name_or_path="tower").eval()
+    batch = vlm.prepare_inputs(torch.randn(2, 3, 32, 32), ["caption:", "what is this ?"], CAPTIONS[:2])
+    expected = vlm(**batch).logits
+    vlm.save_pretrained("runs/vlm")
+    saved = json.loads((parts / "runs" / "vlm" / CONFIG_NAME).read_text())
+    assert (saved["vision"], saved["language_model"]) == ("../../tower", "../../lm")  # as seen from the folder
+
+    monkeypatch.chdir(tmp_path)  # elsewhere, then with the whole project moved
+    for moved in (False, True):
+        if moved:
+            parts = parts.rename(tmp_path / "moved")
+        loaded = VisionLanguageModel.from_pretrained(parts / "runs" / "vlm")
+        torch.testing.assert_close(loaded(**batch).logits, expected, rtol=0, atol=0)
+    loaded.save_pretrained(tmp_path / "again")  # saved again elsewhere: the references follow
+    saved = json.loads((tmp_path / "again" / CONFIG_NAME).read_text())
+    assert (saved["vision"], saved["language_model"]) == ("../moved/tower", "../moved/lm")
+    torch.testing.assert_close(VisionLanguageModel.from_pretrained(tmp_path / "again")(**batch).logits, expected,
+                               rtol=0, atol=0)
+
+    older = saved | {"vision": "moved/tower", "language_model": "moved/lm"}  # configs from before: cwd-relative
+    (tmp_path / "moved" / "runs" / "vlm" / CONFIG_NAME).write_text(json.dumps(older))
+    loaded = VisionLanguageModel.from_pretrained(tmp_path / "moved" / "runs" / "vlm")
+    torch.testing.assert_close(loaded(**batch).logits, expected, rtol=0, atol=0)

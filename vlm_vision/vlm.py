@@ -12,6 +12,7 @@ tower and the LM, which are written alongside only when asked (after training th
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,9 @@ class VisionLanguageModel(nn.Module):
 
         The vision tower and the LM are referred to by name or path; they are written into
         `folder/vision` and `folder/language_model` when asked (after training them) or when
-        there is no name to refer to.
+        there is no name to refer to. A relative local path is written relative to `folder`, so
+        the two load from any working directory and can move together; absolute paths and hub
+        names are written as they are.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -239,8 +242,8 @@ class VisionLanguageModel(nn.Module):
         write_json(folder / CONFIG_NAME, {
             "format_version": 1,
             "projector": self.projector.config.to_dict(),
-            "vision": str(vision_ref) if vision_ref is not None else None,  # None: in folder/vision
-            "language_model": str(lm_ref) if lm_ref is not None else None,  # None: in folder/language_model
+            "vision": _reference(vision_ref, folder),  # None: in folder/vision
+            "language_model": _reference(lm_ref, folder),  # None: in folder/language_model
             "image_token": self.image_token,
         })
 
@@ -255,9 +258,9 @@ class VisionLanguageModel(nn.Module):
             raise CheckpointError(f"No {CONFIG_NAME} in {folder}: not a folder written by "
                                   f"VisionLanguageModel.save_pretrained")
         dtype = as_dtype(dtype) or torch.float32
-        vision = VisionTransformer.from_pretrained(raw["vision"] or folder / "vision", dtype, device)
-        language_model = AutoModelForCausalLM.from_pretrained(raw["language_model"] or folder / "language_model",
-                                                              dtype=dtype)
+        vision_ref, lm_ref = _resolve(raw["vision"], folder), _resolve(raw["language_model"], folder)
+        vision = VisionTransformer.from_pretrained(vision_ref or folder / "vision", dtype, device)
+        language_model = AutoModelForCausalLM.from_pretrained(lm_ref or folder / "language_model", dtype=dtype)
         if raw["language_model"] is None:
             language_model.config.name_or_path = ""  # saving again elsewhere writes it again, keeping folders whole
         projector = Projector(ProjectorConfig.from_dict(raw["projector"]))
@@ -269,8 +272,36 @@ class VisionLanguageModel(nn.Module):
             raise CheckpointError(mismatch_message([], [], wrong, state, what="projector"))
         projector.load_state_dict(state, strict=True)
         model = cls(vision, projector, language_model, AutoTokenizer.from_pretrained(folder / "tokenizer"),
-                    ImageProcessor.from_pretrained(folder), raw["image_token"], vision_name_or_path=raw["vision"])
+                    ImageProcessor.from_pretrained(folder), raw["image_token"], vision_name_or_path=vision_ref)
         return model.to(device=device, dtype=dtype).eval()
+
+
+def _reference(name_or_path: str | os.PathLike | None, folder: Path) -> str | None:
+    """How the config in `folder` names a part it doesn't hold: a relative local path as seen from `folder`."""
+    if name_or_path is None:
+        return None
+    path = Path(name_or_path)
+    if path.is_absolute() or not path.exists():
+        return str(name_or_path)  # an absolute path, or a hub name (or a path that is gone): as given
+    try:
+        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+    except ValueError:  # on another Windows drive there is no relative path
+        return str(path.resolve())
+
+
+def _resolve(reference: str | None, folder: Path) -> str | None:
+    """A part's name in a saved config: a path relative to `folder` where one exists there (how save_pretrained
+    writes local paths), otherwise as written (a hub name or an absolute path; folders written before references
+    were made relative name paths relative to the working directory).
+
+    A relative reference stays relative (now to the working directory), so saving the model again elsewhere
+    writes it relative to the new folder."""
+    if reference is None or Path(reference).is_absolute() or not (folder / reference).exists():
+        return reference
+    try:
+        return os.path.relpath((folder / reference).resolve())
+    except ValueError:  # the working directory is on another Windows drive
+        return str((folder / reference).resolve())
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
