@@ -13,6 +13,20 @@ from PIL import Image
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
+def record_open_image(monkeypatch, module) -> list[Image.Image]:
+    """Make `module.open_image` append every image it returns to the list returned (what a reader decoded)."""
+    from vlm_vision.processor import open_image
+
+    decoded = []
+
+    def recording_open_image(*args, **kwargs):
+        decoded.append(open_image(*args, **kwargs))
+        return decoded[-1]
+
+    monkeypatch.setattr(module, "open_image", recording_open_image)
+    return decoded
+
+
 def noise_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
     """A distinct RGB image per seed: a colour gradient plus noise, so every file's content differs."""
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from app.backend import Backend, UserError, split_labels
 from index import PhotoIndex
-from tests.photos import SAMPLES, noise_image, write_images
+from tests.photos import SAMPLES, noise_image, record_open_image, write_images
 
 
 def free_port() -> int:
@@ -182,17 +182,11 @@ def test_gradio_client_search_and_classify(server):
 
 def test_thumbnail_of_a_camera_jpeg_is_decoded_reduced_and_matches_the_full_decode(tmp_path, monkeypatch):
     import app.thumbnails as thumbnails
-    from vlm_vision.processor import load_image, open_image
+    from vlm_vision.processor import load_image
 
     path = tmp_path / "camera.jpg"
     noise_image(3, size=(400, 300)).resize((4000, 3000), Image.Resampling.BICUBIC).save(path, quality=90)
-    decoded = []
-
-    def recording_open_image(*args, **kwargs):
-        decoded.append(open_image(*args, **kwargs))
-        return decoded[-1]
-
-    monkeypatch.setattr(thumbnails, "open_image", recording_open_image)
+    decoded = record_open_image(monkeypatch, thumbnails)
     made = thumbnails.ThumbnailCache(tmp_path / "thumbnails").get(str(path), "abc")
     full = load_image(path)
     full.thumbnail((320, 320), Image.Resampling.LANCZOS)

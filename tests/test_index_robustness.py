@@ -20,9 +20,9 @@ from index import BuildLockedError, PhotoIndex
 from index.__main__ import build_parser
 from index.photos import read_photo
 from index.scan import FoundFile
-from tests.photos import SAMPLES, bad_inputs, good_formats, noise_image, write_images
+from tests.photos import SAMPLES, bad_inputs, good_formats, noise_image, record_open_image, write_images
 from tests.test_index import assert_consistent
-from vlm_vision.processor import DRAFT_SCALE, ImageProcessor, load_image, open_image
+from vlm_vision.processor import DRAFT_SCALE, ImageProcessor, load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -113,13 +113,7 @@ def test_read_photo_decodes_a_large_jpeg_reduced_and_records_the_files_size(tmp_
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = 6  # rotate
     noise_image(7, size=(1024, 768)).resize((2048, 1536), Image.Resampling.BICUBIC).save(path, exif=exif, quality=90)
-    decoded = []
-
-    def recording_open_image(*args, **kwargs):
-        decoded.append(open_image(*args, **kwargs))
-        return decoded[-1]
-
-    monkeypatch.setattr(photos, "open_image", recording_open_image)
+    decoded = record_open_image(monkeypatch, photos)
     processor = ImageProcessor(size=(64, 64), do_resize=do_resize)
 
     record = read_photo(FoundFile(str(path), path.stat().st_size, 0, 0), processor)
