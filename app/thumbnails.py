@@ -29,8 +29,7 @@ class ThumbnailCache:
     """`get(path, content_hash)` returns a JPEG thumbnail's path, creating it on first use."""
 
     def __init__(self, folder: Path, size: int = THUMBNAIL_SIZE) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(folder)  # made on the first thumbnail: an app that shows none leaves no folder behind
         self.size = size
 
     def get(self, path: str, content_hash: str) -> Path:
@@ -38,6 +37,7 @@ class ThumbnailCache:
         if not target.exists():
             image = convert_to_rgb(open_image(path, draft_min_side=DRAFT_SIDES * self.size))  # EXIF orientation
             image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
+            self.folder.mkdir(parents=True, exist_ok=True)
             # Two requests racing both write whole files. Owner-only: these are pictures of someone's photos.
             replace_atomically(target, lambda f: image.save(f, "JPEG", quality=85), mode=0o600)
         return target

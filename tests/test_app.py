@@ -219,7 +219,7 @@ def test_upload_size_is_bounded(server, tmp_path):
         Client(server, verbose=False).predict(handle_file(str(big)), "cat", "{}", api_name="/classify")
 
 
-def test_cli_help_and_exposed_host_warning(capsys, monkeypatch):
+def test_cli_help_and_exposed_host_warning(capsys, monkeypatch, tmp_path):
     import gradio as gr
 
     from app.__main__ import build_parser, main
@@ -229,7 +229,8 @@ def test_cli_help_and_exposed_host_warning(capsys, monkeypatch):
     assert "python -m app" in capsys.readouterr().out
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw))
-    assert main(["--index", str(SAMPLES.parent / "none.db"), "--host", "0.0.0.0", "--port", "7999"]) == 0
+    assert main(["--index", str(tmp_path / "none.db"), "--host", "0.0.0.0", "--port", "7999"]) == 0
+    assert list(tmp_path.iterdir()) == []  # no index there: nothing is created beside the path
     err = capsys.readouterr().err
     assert "WARNING: binding 0.0.0.0" in err and "no --auth" in err
     assert launched["server_name"] == "0.0.0.0" and launched["share"] is False
