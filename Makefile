@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# Where pip reads PyPI, Linux gets the CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU one.
+TORCH_INDEX ?=
 BIN := $(VENV)/bin
 
 .PHONY: setup test app demo bench clean
@@ -12,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
