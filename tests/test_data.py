@@ -137,6 +137,32 @@ def test_jsonl_errors_name_file_and_line(tmp_path, line, message):
         read_records(file)
 
 
+def test_cluster_field_from_jsonl_and_csv_and_its_errors(tmp_path):
+    a, b = png(tmp_path / "a.png"), png(tmp_path / "b.png")
+    jsonl = write(tmp_path / "d.jsonl", json.dumps({"path": "a.png", "caption": "x", "subcategory": " face "}) + "\n"
+                  + json.dumps({"path": "b.png", "caption": "y", "subcategory": 7}) + "\n")
+    assert [r.cluster for r in read_records(jsonl, cluster_field="subcategory")] == ["face", "7"]
+    assert [r.cluster for r in read_records(jsonl)] == [None, None]  # read only when asked for
+    csv_file = write(tmp_path / "d.csv", "path,caption,group\na.png,x,hands\nb.png,y,faces\n")
+    assert read_records(csv_file, cluster_field="group") == [CaptionRecord(a, "x", cluster="hands"),
+                                                            CaptionRecord(b, "y", cluster="faces")]
+
+    with pytest.raises(ValueError, match=r"d\.csv:1: missing column\(s\) kind; .* and 'kind' \(the cluster field\)"):
+        read_records(csv_file, cluster_field="kind")
+    blank = write(tmp_path / "blank.csv", "path,caption,group\na.png,x, \n")
+    with pytest.raises(ValueError, match=r"blank\.csv:2: 'group' must be a non-empty string for every record"):
+        read_records(blank, cluster_field="group")
+    for value in ("missing", None, True, ["face"]):
+        item = {"path": "a.png", "caption": "x"} | ({} if value == "missing" else {"subcategory": value})
+        bad = write(tmp_path / "bad.jsonl", json.dumps(item) + "\n")
+        with pytest.raises(ValueError, match=r"bad\.jsonl:1: 'subcategory' must be a non-empty string"):
+            read_records(bad, cluster_field="subcategory")
+    (tmp_path / "folder" / "cat").mkdir(parents=True)
+    png(tmp_path / "folder" / "cat" / "c.png")
+    with pytest.raises(ValueError, match=r"names a column of a \.csv or \.jsonl dataset; .* is a folder"):
+        read_records(tmp_path / "folder", cluster_field="subcategory")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # read_records: class folders, and errors common to all sources
 # ---------------------------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def shapes_data(tmp_path_factory) -> Path:
                 name = f"{colour}_{shape}_{copy}.png"
                 image.save(root / name)
                 rows.append({"path": name, "captions": [f"a {colour} {shape}", f"{colour} {shape}"],
-                             "label": f"{colour} {shape}"})
+                             "label": f"{colour} {shape}", "shape": shape})
     (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root / "captions.jsonl"
 
@@ -98,6 +98,28 @@ def test_distinct_caption_batches_keep_a_caption_out_of_its_own_batch():
     # A group larger than the number of batches can't be split up: its extra records top batches up.
     crowded = epoch_batches(20, 4, seed=0, epoch=0, groups=["same"] * 12 + list("abcdefgh"))
     assert len(crowded) == 5 and all(len(b) == 4 for b in crowded) and len(set(sum(crowded, []))) == 20
+
+
+def test_cluster_batches_hold_whole_clusters_of_distinct_captions():
+    """Three styles of 128 emoji in 8 clusters of 16: each pass of 128 records fills 4 batches of exactly 2 clusters."""
+    groups = [f"emoji {k % 128}" for k in range(384)]
+    clusters = [f"cluster {k % 128 // 16}" for k in range(384)]
+    pairs = set()
+    for epoch in range(3):
+        batches = epoch_batches(384, 32, seed=0, epoch=epoch, groups=groups, clusters=clusters)
+        assert len(batches) == 12 and len(set(sum(batches, []))) == 384  # every record once
+        for batch in batches:
+            assert len({groups[i] for i in batch}) == 32  # no caption twice
+            held = sorted({clusters[i] for i in batch})
+            assert len(held) == 2 and sorted(clusters[i] for i in batch) == sorted(held * 16)  # whole clusters
+            pairs.add(tuple(held))
+        assert batches == epoch_batches(384, 32, seed=0, epoch=epoch, groups=groups, clusters=clusters)  # resume
+        plain = epoch_batches(384, 32, seed=0, epoch=epoch, groups=groups)
+        assert min(len({clusters[i] for i in b}) for b in plain) >= 6  # without clusters: mixed
+    assert len(pairs) > 12  # each pass draws its own order of clusters
+    # Without groups every record is its own group: one pass, cut into runs of clusters.
+    alone = epoch_batches(384, 64, seed=0, epoch=0, clusters=clusters)
+    assert len(set(sum(alone, []))) == 384 and max(len({clusters[i] for i in b}) for b in alone) <= 2
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["decoded", "preloaded"])
@@ -269,6 +291,22 @@ def test_style_p_is_the_share_the_filters_get(shapes_data, tmp_path, monkeypatch
     monkeypatch.setattr(train_module, "StyleAugment", lambda **kw: made.append(kw) or StyleAugment(**kw))
     train(tiny_config(shapes_data, tmp_path, steps=1, style_augment=True, style_p=0.8), progress=False)
     assert made == [{"p": 0.8}]
+
+
+def test_cluster_field_batches_the_records_by_its_clusters(shapes_data, tmp_path, monkeypatch):
+    calls = []
+
+    def spy(*args):
+        calls.append(args)
+        return epoch_batches(*args)
+
+    monkeypatch.setattr(train_module, "epoch_batches", spy)
+    train(tiny_config(shapes_data, tmp_path, steps=2, cluster_field="shape", distinct_captions=True), progress=False)
+    *_, groups, clusters = calls[0]
+    rows = [json.loads(line) for line in shapes_data.read_text().splitlines()]
+    assert clusters == [row["shape"] for row in rows] and groups == [row["captions"][0] for row in rows]
+    batch = spy(*calls[0])[0]  # 8 records of 32: two whole shapes, one record of each colour
+    assert sorted(clusters[i] for i in batch) in ([a] * 4 + [b] * 4 for a in SHAPES for b in SHAPES)
 
 
 def test_tokenizer_training_counts_each_caption_once(tmp_path):

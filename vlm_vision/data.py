@@ -20,7 +20,7 @@ import logging
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class CaptionRecord:
     caption: str  # the main caption (the first of `captions`)
     label: str | None = None  # class name, for zero-shot evaluation and per-class statistics
     alt_captions: tuple[str, ...] = ()  # more captions of the same image; training draws one per epoch
+    cluster: str | None = None  # what it looks like (e.g. its emoji subcategory): training can batch clusters
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -74,7 +75,8 @@ class CaptionRecord:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def read_records(source: str | os.PathLike, template: str = DEFAULT_TEMPLATE) -> list[CaptionRecord]:
+def read_records(source: str | os.PathLike, template: str = DEFAULT_TEMPLATE,
+                 cluster_field: str | None = None) -> list[CaptionRecord]:
     """Read a dataset from a `.csv` file, a `.jsonl` file or a class-per-folder tree.
 
     - CSV: header with `path` and `caption` columns (`label` used if present, other columns
@@ -85,6 +87,9 @@ def read_records(source: str | os.PathLike, template: str = DEFAULT_TEMPLATE) ->
     - Folder: `root/<class>/**/*.png|jpg|...`; the class name with `_` and `-` turned into
       spaces is the label, and `template.format(label)` the caption. `template` is used only here.
 
+    `cluster_field` names a JSONL key or CSV column that every record must fill: its value becomes the
+    record's `cluster` (a folder dataset has none to give).
+
     Relative paths in CSV and JSONL files are relative to the file's folder. Raises ValueError
     (file and line named) for malformed rows, MissingImagesError when referenced images are
     absent, and ValueError for a dataset with no images.
@@ -93,11 +98,14 @@ def read_records(source: str | os.PathLike, template: str = DEFAULT_TEMPLATE) ->
     if not source.exists():
         raise FileNotFoundError(f"Dataset source {str(source)!r} doesn't exist: give a .csv, a .jsonl or a folder")
     if source.is_dir():
+        if cluster_field:
+            raise ValueError(f"cluster_field {cluster_field!r} names a column of a .csv or .jsonl dataset; "
+                             f"{str(source)!r} is a folder: list its images in a .jsonl file with that key")
         records = _read_folder(source, template)
     elif source.suffix.lower() == ".csv":
-        records = _read_csv(source)
+        records = _read_csv(source, cluster_field)
     elif source.suffix.lower() == ".jsonl":
-        records = _read_jsonl(source)
+        records = _read_jsonl(source, cluster_field)
     else:
         raise ValueError(
             f"Unsupported dataset source {str(source)!r}: give a .csv file, a .jsonl file, "
@@ -117,16 +125,27 @@ def _resolve(path_text: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _read_csv(file: Path) -> list[CaptionRecord]:
+def _cluster(value: object, cluster_field: str | None, where: str) -> str | None:
+    """The record's cluster: the `cluster_field` value, a non-empty string (or number) that every record needs."""
+    if not cluster_field:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise ValueError(f"{where}: {cluster_field!r} must be a non-empty string for every record (the cluster "
+                         f"batches are made of), got {value!r}")
+    return str(value).strip()
+
+
+def _read_csv(file: Path, cluster_field: str | None = None) -> list[CaptionRecord]:
     # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark.
     with open(file, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
-        missing = [name for name in ("path", "caption") if name not in columns]
+        missing = [name for name in ("path", "caption", cluster_field) if name and name not in columns]
         if missing:
             raise ValueError(
                 f"{file}:1: missing column(s) {', '.join(missing)}; the header must name 'path' and "
-                f"'caption' (and optionally 'label'), found {columns}"
+                f"'caption'{f' and {cluster_field!r} (the cluster field)' if cluster_field else ''} (and optionally "
+                f"'label'), found {columns}"
             )
         records = []
         for row in reader:
@@ -138,11 +157,12 @@ def _read_csv(file: Path) -> list[CaptionRecord]:
             if not caption:
                 raise ValueError(f"{where}: empty 'caption' for {path_text!r}; every image needs a caption")
             label = (row.get("label") or "").strip() or None
-            records.append(CaptionRecord(_resolve(path_text, file.parent), caption, label))
+            cluster = _cluster(row.get(cluster_field), cluster_field, where)
+            records.append(CaptionRecord(_resolve(path_text, file.parent), caption, label, cluster=cluster))
     return records
 
 
-def _read_jsonl(file: Path) -> list[CaptionRecord]:
+def _read_jsonl(file: Path, cluster_field: str | None = None) -> list[CaptionRecord]:
     records = []
     with open(file, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -155,7 +175,10 @@ def _read_jsonl(file: Path) -> list[CaptionRecord]:
                 raise ValueError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from e
             if not isinstance(item, dict):
                 raise ValueError(f"{where}: expected a JSON object, got {type(item).__name__}")
-            records.append(_record_from_json(item, file.parent, where))
+            record = _record_from_json(item, file.parent, where)
+            if cluster_field:
+                record = replace(record, cluster=_cluster(item.get(cluster_field), cluster_field, where))
+            records.append(record)
     return records
 
 

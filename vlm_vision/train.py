@@ -90,6 +90,7 @@ class TrainConfig:
     style_augment: bool = False  # also StyleAugment: blur, downscale, thin outlines or median on some images
     style_p: float = 0.5  # with style_augment: the share of images that get a filter
     distinct_captions: bool = False  # keep images with the same main caption out of each other's batches
+    cluster_field: str = ""  # a JSONL key or CSV column (e.g. "subcategory"): batches of whole clusters, hard negatives
     preload: bool = False  # decode every image into memory once, augment batches on the device (small-image corpora)
     workers: int = 2  # DataLoader worker processes
     seed: int = 0
@@ -141,7 +142,8 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def epoch_batches(
-    n: int, batch_size: int, seed: int, epoch: int, groups: Sequence[Hashable] | None = None
+    n: int, batch_size: int, seed: int, epoch: int, groups: Sequence[Hashable] | None = None,
+    clusters: Sequence[Hashable] | None = None,
 ) -> list[list[int]]:
     """The global batches of one epoch: a seeded permutation, cut into n // batch_size full batches.
 
@@ -150,9 +152,27 @@ def epoch_batches(
     as a negative): the records are ordered group by group, groups in random order, and dealt
     round-robin, so a group's records land in different batches. Only a group larger than the
     number of batches shares one.
+
+    With `clusters` (one key per record, e.g. its emoji subcategory), batches hold whole clusters,
+    so look-alike classes ("man firefighter", "woman firefighter") meet as each other's negatives
+    instead of in about batch_size / classes of batches. The epoch is taken in passes, each with
+    one record of every group (of every record without `groups`); a pass is ordered cluster by
+    cluster, clusters in a random order of its own, and cut into consecutive batches. A batch that
+    straddles two passes may hold one group twice.
     """
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
     count = n // batch_size
+    if clusters is not None:
+        passes: dict[Hashable, int] = {}  # records of each group met so far
+        rank: dict[tuple[int, Hashable], int] = {}  # (pass, cluster) -> its place in that pass
+        key: dict[int, tuple[int, int]] = {}
+        for position, index in enumerate(order):
+            group = groups[index] if groups is not None else index
+            pass_number = passes[group] = passes.get(group, -1) + 1
+            cluster_rank = rank.setdefault((pass_number, clusters[index]), len(rank))
+            key[index] = (pass_number, cluster_rank, position)
+        order = sorted(order, key=key.__getitem__)
+        return [order[i * batch_size: (i + 1) * batch_size] for i in range(count)]
     if groups is not None:
         rank: dict[Hashable, int] = {}
         for index in order:
@@ -291,7 +311,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
             raise ValueError(f"{checkpoint} was trained with --{key} {state['config'].get(key, '')!r}, this run "
                              f"has {getattr(cfg, key)!r}: resume with the same --{key}, or pass a new --out")
     pretrained = load_init(cfg) if cfg.init else None  # before reading the data: a wrong --init fails at once
-    records = [r for source in cfg.data for r in read_records(source, template=cfg.template)]
+    records = [r for source in cfg.data
+               for r in read_records(source, template=cfg.template, cluster_field=cfg.cluster_field or None)]
     if pretrained is not None and not cfg.tokenizer:  # its own: its token embeddings are indexed by that vocabulary
         tokenizer = pretrained.tokenizer
     else:
@@ -337,9 +358,10 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     last = min(cfg.steps, stop_at or cfg.steps)
     if step < last:
         groups = [r.caption for r in records] if cfg.distinct_captions else None
+        clusters = [r.cluster for r in records] if cfg.cluster_field else None
         tokenize = functools.partial(token_ids, tokenizer, context_length=cfg.context_length)
         for inputs, input_ids in process_batches(dataset, len(records), cfg.batch_size, cfg.seed, step, rank,
-                                                 world, cfg.workers, groups, tokenize):
+                                                 world, cfg.workers, groups, tokenize, clusters):
             with autocast:
                 image, text = ddp(dataset.pixels(inputs, device), input_ids.to(device))
             loss = contrastive_loss(cfg, model, image.float(), text.float())
@@ -373,6 +395,7 @@ def process_batches(dataset: ImageCaptionDataset, num_records: int, batch_size: 
                     rank: int, world: int, workers: int,
                     groups: Sequence[Hashable] | None = None,
                     tokenize: Callable[[list[str]], torch.Tensor] | None = None,
+                    clusters: Sequence[Hashable] | None = None,
                     ) -> Iterator[tuple[Any, list[str] | torch.Tensor]]:
     """This process's share of every global batch from `step` on, epoch after epoch, without end.
 
@@ -389,7 +412,7 @@ def process_batches(dataset: ImageCaptionDataset, num_records: int, batch_size: 
     def batches() -> Iterator[list[tuple[int, int]]]:
         epoch, offset = divmod(step, per_epoch)
         while True:
-            for batch in epoch_batches(num_records, batch_size, seed, epoch, groups)[offset:]:
+            for batch in epoch_batches(num_records, batch_size, seed, epoch, groups, clusters)[offset:]:
                 yield [(epoch, index) for index in batch[rank * local: (rank + 1) * local]]
             epoch, offset = epoch + 1, 0
 
