@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -9,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from PIL import ExifTags, Image
 
 from index import BuildLockedError, PhotoIndex
 from index.__main__ import build_parser
+from index.lock import BuildLock
 from index.photos import read_photo
 from index.scan import FoundFile
 from tests.photos import SAMPLES, bad_inputs, good_formats, noise_image, record_open_image, write_images
@@ -202,6 +205,51 @@ def test_search_during_a_build_and_the_lock_against_a_second(tmp_path):
     with PhotoIndex(db) as index:
         assert index.db.count("files") == 1012
         assert_consistent(index)
+
+
+class FakeMsvcrt:
+    """Windows' byte-range locks as `msvcrt.locking` takes them: per handle, from the handle's file position."""
+
+    LK_UNLCK, LK_NBLCK = 0, 2
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[int, int], int] = {}  # (file, offset) -> the handle holding it
+
+    def locking(self, fd: int, mode: int, nbytes: int) -> None:
+        assert nbytes == 1
+        key = (os.fstat(fd).st_ino, os.lseek(fd, 0, os.SEEK_CUR))
+        if mode == self.LK_UNLCK:
+            if self.held.pop(key, None) != fd:
+                raise OSError(errno.EACCES, "not locked by this handle")
+        elif key in self.held:
+            raise OSError(errno.EACCES, "Permission denied")
+        else:
+            self.held[key] = fd
+
+
+@pytest.mark.parametrize("platform", ["posix", "windows"])
+def test_build_lock_excludes_a_second_holder_and_names_the_first(tmp_path, monkeypatch, platform):
+    import index.lock as lock_module
+
+    if platform == "windows":  # the msvcrt branch, on a fake with Windows' semantics
+        fake = FakeMsvcrt()
+        monkeypatch.setattr(lock_module, "fcntl", None)
+        monkeypatch.setattr(lock_module, "msvcrt", fake, raising=False)
+    path = tmp_path / "index.db.lock"
+    first, second = BuildLock(path), BuildLock(path, "index rebuild")
+    assert first.acquire() and not second.acquire()
+    assert path.read_text().startswith(f"build by pid {os.getpid()} since ") and path.stat().st_size < 100
+    with pytest.raises(BuildLockedError, match=r"\(build by pid \d+ since .*; lock file .*index\.db\.lock\)"):
+        with BuildLock(path):
+            pass
+    threading.Timer(0.3, first.release).start()
+    assert second.acquire(blocking=True)  # waits for the first to let go
+    assert path.read_text().startswith("index rebuild by pid")
+    second.release()
+    with BuildLock(path):
+        pass
+    if platform == "windows":
+        assert fake.held == {}
 
 
 def test_cli_search_stats_and_errors(tmp_path):
