@@ -147,15 +147,15 @@ def test_cluster_field_from_jsonl_and_csv_and_its_errors(tmp_path):
     assert read_records(csv_file, cluster_field="group") == [CaptionRecord(a, "x", cluster="hands"),
                                                             CaptionRecord(b, "y", cluster="faces")]
 
-    with pytest.raises(ValueError, match=r"d\.csv:1: missing column\(s\) kind; .* and 'kind' \(the cluster field\)"):
+    with pytest.raises(ValueError, match=r"d\.csv:1: missing column\(s\) kind; .*, and 'kind' for the cluster field"):
         read_records(csv_file, cluster_field="kind")
     blank = write(tmp_path / "blank.csv", "path,caption,group\na.png,x, \n")
-    with pytest.raises(ValueError, match=r"blank\.csv:2: 'group' must be a non-empty string for every record"):
+    with pytest.raises(ValueError, match=r"blank\.csv:2: 'group' must be a non-empty string or a whole number"):
         read_records(blank, cluster_field="group")
     for value in ("missing", None, True, ["face"]):
         item = {"path": "a.png", "caption": "x"} | ({} if value == "missing" else {"subcategory": value})
         bad = write(tmp_path / "bad.jsonl", json.dumps(item) + "\n")
-        with pytest.raises(ValueError, match=r"bad\.jsonl:1: 'subcategory' must be a non-empty string"):
+        with pytest.raises(ValueError, match=r"bad\.jsonl:1: 'subcategory' must be a non-empty string or a whole"):
             read_records(bad, cluster_field="subcategory")
     (tmp_path / "folder" / "cat").mkdir(parents=True)
     png(tmp_path / "folder" / "cat" / "c.png")

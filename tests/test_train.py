@@ -117,9 +117,11 @@ def test_cluster_batches_hold_whole_clusters_of_distinct_captions():
         plain = epoch_batches(384, 32, seed=0, epoch=epoch, groups=groups)
         assert min(len({clusters[i] for i in b}) for b in plain) >= 6  # without clusters: mixed
     assert len(pairs) > 12  # each pass draws its own order of clusters
-    # Without groups every record is its own group: one pass, cut into runs of clusters.
-    alone = epoch_batches(384, 64, seed=0, epoch=0, clusters=clusters)
-    assert len(set(sum(alone, []))) == 384 and max(len({clusters[i] for i in b}) for b in alone) <= 2
+    # Groups of uneven size: a caption on 20 images among 2,000 single ones is spread over 20 passes of about
+    # 100 records, so its images don't pile up in the last batches (passes of k-th records would put 15 in one).
+    uneven = [f"single {k}" for k in range(2000)] + ["twenty"] * 20
+    batches = epoch_batches(2020, 32, seed=0, epoch=0, groups=uneven, clusters=[g[:8] for g in uneven])
+    assert len(set(sum(batches, []))) == 63 * 32 and max(sum(uneven[i] == "twenty" for i in b) for b in batches) <= 2
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["decoded", "preloaded"])
@@ -195,6 +197,18 @@ def test_attn_implementation_auto_is_eager_on_cpu_and_takes_the_sdpa_steps(shape
         assert auto.losses[step] == pytest.approx(sdpa.losses[step], abs=1e-5), step
     with pytest.raises(ValueError, match="Unknown attn_implementation 'flash'"):
         tiny_config(shapes_data, tmp_path, attn_implementation="flash")
+
+
+def test_resume_warns_of_a_changed_config_but_not_of_fields_added_since(shapes_data, tmp_path, caplog):
+    train(tiny_config(shapes_data, tmp_path, steps=3), progress=False, stop_at=1)
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    del state["config"]["cluster_field"]  # as written before the field existed
+    torch.save(state, checkpoint)
+    train(tiny_config(shapes_data, tmp_path, steps=3), progress=False, stop_at=2)
+    assert "with a changed config" not in caplog.text
+    train(tiny_config(shapes_data, tmp_path, steps=3, grad_clip=0.5), progress=False)
+    assert "with a changed config" in caplog.text
 
 
 def test_resuming_with_more_steps_follows_the_new_schedule_from_the_first_step(shapes_data, tmp_path):
@@ -301,7 +315,7 @@ def test_cluster_field_batches_the_records_by_its_clusters(shapes_data, tmp_path
         return epoch_batches(*args)
 
     monkeypatch.setattr(train_module, "epoch_batches", spy)
-    train(tiny_config(shapes_data, tmp_path, steps=2, cluster_field="shape", distinct_captions=True), progress=False)
+    train(tiny_config(shapes_data, tmp_path, steps=2, cluster_field="shape"), progress=False)  # groups by caption too
     *_, groups, clusters = calls[0]
     rows = [json.loads(line) for line in shapes_data.read_text().splitlines()]
     assert clusters == [row["shape"] for row in rows] and groups == [row["captions"][0] for row in rows]

@@ -126,12 +126,12 @@ def _resolve(path_text: str, base: Path) -> Path:
 
 
 def _cluster(value: object, cluster_field: str | None, where: str) -> str | None:
-    """The record's cluster: the `cluster_field` value, a non-empty string (or number) that every record needs."""
+    """The record's cluster: its `cluster_field` value, a non-empty string or whole number (every record needs one)."""
     if not cluster_field:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
-        raise ValueError(f"{where}: {cluster_field!r} must be a non-empty string for every record (the cluster "
-                         f"batches are made of), got {value!r}")
+        raise ValueError(f"{where}: {cluster_field!r} must be a non-empty string or a whole number for every record "
+                         f"(training batches whole clusters of it), got {value!r}")
     return str(value).strip()
 
 
@@ -142,10 +142,10 @@ def _read_csv(file: Path, cluster_field: str | None = None) -> list[CaptionRecor
         columns = reader.fieldnames or []
         missing = [name for name in ("path", "caption", cluster_field) if name and name not in columns]
         if missing:
+            extra = f", and {cluster_field!r} for the cluster field" if cluster_field else ""
             raise ValueError(
                 f"{file}:1: missing column(s) {', '.join(missing)}; the header must name 'path' and "
-                f"'caption'{f' and {cluster_field!r} (the cluster field)' if cluster_field else ''} (and optionally "
-                f"'label'), found {columns}"
+                f"'caption' (and optionally 'label'){extra}, found {columns}"
             )
         records = []
         for row in reader:
