@@ -9,6 +9,7 @@ Windows releases a dead process's locks too, though not always at once.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ except ImportError:  # Windows
 
 _WINDOWS_LOCKED_BYTE = 1 << 20  # a locked range can't be read by others: keep it clear of the holder text
 _WINDOWS_RETRY_S = 0.1  # msvcrt has no blocking lock without a 10 s timeout; a blocking acquire polls
+_WINDOWS_HELD = (errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK))  # what msvcrt.locking says when held
 
 
 class BuildLock:
@@ -36,7 +38,12 @@ class BuildLock:
     def acquire(self, blocking: bool = False) -> bool:
         """Take the lock; without `blocking`, return False when another process holds it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
-        if not _lock(fd, blocking):
+        try:
+            locked = _lock(fd, blocking)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not locked:
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
@@ -82,8 +89,10 @@ def _lock(fd: int, blocking: bool) -> bool:
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
             return True
-        except OSError:  # held by another process (or another handle of this one)
-            if not blocking:
+        except OSError as e:
+            if e.errno not in _WINDOWS_HELD:
+                raise
+            if not blocking:  # held by another process (or another handle of this one)
                 return False
             time.sleep(_WINDOWS_RETRY_S)
 

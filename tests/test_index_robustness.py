@@ -243,13 +243,21 @@ def test_build_lock_excludes_a_second_holder_and_names_the_first(tmp_path, monke
         with BuildLock(path):
             pass
     threading.Timer(0.3, first.release).start()
-    assert second.acquire(blocking=True)  # waits for the first to let go
+    started = time.monotonic()
+    assert second.acquire(blocking=True) and time.monotonic() - started > 0.25  # it waited for the first to let go
     assert path.read_text().startswith("index rebuild by pid")
     second.release()
     with BuildLock(path):
         pass
     if platform == "windows":
         assert fake.held == {}
+
+        def broken(fd: int, mode: int, nbytes: int) -> None:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+        monkeypatch.setattr(fake, "locking", broken)
+        with pytest.raises(OSError, match="Bad file descriptor"):  # a real error is not "another build"
+            BuildLock(path).acquire()
 
 
 def test_cli_search_stats_and_errors(tmp_path):

@@ -14,7 +14,7 @@ from tests.checkpoints import TINY_VISION, perturb_
 from tests.lm import llama_config, tiny_llama, tiny_tokenizer
 from vlm_vision import CheckpointError, ImageProcessor, VisionConfig, VisionTransformer
 from vlm_vision.projector import Projector, ProjectorConfig
-from vlm_vision.vlm import CONFIG_NAME, IGNORE_INDEX, PROJECTOR_WEIGHTS, VisionLanguageModel, positions
+from vlm_vision.vlm import CONFIG_NAME, IGNORE_INDEX, PROJECTOR_WEIGHTS, VisionLanguageModel, _reference, positions
 
 N_IMAGE = (TINY_VISION["image_size"] // TINY_VISION["patch_size"]) ** 2  # 16 image tokens per image
 CAPTIONS = ["a red cat sits on a mat", "two blue dogs run in the park", "one green bird sings loudly",
@@ -267,6 +267,8 @@ def test_relative_references_load_from_any_directory_and_move_with_the_parts(tmp
     vlm.save_pretrained("runs/vlm")
     saved = json.loads((parts / "runs" / "vlm" / CONFIG_NAME).read_text())
     assert (saved["vision"], saved["language_model"]) == ("../../tower", "../../lm")  # as seen from the folder
+    (parts / "latest").symlink_to(parts / "tower", target_is_directory=True)
+    assert _reference("latest", parts / "runs" / "vlm") == "../../latest"  # a link stays a link, not its target
 
     monkeypatch.chdir(tmp_path)  # elsewhere, then with the whole project moved
     for moved in (False, True):
@@ -279,6 +281,12 @@ def test_relative_references_load_from_any_directory_and_move_with_the_parts(tmp
     assert (saved["vision"], saved["language_model"]) == ("../moved/tower", "../moved/lm")
     torch.testing.assert_close(VisionLanguageModel.from_pretrained(tmp_path / "again")(**batch).logits, expected,
                                rtol=0, atol=0)
+
+    (tmp_path / "moved" / "tower").rename(tmp_path / "moved" / "tower-gone")
+    with pytest.raises(CheckpointError, match=r"names the vision tower '\.\./moved/tower', a path relative to .*again, "
+                                              r"and .*moved/tower doesn't exist: put the vision tower back there"):
+        VisionLanguageModel.from_pretrained(tmp_path / "again")
+    (tmp_path / "moved" / "tower-gone").rename(tmp_path / "moved" / "tower")
 
     older = saved | {"vision": "moved/tower", "language_model": "moved/lm"}  # configs from before: cwd-relative
     (tmp_path / "moved" / "runs" / "vlm" / CONFIG_NAME).write_text(json.dumps(older))

@@ -258,7 +258,8 @@ class VisionLanguageModel(nn.Module):
             raise CheckpointError(f"No {CONFIG_NAME} in {folder}: not a folder written by "
                                   f"VisionLanguageModel.save_pretrained")
         dtype = as_dtype(dtype) or torch.float32
-        vision_ref, lm_ref = _resolve(raw["vision"], folder), _resolve(raw["language_model"], folder)
+        vision_ref = _resolve(raw["vision"], folder, "vision tower")
+        lm_ref = _resolve(raw["language_model"], folder, "language model")
         vision = VisionTransformer.from_pretrained(vision_ref or folder / "vision", dtype, device)
         language_model = AutoModelForCausalLM.from_pretrained(lm_ref or folder / "language_model", dtype=dtype)
         if raw["language_model"] is None:
@@ -283,25 +284,33 @@ def _reference(name_or_path: str | os.PathLike | None, folder: Path) -> str | No
     path = Path(name_or_path)
     if path.is_absolute() or not path.exists():
         return str(name_or_path)  # an absolute path, or a hub name (or a path that is gone): as given
+    path = path.parent.resolve() / path.name  # a link to the part stays a link (runs/latest -> step-4600)
     try:
-        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+        return Path(os.path.relpath(path, folder.resolve())).as_posix()
     except ValueError:  # on another Windows drive there is no relative path
-        return str(path.resolve())
+        return str(path)
 
 
-def _resolve(reference: str | None, folder: Path) -> str | None:
+def _resolve(reference: str | None, folder: Path, part: str) -> str | None:
     """A part's name in a saved config: a path relative to `folder` where one exists there (how save_pretrained
     writes local paths), otherwise as written (a hub name or an absolute path; folders written before references
     were made relative name paths relative to the working directory).
 
-    A relative reference stays relative (now to the working directory), so saving the model again elsewhere
-    writes it relative to the new folder."""
-    if reference is None or Path(reference).is_absolute() or not (folder / reference).exists():
+    A relative reference stays relative (now to the working directory, so a later chdir would break it), so saving
+    the model again elsewhere writes it relative to the new folder."""
+    if reference is None or Path(reference).is_absolute():
         return reference
-    try:
-        return os.path.relpath((folder / reference).resolve())
-    except ValueError:  # the working directory is on another Windows drive
-        return str((folder / reference).resolve())
+    local = folder / reference
+    if local.exists():
+        local = local.parent.resolve() / local.name
+        try:
+            return os.path.relpath(local)
+        except ValueError:  # the working directory is on another Windows drive
+            return str(local)
+    if ".." in Path(reference).parts and not Path(reference).exists():  # no hub name has ".."
+        raise CheckpointError(f"{folder / CONFIG_NAME} names the {part} {reference!r}, a path relative to {folder}, "
+                              f"and {local} doesn't exist: put the {part} back there, or edit the config")
+    return reference
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
