@@ -2,6 +2,8 @@
 
     python benchmarks/index.py --part faiss                 # the ANN layer: 1M x 768 synthetic vectors
     python benchmarks/index.py --part update                # a stale 1M IVF index: update vs rebuild
+    python benchmarks/index.py --part drift --new same      # many updates in a row (200k x 768)
+    python benchmarks/index.py --part drift --new other     # ... of photos unlike the indexed ones
     python benchmarks/index.py --part build --n 2000        # build throughput / the model's own
     python benchmarks/index.py --part build --model b16 --dtype bfloat16 --n 96 --workers 0 1
     python benchmarks/index.py --part rescan --n 10000      # an unchanged folder
@@ -23,12 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository first: `index` is the package
 from index import ann  # noqa: E402
-from index_faiss import part_faiss, part_update  # noqa: E402
+from index_faiss import part_drift, part_faiss, part_update  # noqa: E402
 from index_pipeline import part_build, part_decode, part_query, part_rescan  # noqa: E402
 
 PARTS: dict[str, Callable[[argparse.Namespace], None]] = {
     "faiss": part_faiss,
     "update": part_update,
+    "drift": part_drift,
     "build": part_build,
     "rescan": part_rescan,
     "query": part_query,
@@ -45,7 +48,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--clusters", type=int, default=None, help="default: N / 250")
     parser.add_argument("--change", type=float, default=0.01,
-                        help="update: the fraction of N removed, and the same number added")
+                        help="update, drift: the fraction of N removed, and the same number added (per round)")
+    parser.add_argument("--rounds", type=int, default=8, help="drift: updates in a row")
+    parser.add_argument("--new", choices=["other", "same"], default="other",
+                        help="drift: where the added vectors come from (another distribution or the indexed one)")
     parser.add_argument("--queries", type=int, default=1000, help="held-out queries")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads to build")
@@ -82,6 +88,8 @@ def main() -> None:
     pipeline.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "vlm-index-bench"),
                           help="where the generated photos (kept between runs) and indexes go")
     args = parser.parse_args()
+    if args.part == "drift" and args.n is None:
+        args.n = 200_000
     if args.part in ("faiss", "update") and args.n is None:
         args.n = 1_000_000
     Path(args.work).mkdir(parents=True, exist_ok=True)

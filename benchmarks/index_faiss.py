@@ -385,3 +385,66 @@ def part_update(args: argparse.Namespace) -> None:
         found = ann.search_ann(result, queries, 10)[1]
         print(f"| {name} | **{seconds:.2f}** | {recall_at_k(found, truth):.3f} |")
     print(f"rebuild / update: {rebuild / update:.0f}x")
+
+
+def part_drift(args: argparse.Namespace) -> None:
+    """Many updates in a row, as `PhotoIndex` makes them: `update_ann`, or a rebuild where it declines.
+
+    The index is built on N vectors of one clustered distribution; each of `--rounds` rounds removes `--change` x N
+    random vectors and adds as many new ones, from the same distribution (`--new same`) or from another one with
+    other centres and noise (`--new other`: photos unlike the old ones). After each round: recall@10 at nprobe 32
+    against exact search of the current vectors, for held-out queries of the old and the new distribution, the
+    lists' imbalance factor (1: even; search time grows with it) and single-query p95. The last line is an index
+    built from scratch on the final vectors.
+    """
+    n, rounds = args.n, args.rounds
+    change = round(n * args.change)
+    faiss.omp_set_num_threads(args.threads)
+    n_clusters = args.clusters or n // 250
+    if args.new == "same":
+        vectors, old_queries = synthetic_embeddings(n + change * rounds, args.queries, args.dim, n_clusters, args.seed)
+        new_queries = old_queries
+    else:
+        old, old_queries = synthetic_embeddings(n, args.queries, args.dim, n_clusters, args.seed)
+        new, new_queries = synthetic_embeddings(change * rounds, args.queries, args.dim,
+                                                max(1, change * rounds // 250), args.seed + 1)
+        vectors = np.concatenate([old, new])
+    current = np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([args.seed, 4])
+    print(f"faiss {faiss.__version__}, {os.cpu_count()} CPUs, faiss threads {args.threads}; {datetime.date.today()}, "
+          f"load average {load_average()}; N {n:,} x {args.dim}, {rounds} rounds of {change:,} removed and "
+          f"{change:,} added from the {args.new} distribution", flush=True)
+
+    def measure(name: str, index: faiss.Index, seconds: float) -> None:
+        recalls = []
+        faiss.omp_set_num_threads(args.search_threads)
+        for queries in (old_queries, new_queries):
+            truth = current[exact_neighbours(queries, vectors[current], 10)]
+            recalls.append(recall_at_k(ann.search_ann(index, queries, 10)[1], truth))
+        _, p95, _ = latencies_ms(lambda q: ann.search_ann(index, q, 10), np.concatenate([old_queries, new_queries]),
+                                 args.repeats)
+        faiss.omp_set_num_threads(args.threads)
+        share = np.count_nonzero(current >= n) / len(current)
+        imbalance = faiss.extract_index_ivf(index).invlists.imbalance_factor()
+        print(f"| {name} | {share:.2f} | {seconds:.2f} | {recalls[0]:.3f} | {recalls[1]:.3f} | {imbalance:.2f} | "
+              f"{p95:.2f} |", flush=True)
+
+    print("| index | share of new vectors | seconds | recall@10 old queries | recall@10 new queries | imbalance | "
+          "p95 ms |")
+    print("|---|---|---|---|---|---|---|")
+    start = time.perf_counter()
+    index = ann.build_ann(vectors[current], current, "ivf")
+    measure("built", index, time.perf_counter() - start)
+    for r in range(rounds):
+        gone = rng.choice(len(current), size=change, replace=False)
+        added = np.arange(n + r * change, n + (r + 1) * change, dtype=np.int64)
+        current = np.sort(np.concatenate([np.delete(current, gone), added]))
+        start = time.perf_counter()
+        updated = ann.update_ann(index, current, lambda ids: vectors[ids], "ivf")
+        name = f"round {r + 1}: updated"
+        if updated is None:
+            updated, name = ann.build_ann(vectors[current], current, "ivf"), f"round {r + 1}: declined, rebuilt"
+        index = updated
+        measure(name, index, time.perf_counter() - start)
+    start = time.perf_counter()
+    measure("rebuilt from scratch", ann.build_ann(vectors[current], current, "ivf"), time.perf_counter() - start)
