@@ -69,16 +69,16 @@ IVF_MIN_LISTS = 8  # below this an IVF index is a slower flat index: build flat 
 # removed and 1% added at 1M; how recall drifts up to the edges is not.)
 UPDATE_NLIST_RATIO = math.sqrt(2)
 
-# ... and declines when the new vectors fit the trained list centres markedly worse than the vectors already held
-# (photos unlike the old ones): with 10% of a 20k index replaced by another synthetic distribution, updating left
-# new queries at recall@10 0.67 against 0.995 for a rebuild (`benchmarks/index.py --part drift`). A new vector fits
-# badly when its cosine to the nearest centre is below the UPDATE_FIT_QUANTILE quantile of a sample of held
-# vectors'; more than UPDATE_MAX_BADLY_FIT of the new vectors, and at least UPDATE_MIN_BADLY_FIT of them, and the
-# index is rebuilt (a few odd photos are not worth it).
-UPDATE_FIT_SAMPLE = 1000
-UPDATE_FIT_QUANTILE = 0.01
-UPDATE_MAX_BADLY_FIT = 0.05
-UPDATE_MIN_BADLY_FIT = 20
+# ... and declines when many new vectors lie outside what the index was trained on (photos unlike the old ones):
+# their residuals (vector minus nearest list centre) leave the ranges the 8-bit codes were trained on. A new vector
+# is outside when more than UPDATE_CLIPPED_DIMS of its dimensions are; more than UPDATE_MAX_OUTSIDE of the new
+# vectors, and at least UPDATE_MIN_OUTSIDE of them, and the index is rebuilt (a few odd photos are not worth it).
+# 200k synthetic vectors, 5% replaced by another distribution: 93% of the new ones were outside and updating left
+# new queries at recall@10 0.65 against 0.98 for a rebuild; once a rebuild had seen some of it, 0.1% were
+# (`benchmarks/index.py --part drift`, benchmarks/README.md).
+UPDATE_CLIPPED_DIMS = 0.01
+UPDATE_MAX_OUTSIDE = 0.05
+UPDATE_MIN_OUTSIDE = 20
 
 # HNSW (not chosen by "auto": at 1M it takes 4.3x IVF's memory and 2x its build
 # time). M 32, efConstruction 40: at 1M 3.35 GB, 273 s build; efSearch 128 gave
@@ -219,8 +219,7 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
     which are added. None for flat and HNSW indexes, for an `index_type` (as `build_ann` takes it) that is no
     longer IVF, when the ideal number of lists for len(ids) (`_ivf_nlist`) is more than `UPDATE_NLIST_RATIO`
     times off the index's own (the collection has about doubled or halved since the quantiser was trained), and
-    when many new vectors fit the trained list centres worse than held ones do (`_fits_worse`, which reads a sample
-    of the kept vectors through `vectors_of` too).
+    when many new vectors lie outside what the index was trained on (`_outside`).
     """
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if index_type_of(index) != "ivf" or len(ids) == 0:
@@ -237,8 +236,10 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
         vectors, added = _check_vectors(vectors_of(added), added)
         if vectors.shape[1] != index.d:
             raise ValueError(f"vectors_of gave {vectors.shape[1]}-d vectors for a {index.d}-d index")
-        kept = np.intersect1d(held, ids, assume_unique=True)
-        if len(kept) and _fits_worse(inner, vectors, kept, vectors_of):
+        outside = _outside(inner, vectors)
+        if outside >= UPDATE_MIN_OUTSIDE and outside > UPDATE_MAX_OUTSIDE * len(vectors):
+            logger.info("%d of %d new vectors lie outside what the IVF index was trained on; rebuilding", outside,
+                        len(vectors))
             return None
     if len(removed):
         sel, _ = _selector(removed)
@@ -250,19 +251,23 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
     return index
 
 
-def _fits_worse(index: faiss.IndexIVF, new: np.ndarray, kept: np.ndarray,
-                vectors_of: Callable[[np.ndarray], np.ndarray]) -> bool:
-    """Whether enough of the `new` vectors fit the list centres worse than nearly all held ones to call for a
-    rebuild: they would crowd into a few lists, with residuals beyond the range the 8-bit codes were trained on."""
-    sample = np.random.default_rng(0).choice(kept, size=min(len(kept), UPDATE_FIT_SAMPLE), replace=False)
-    held_fit = index.quantizer.search(_check_vectors(vectors_of(np.sort(sample)), np.sort(sample))[0], 1)[0][:, 0]
-    new_fit = index.quantizer.search(new, 1)[0][:, 0]  # inner product with the nearest centre
-    badly = int(np.count_nonzero(new_fit < np.quantile(held_fit, UPDATE_FIT_QUANTILE)))
-    if badly >= UPDATE_MIN_BADLY_FIT and badly > UPDATE_MAX_BADLY_FIT * len(new):
-        logger.info("%d of %d new vectors fit the IVF lists worse than %.0f%% of the held ones; rebuilding", badly,
-                    len(new), 100 * (1 - UPDATE_FIT_QUANTILE))
-        return True
-    return False
+def _outside(index: faiss.IndexIVF, vectors: np.ndarray, chunk: int = 65_536) -> int:
+    """How many of `vectors` have residuals (vector minus its list centre) outside the 8-bit codes' trained ranges
+    in more than UPDATE_CLIPPED_DIMS of their dimensions: their codes would be clipped. 0 for other encodings."""
+    index = faiss.downcast_index(index)
+    if not (isinstance(index, faiss.IndexIVFScalarQuantizer) and index.by_residual
+            and index.sq.qtype == faiss.ScalarQuantizer.QT_8bit):
+        return 0
+    trained = faiss.vector_float_to_array(index.sq.trained)  # QT_8bit: each dimension's minimum, then its range
+    low, high = trained[:index.d], trained[:index.d] + trained[index.d:]
+    count = 0
+    for start in range(0, len(vectors), chunk):
+        block = vectors[start:start + chunk]
+        _, lists = index.quantizer.search(block, 1)
+        residuals = block - index.quantizer.reconstruct_batch(lists[:, 0])
+        clipped = np.count_nonzero((residuals < low) | (residuals > high), axis=1)
+        count += int(np.count_nonzero(clipped > UPDATE_CLIPPED_DIMS * index.d))
+    return count
 
 
 def _ivf_ids(index: faiss.IndexIVF) -> np.ndarray:

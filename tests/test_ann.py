@@ -285,15 +285,15 @@ def test_update_ann_removes_and_adds_without_retraining(data):
     updated = ann.update_ann(index, keep, vectors_of, index_type="ivf")  # "auto" would pick flat at 5000 x 64
 
     assert updated is index and updated.ntotal == len(keep)
-    np.testing.assert_array_equal(asked[0], np.sort(ids[4500:]))  # the new vectors, then a sample of kept ones
-    assert len(asked) == 2 and len(asked[1]) == ann.UPDATE_FIT_SAMPLE and np.isin(asked[1], keep).all()
+    assert len(asked) == 1  # only the new vectors are read
+    np.testing.assert_array_equal(asked[0], np.sort(ids[4500:]))
     np.testing.assert_array_equal(ann._ivf_ids(updated), np.sort(keep))
     np.testing.assert_array_equal(updated.quantizer.reconstruct_n(0, updated.nlist), centroids)
     _, found = ann.search_ann(updated, base[4500:], 1)  # each added vector finds itself
     np.testing.assert_array_equal(found[:, 0], ids[4500:])
     _, truth = brute_force(base[500:], keep, queries, K)
     assert recall(ann.search_ann(updated, queries, K)[1], truth) >= 0.9
-    assert ann.update_ann(updated, keep, vectors_of, index_type="ivf") is updated and len(asked) == 2  # no change
+    assert ann.update_ann(updated, keep, vectors_of, index_type="ivf") is updated and len(asked) == 1  # no change
 
 
 @pytest.mark.parametrize("unlike", [500, 10])
@@ -309,8 +309,8 @@ def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, un
     updated = ann.update_ann(index, ids[500:], lambda new: vectors[[row[int(i)] for i in new]], index_type="ivf")
     if unlike == 500:  # all the new vectors
         assert updated is None and index.ntotal == 4500  # declining changed nothing
-    else:  # 10 of 500, fewer than UPDATE_MIN_BADLY_FIT: not worth a rebuild
-        assert updated is index and index.ntotal == 4500 and unlike < ann.UPDATE_MIN_BADLY_FIT
+    else:  # 10 of 500, fewer than UPDATE_MIN_OUTSIDE: not worth a rebuild
+        assert updated is index and index.ntotal == 4500 and unlike < ann.UPDATE_MIN_OUTSIDE
 
 
 def test_update_ann_declines_what_a_rebuild_does_better(data, indexes):
