@@ -36,6 +36,7 @@ from typing import BinaryIO
 
 import faiss
 import numpy as np
+from faiss.contrib.ivf_tools import add_preassigned
 
 from vlm_vision.atomic import replace_atomically
 
@@ -60,6 +61,7 @@ FLAT_MAX_N = 50_000
 # only at nprobe 128 (p95 24 ms).
 IVF_LISTS_PER_SQRT_N = 4.0
 IVF_ENCODING = "SQ8"  # 1/4 of Flat's memory and faster to scan; Flat gained ~1 point of recall at 1.6x the p95
+# (update_ann's drift check reads SQ8's trained ranges: other encodings would skip it)
 IVF_NPROBE = 32
 IVF_MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample per list (faiss suggests 39 to 256); 256k vectors at 1M
@@ -71,11 +73,9 @@ UPDATE_NLIST_RATIO = math.sqrt(2)
 
 # ... and declines when many new vectors lie outside what the index was trained on (photos unlike the old ones):
 # their residuals (vector minus nearest list centre) leave the ranges the 8-bit codes were trained on. A new vector
-# is outside when more than UPDATE_CLIPPED_DIMS of its dimensions are; more than UPDATE_MAX_OUTSIDE of the new
-# vectors, and at least UPDATE_MIN_OUTSIDE of them, and the index is rebuilt (a few odd photos are not worth it).
-# 200k synthetic vectors, 5% replaced by another distribution: 93% of the new ones were outside and updating left
-# new queries at recall@10 0.65 against 0.98 for a rebuild; once a rebuild had seen some of it, 0.1% were
-# (`benchmarks/index.py --part drift`, benchmarks/README.md).
+# is outside when more than UPDATE_CLIPPED_DIMS of its dimensions are. When more than UPDATE_MAX_OUTSIDE of the new
+# vectors are, and at least UPDATE_MIN_OUTSIDE of them (a few odd photos are not worth a rebuild), it declines.
+# Measured on synthetic data in benchmarks/README.md (`benchmarks/index.py --part drift`).
 UPDATE_CLIPPED_DIMS = 0.01
 UPDATE_MAX_OUTSIDE = 0.05
 UPDATE_MIN_OUTSIDE = 20
@@ -219,7 +219,7 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
     which are added. None for flat and HNSW indexes, for an `index_type` (as `build_ann` takes it) that is no
     longer IVF, when the ideal number of lists for len(ids) (`_ivf_nlist`) is more than `UPDATE_NLIST_RATIO`
     times off the index's own (the collection has about doubled or halved since the quantiser was trained), and
-    when many new vectors lie outside what the index was trained on (`_outside`).
+    when many new vectors lie outside what the index was trained on (`_count_outside`).
     """
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if index_type_of(index) != "ivf" or len(ids) == 0:
@@ -236,7 +236,8 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
         vectors, added = _check_vectors(vectors_of(added), added)
         if vectors.shape[1] != index.d:
             raise ValueError(f"vectors_of gave {vectors.shape[1]}-d vectors for a {index.d}-d index")
-        outside = _outside(inner, vectors)
+        lists = _assign(inner, vectors)  # once, for the check and the add
+        outside = _count_outside(inner, vectors, lists)
         if outside >= UPDATE_MIN_OUTSIDE and outside > UPDATE_MAX_OUTSIDE * len(vectors):
             logger.info("%d of %d new vectors lie outside what the IVF index was trained on; rebuilding", outside,
                         len(vectors))
@@ -245,16 +246,20 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
         sel, _ = _selector(removed)
         index.remove_ids(sel)
     if vectors is not None:
-        index.add_with_ids(vectors, added)
+        add_preassigned(inner, vectors, lists, added)  # what add_with_ids does, without assigning again
     logger.info("Updated the IVF index: %d vectors removed, %d added, %d in all", len(removed), len(added),
                 index.ntotal)
     return index
 
 
-def _outside(index: faiss.IndexIVF, vectors: np.ndarray, chunk: int = 65_536) -> int:
-    """How many of `vectors` have residuals (vector minus its list centre) outside the 8-bit codes' trained ranges
-    in more than UPDATE_CLIPPED_DIMS of their dimensions: their codes would be clipped. 0 for other encodings."""
-    index = faiss.downcast_index(index)
+def _assign(index: faiss.IndexIVF, vectors: np.ndarray) -> np.ndarray:
+    """The list (N,) each of `vectors` goes to: its nearest centre, as `add_with_ids` assigns."""
+    return index.quantizer.search(vectors, 1)[1][:, 0].copy()
+
+
+def _count_outside(index: faiss.IndexIVF, vectors: np.ndarray, lists: np.ndarray, chunk: int = 8192) -> int:
+    """How many of `vectors` (in `lists`) have residuals (vector minus list centre) outside the 8-bit codes' trained
+    ranges in more than UPDATE_CLIPPED_DIMS of their dimensions: their codes would be clipped. 0 for other codes."""
     if not (isinstance(index, faiss.IndexIVFScalarQuantizer) and index.by_residual
             and index.sq.qtype == faiss.ScalarQuantizer.QT_8bit):
         return 0
@@ -262,11 +267,10 @@ def _outside(index: faiss.IndexIVF, vectors: np.ndarray, chunk: int = 65_536) ->
     low, high = trained[:index.d], trained[:index.d] + trained[index.d:]
     count = 0
     for start in range(0, len(vectors), chunk):
-        block = vectors[start:start + chunk]
-        _, lists = index.quantizer.search(block, 1)
-        residuals = block - index.quantizer.reconstruct_batch(lists[:, 0])
-        clipped = np.count_nonzero((residuals < low) | (residuals > high), axis=1)
-        count += int(np.count_nonzero(clipped > UPDATE_CLIPPED_DIMS * index.d))
+        residuals = index.quantizer.reconstruct_batch(lists[start:start + chunk])  # the centres, then in place:
+        np.subtract(vectors[start:start + chunk], residuals, out=residuals)
+        clipped_dims = np.count_nonzero((residuals < low) | (residuals > high), axis=1)
+        count += int(np.count_nonzero(clipped_dims > UPDATE_CLIPPED_DIMS * index.d))
     return count
 
 
@@ -287,6 +291,8 @@ def _check_vectors(vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if vectors.ndim != 2 or vectors.shape[1] == 0:
         raise ValueError(f"vectors must have shape (N, D) with D > 0, got {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors must be finite: a NaN or infinity has no nearest neighbours")
     if ids.shape != (len(vectors),):
         raise ValueError(f"ids must have shape ({len(vectors)},) to match vectors, got {ids.shape}")
     if len(np.unique(ids)) != len(ids):

@@ -296,9 +296,10 @@ def test_update_ann_removes_and_adds_without_retraining(data):
     assert ann.update_ann(updated, keep, vectors_of, index_type="ivf") is updated and len(asked) == 1  # no change
 
 
-@pytest.mark.parametrize("unlike", [500, 10])
-def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, unlike):
-    """Vectors of other clusters land far from every trained centre: many of them call for a rebuild, a few don't."""
+@pytest.mark.parametrize(("unlike", "declined"), [(10, False), (20, False), (30, True), (500, True)])
+def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, unlike, declined):
+    """Of 500 new vectors, `unlike` come from other clusters, far from every trained centre: more than 5% of them,
+    and at least 20, call for a rebuild (10: too few to be worth it; 20: 4%)."""
     base, ids, _ = data
     index = ann.build_ann(base[:4500], ids[:4500], "ivf")
     vectors = base.copy()
@@ -307,10 +308,29 @@ def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, un
     vectors[4500:4500 + unlike] = clustered(unlike, seed=3, n_clusters=5) @ rotation  # away from the old centres
     row = {int(i): r for r, i in enumerate(ids)}
     updated = ann.update_ann(index, ids[500:], lambda new: vectors[[row[int(i)] for i in new]], index_type="ivf")
-    if unlike == 500:  # all the new vectors
-        assert updated is None and index.ntotal == 4500  # declining changed nothing
-    else:  # 10 of 500, fewer than UPDATE_MIN_OUTSIDE: not worth a rebuild
-        assert updated is index and index.ntotal == 4500 and unlike < ann.UPDATE_MIN_OUTSIDE
+    assert updated is (None if declined else index)
+    assert index.ntotal == 4500 and np.array_equal(ann._ivf_ids(index), np.sort(ids[:4500] if declined else ids[500:]))
+
+
+def test_count_outside_counts_vectors_beyond_the_trained_code_ranges():
+    """A vector is outside when more than 1% of its residual's dimensions (here 2.56 of 256) leave the ranges."""
+    dim = 256
+    vectors = clustered(1000, seed=5, dim=dim)
+    index = ann._build_ivf(vectors, np.arange(1000), nlist=8)  # kept: `inner` is a view of it
+    inner = ann._inner(index)
+    trained = faiss.vector_float_to_array(inner.sq.trained)
+    low, high = trained[:dim], trained[:dim] + trained[dim:]
+    centre = inner.quantizer.reconstruct(3)
+    rows = np.repeat((centre + (low + high) / 2)[None], 6, axis=0)  # residuals mid-range in every dimension
+    rows[1, :2] = centre[:2] + low[:2] - 0.01  # two dimensions below: inside
+    rows[2, :3] = centre[:3] + low[:3] - 0.01  # three below: outside
+    rows[3, 5:8] = centre[5:8] + high[5:8] + 0.01  # three above: outside
+    margin = 0.001 * (high - low)  # (exactly on an edge, float rounding of centre + edge - centre decides)
+    rows[4] = centre + np.where(np.arange(dim) % 2, low + margin, high - margin)  # at the edges: inside
+    rows[5, :3] = centre[:3] + high[:3] - 0.001  # just inside the top: inside
+    lists = np.full(6, 3, dtype=np.int64)
+    assert ann._count_outside(inner, rows.astype(np.float32), lists) == 2
+    assert ann._count_outside(inner, rows[2:4].astype(np.float32), lists[:2]) == 2
 
 
 def test_update_ann_declines_what_a_rebuild_does_better(data, indexes):
