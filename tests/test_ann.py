@@ -168,6 +168,7 @@ def test_unknown_index_type_raises():
         (np.zeros(DIM), np.arange(1), "vectors must have shape"),
         (np.zeros((3, DIM)), np.array([1, 2, 1]), "ids must be unique"),
         (np.zeros((2, DIM)), np.array([-1, 2]), "ids must be >= 0"),
+        (np.full((2, DIM), np.nan), np.arange(2), "vectors must be finite"),
     ],
 )
 def test_bad_build_inputs_raise(vectors, ids, message):
