@@ -1,4 +1,5 @@
-"""Real image files for the photo-index tests: good ones in every format, and every kind of bad input."""
+"""Real image files for the tests: photos for the index, good ones in every format and every kind of bad input,
+and small drawings for the datasets and augmentations."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+
+from vlm_vision.processor import load_image
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 
 def record_open_image(monkeypatch, module) -> list[Image.Image]:
@@ -115,3 +119,19 @@ def bad_inputs(folder: Path) -> dict[str, Path]:
     out["undecodable"] = Path(os.fsdecode(undecodable))
     good.unlink()
     return out
+
+
+def png(path: Path, colour: tuple[int, int, int] = RED, size: tuple[int, int] = (16, 12)) -> Path:
+    """A small RGB PNG of one colour with a dark square in it, at `path` (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", size, colour)
+    ImageDraw.Draw(image).rectangle((2, 2, 5, 5), fill=(10, 20, 30))
+    image.save(path)
+    return path
+
+
+def disc(colour: tuple[int, int, int], size: int = 64) -> Image.Image:
+    """A disc of one colour on a transparent background, loaded as the dataset loads it (white behind)."""
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse((8, 8, size - 9, size - 9), fill=(*colour, 255))
+    return load_image(image)
