@@ -369,7 +369,7 @@ def part_update(args: argparse.Namespace) -> None:
     index = ann.build_ann(base[:n], ids[:n], "ivf")
     built = time.perf_counter() - start
     start = time.perf_counter()
-    updated = ann.update_ann(index, now, lambda new: base[new], "ivf")
+    updated = ann.update_ann(index, now, lambda new: base[new], "ivf", ann.imbalance(index))
     update = time.perf_counter() - start
     assert updated is not None and updated.ntotal == len(now)
     start = time.perf_counter()
@@ -427,7 +427,7 @@ def part_drift(args: argparse.Namespace) -> None:
                                  args.repeats)
         faiss.omp_set_num_threads(args.threads)
         share = np.count_nonzero(current >= n) / len(current)
-        imbalance = faiss.extract_index_ivf(index).invlists.imbalance_factor()
+        imbalance = ann.imbalance(index)
         print(f"| {name} | {share:.2f} | {outside} | {seconds:.2f} | {recalls[0]:.3f} | {recalls[1]:.3f} | "
               f"{imbalance:.2f} | {p95:.2f} |", flush=True)
 
@@ -436,6 +436,7 @@ def part_drift(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|---|---|")
     start = time.perf_counter()
     index = ann.build_ann(vectors[current], current, "ivf")
+    trained = ann.imbalance(index)  # as write_ann records it, and PhotoIndex passes it back to update_ann
     measure("built", index, time.perf_counter() - start)
     for r in range(rounds):
         gone = rng.choice(len(current), size=change, replace=False)
@@ -445,11 +446,12 @@ def part_drift(args: argparse.Namespace) -> None:
         outside = f"{ann._count_outside(inner, vectors[added], ann._assign(inner, vectors[added])) / change:.3f}"
         forced = faiss.clone_index(index)  # what updating would give, kept in case update_ann declines
         start = time.perf_counter()
-        updated = ann.update_ann(index, current, lambda ids: vectors[ids], "ivf")
+        updated = ann.update_ann(index, current, lambda ids: vectors[ids], "ivf", trained)
         name = f"round {r + 1}: updated"
         if updated is None:
             updated, name = ann.build_ann(vectors[current], current, "ivf"), f"round {r + 1}: declined, rebuilt"
             seconds = time.perf_counter() - start
+            trained = ann.imbalance(updated)
             forced.remove_ids(faiss.IDSelectorBatch(np.setdiff1d(ann._ivf_ids(inner), current)))
             forced.add_with_ids(vectors[added], added)
             measure(f"round {r + 1}: forced update, for comparison", forced, 0.0, outside)

@@ -8,8 +8,9 @@ matches or the file is damaged. An IVF index of the same database is updated
 instead (`update_ann`: the vectors removed since are removed, the new ones
 added to the lists the trained quantiser picks), which at 1M vectors takes
 seconds where training takes minutes; it is retrained once the number of
-vectors has moved past what its lists were sized for. HNSW can't remove ids
-and flat is cheap to build, so they are rebuilt.
+vectors has moved past what its lists were sized for, when many new vectors lie
+outside what it was trained on, or when its lists have grown uneven. HNSW can't
+remove ids and flat is cheap to build, so they are rebuilt.
 
 Index types (every number below is from `benchmarks/index.py --part faiss`,
 recorded in benchmarks/README.md, "Photo index: FAISS level"):
@@ -19,8 +20,11 @@ recorded in benchmarks/README.md, "Photo index: FAISS level"):
           inverted lists themselves.
 
 File format (one file, so the stamp and the index can't disagree):
-    magic b"VLMANN01" | u32 stamp length | stamp (UTF-8) | u64 payload length |
-    u32 CRC-32 of the payload | payload (faiss.write_index bytes)
+    magic b"VLMANN02" | u32 stamp length | stamp (UTF-8) | f64 trained imbalance |
+    u64 payload length | u32 CRC-32 of the payload | payload (faiss.write_index bytes)
+The trained imbalance is the IVF lists' `imbalance` right after training (NaN for
+flat and HNSW). Files of the first format, b"VLMANN01", have no such field: they
+are searched as they are, and rebuilt rather than updated.
 """
 
 from __future__ import annotations
@@ -80,6 +84,13 @@ UPDATE_CLIPPED_DIMS = 0.01
 UPDATE_MAX_OUTSIDE = 0.05
 UPDATE_MIN_OUTSIDE = 20
 
+# ... and declines when the update would leave the lists more uneven than training did: their imbalance factor
+# (`imbalance`: how many times more codes a query scans than it would with even lists) more than
+# UPDATE_MAX_IMBALANCE_GROWTH times its value right after training. A query then does 20% more work than after a
+# rebuild, and the quantiser no longer fits the collection: photos of a kind it was trained on few of, added a
+# few at a time, fill a few lists without ever lying outside the trained ranges.
+UPDATE_MAX_IMBALANCE_GROWTH = 1.2
+
 # HNSW (not chosen by "auto": at 1M it takes 4.3x IVF's memory and 2x its build
 # time). M 32, efConstruction 40: at 1M 3.35 GB, 273 s build; efSearch 128 gave
 # recall@10 0.949 (p95 0.8 ms), 256 gave 0.968 (p95 2.4 ms).
@@ -96,9 +107,11 @@ _HNSW_EF_FILTERED_MAX = 1024  # bounds a filtered HNSW search's widened beam (an
 
 _BITMAP_MAX_BITS = 1 << 26  # ids up to 64M filter through a bitmap (8 MiB); larger ones through a hash set
 
-_MAGIC = b"VLMANN01"
+_MAGIC = b"VLMANN02"
+_MAGIC_V1 = b"VLMANN01"  # the first format: no trained imbalance
 _STAMP_HEADER = struct.Struct("<8sI")  # magic, stamp length
-_PAYLOAD_HEADER = struct.Struct("<QI")  # payload length, CRC-32 of the payload
+_PAYLOAD_HEADER = struct.Struct("<dQI")  # trained imbalance, payload length, CRC-32 of the payload
+_PAYLOAD_HEADER_V1 = struct.Struct("<QI")
 _CHUNK = 1 << 22  # bytes read at a time when checking the CRC
 
 
@@ -162,17 +175,22 @@ def index_type_of(index: faiss.Index) -> str:
     raise ValueError(f"Not an index made by build_ann: {type(inner).__name__}")
 
 
-def write_ann(index: faiss.Index, path: Path, stamp: str) -> None:
-    """Write `index` and `stamp` to `path` atomically: readers see the old file or the new one, never half of one."""
+def write_ann(index: faiss.Index, path: Path, stamp: str, trained_imbalance: float | None = None) -> None:
+    """Write `index` and `stamp` to `path` atomically: readers see the old file or the new one, never half of one.
+
+    `trained_imbalance` is the lists' imbalance right after training, as `read_stale_ann` gave it for an index
+    that `update_ann` then updated; None for an index just built, whose imbalance is measured now.
+    """
     path = Path(path)
     stamp_bytes = stamp.encode("utf-8")
+    trained = imbalance(index) if trained_imbalance is None else trained_imbalance
     length = 0
 
     def write(f: BinaryIO) -> None:
         nonlocal length
         f.write(_STAMP_HEADER.pack(_MAGIC, len(stamp_bytes)) + stamp_bytes)
         payload_at = f.tell() + _PAYLOAD_HEADER.size
-        f.write(_PAYLOAD_HEADER.pack(0, 0))  # patched once the payload is written
+        f.write(_PAYLOAD_HEADER.pack(trained, 0, 0))  # patched once the payload is written
         crc = 0
 
         def write_chunk(chunk: bytes) -> int:
@@ -184,7 +202,7 @@ def write_ann(index: faiss.Index, path: Path, stamp: str) -> None:
         faiss.write_index(index, faiss.PyCallbackIOWriter(write_chunk))
         length = f.tell() - payload_at
         f.seek(payload_at - _PAYLOAD_HEADER.size)
-        f.write(_PAYLOAD_HEADER.pack(length, crc))
+        f.write(_PAYLOAD_HEADER.pack(trained, length, crc))
 
     replace_atomically(path, write, durable=True)
     logger.info("Wrote %s index of %d vectors to %s (%d bytes)", index_type_of(index), index.ntotal, path, length)
@@ -192,15 +210,17 @@ def write_ann(index: faiss.Index, path: Path, stamp: str) -> None:
 
 def read_ann(path: Path, stamp: str) -> faiss.Index | None:
     """The index at `path` if it was written with `stamp`; None, logging why, if missing, stale or damaged."""
-    return _read(Path(path), stamp.encode("utf-8"))
+    found = _read(Path(path), stamp.encode("utf-8"))
+    return None if found is None else found[0]
 
 
-def read_stale_ann(path: Path, accept: Callable[[str], bool]) -> faiss.Index | None:
-    """The index at `path` if `accept(its stamp)`, checked before the payload is read; else None (logged)."""
+def read_stale_ann(path: Path, accept: Callable[[str], bool]) -> tuple[faiss.Index, float | None] | None:
+    """(index, trained imbalance) at `path` if `accept(its stamp)`, checked before the payload is read; else None
+    (logged). The trained imbalance, for `update_ann`, is None in a file of the first format."""
     return _read(Path(path), lambda stamp: accept(stamp.decode("utf-8", errors="replace")))
 
 
-def _read(path: Path, accept: bytes | Callable[[bytes], bool]) -> faiss.Index | None:
+def _read(path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[faiss.Index, float | None] | None:
     try:
         with open(path, "rb") as f:
             return _read_open(f, path, accept)
@@ -212,14 +232,16 @@ def _read(path: Path, accept: bytes | Callable[[bytes], bool]) -> faiss.Index | 
 
 
 def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray],
-               index_type: str = "auto") -> faiss.Index | None:
+               index_type: str = "auto", trained_imbalance: float | None = None) -> faiss.Index | None:
     """`index` (IVF) brought to hold exactly `ids`, or None when rebuilding is the better choice.
 
     Ids it holds that are not in `ids` are removed; `vectors_of(new_ids)` gives the vectors of the ids it lacks,
     which are added. None for flat and HNSW indexes, for an `index_type` (as `build_ann` takes it) that is no
     longer IVF, when the ideal number of lists for len(ids) (`_ivf_nlist`) is more than `UPDATE_NLIST_RATIO`
-    times off the index's own (the collection has about doubled or halved since the quantiser was trained), and
-    when many new vectors lie outside what the index was trained on (`_count_outside`).
+    times off the index's own (the collection has about doubled or halved since the quantiser was trained), when
+    many new vectors lie outside what the index was trained on (`_count_outside`), when the update would leave
+    the lists' `imbalance` more than UPDATE_MAX_IMBALANCE_GROWTH times `trained_imbalance` (the value right after
+    training, which `read_stale_ann` gives), and when `trained_imbalance` is not known (None or NaN).
     """
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if index_type_of(index) != "ivf" or len(ids) == 0:
@@ -228,20 +250,29 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
     if resolved_index_type(index_type, len(ids), index.d) != "ivf" or not (
             inner.nlist / UPDATE_NLIST_RATIO <= nlist <= inner.nlist * UPDATE_NLIST_RATIO):
         return None
-    held = _ivf_ids(inner)
-    removed = np.setdiff1d(held, ids, assume_unique=True)
+    if trained_imbalance is None or math.isnan(trained_imbalance):
+        logger.info("The IVF index's imbalance after training is not recorded (an older file); rebuilding")
+        return None
+    held, held_lists = _ivf_contents(inner)
+    kept = np.isin(held, ids, assume_unique=True)
+    removed = held[~kept]
     added = np.setdiff1d(ids, held, assume_unique=True)
-    vectors = None
+    vectors, lists = None, np.empty(0, dtype=np.int64)
     if len(added):  # read and checked before the index changes: a ValueError leaves it as it was
         vectors, added = _check_vectors(vectors_of(added), added)
         if vectors.shape[1] != index.d:
             raise ValueError(f"vectors_of gave {vectors.shape[1]}-d vectors for a {index.d}-d index")
-        lists = _assign(inner, vectors)  # once, for the check and the add
+        lists = _assign(inner, vectors)  # once, for the checks and the add
         outside = _count_outside(inner, vectors, lists)
         if outside >= UPDATE_MIN_OUTSIDE and outside > UPDATE_MAX_OUTSIDE * len(vectors):
             logger.info("%d of %d new vectors lie outside what the IVF index was trained on; rebuilding", outside,
                         len(vectors))
             return None
+    after = _imbalance(np.bincount(held_lists[kept], minlength=inner.nlist) + np.bincount(lists, minlength=inner.nlist))
+    if after > UPDATE_MAX_IMBALANCE_GROWTH * trained_imbalance:
+        logger.info("Updating would leave the IVF lists' imbalance at %.2f, %.2f after training; rebuilding", after,
+                    trained_imbalance)
+        return None
     if len(removed):
         sel, _ = _selector(removed)
         index.remove_ids(sel)
@@ -274,12 +305,36 @@ def _count_outside(index: faiss.IndexIVF, vectors: np.ndarray, lists: np.ndarray
     return count
 
 
+def imbalance(index: faiss.Index) -> float:
+    """The IVF lists' imbalance factor, nlist * sum(size^2) / N^2: how many times more codes a query scans than it
+    would with lists of even size (1 when they are). NaN for flat and HNSW indexes and for an empty one."""
+    if index_type_of(index) != "ivf":
+        return math.nan
+    inner = _inner(index)
+    return _imbalance(np.array([inner.invlists.list_size(i) for i in range(inner.nlist)]))
+
+
+def _imbalance(sizes: np.ndarray) -> float:
+    total = int(sizes.sum())
+    return len(sizes) * float(np.square(sizes, dtype=np.float64).sum()) / total**2 if total else math.nan
+
+
+def _ivf_contents(index: faiss.IndexIVF) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, lists): every id stored in the inverted lists of `index`, sorted, and the list each is in."""
+    invlists = index.invlists
+    sizes = [invlists.list_size(i) for i in range(index.nlist)]
+    parts = [faiss.rev_swig_ptr(invlists.get_ids(i), size).copy() for i, size in enumerate(sizes) if size]
+    if not parts:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    ids = np.concatenate(parts)
+    lists = np.repeat(np.arange(index.nlist, dtype=np.int64), sizes)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], lists[order]
+
+
 def _ivf_ids(index: faiss.IndexIVF) -> np.ndarray:
     """Every id stored in the inverted lists of `index`, sorted."""
-    lists = index.invlists
-    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-             for i in range(index.nlist) if lists.list_size(i)]
-    return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+    return _ivf_contents(index)[0]
 
 
 # --- building -------------------------------------------------------------------------
@@ -443,16 +498,18 @@ def _missing(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 # --- file -----------------------------------------------------------------------------
 
 
-def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> faiss.Index | None:
-    """The index in an open file whose stamp is `accept` (or passes it); None, logging why. OSError is left to
-    the caller."""
+def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[faiss.Index, float | None] | None:
+    """(index, trained imbalance) in an open file whose stamp is `accept` (or passes it); None, logging why.
+    OSError is left to the caller."""
     size = os.fstat(f.fileno()).st_size
     head = f.read(_STAMP_HEADER.size)
-    if len(head) < _STAMP_HEADER.size or head[: len(_MAGIC)] != _MAGIC:
+    magic = head[: len(_MAGIC)]
+    if len(head) < _STAMP_HEADER.size or magic not in (_MAGIC, _MAGIC_V1):
         logger.warning("%s is not an ANN index file (no %r header); it will be rebuilt", path, _MAGIC)
         return None
     _, stamp_len = _STAMP_HEADER.unpack(head)
-    payload_at = _STAMP_HEADER.size + stamp_len + _PAYLOAD_HEADER.size
+    payload_header = _PAYLOAD_HEADER if magic == _MAGIC else _PAYLOAD_HEADER_V1
+    payload_at = _STAMP_HEADER.size + stamp_len + payload_header.size
     if payload_at > size:
         logger.warning("ANN index %s is truncated (%d bytes); it will be rebuilt", path, size)
         return None
@@ -465,7 +522,10 @@ def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> faiss.
         logger.info("ANN index %s is stale (stamp %.80r, database %.80r); it will be updated or rebuilt",
                     path, found, accept)
         return None
-    length, crc = _PAYLOAD_HEADER.unpack(f.read(_PAYLOAD_HEADER.size))
+    if magic == _MAGIC:
+        trained, length, crc = payload_header.unpack(f.read(payload_header.size))
+    else:
+        trained, (length, crc) = None, payload_header.unpack(f.read(payload_header.size))
     if payload_at + length != size:
         logger.warning("ANN index %s is truncated or has trailing bytes (%d bytes, header says %d); "
                        "it will be rebuilt", path, size, payload_at + length)
@@ -485,4 +545,4 @@ def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> faiss.
     except (RuntimeError, ValueError) as e:
         logger.warning("ANN index %s can't be loaded (%s); it will be rebuilt", path, str(e).splitlines()[0])
         return None
-    return index
+    return index, trained

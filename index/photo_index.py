@@ -182,34 +182,37 @@ class PhotoIndex:
         if index is not None and not fits(index):
             index = None
         if index is None:
-            index, stamp = self._updated_or_built_ann(index_type)
+            index, stamp, trained_imbalance = self._updated_or_built_ann(index_type)
             # Write it when we hold the build lock, or can take it: never race a running build's own write.
             lock = BuildLock(self.lock_path, "index rebuild")
             if write or lock.acquire():
                 try:
-                    ann.write_ann(index, self.ann_path, stamp)
+                    ann.write_ann(index, self.ann_path, stamp, trained_imbalance)
                 finally:
                     lock.release()
         self._ann = (stamp, index)
         return index
 
     def _updated_or_built_ann(self, index_type: str):
-        """(index, stamp): the stale `<db>.faiss` brought up to date when `ann.update_ann` can, else a new build."""
+        """(index, stamp, trained imbalance): the stale `<db>.faiss` brought up to date when `ann.update_ann` can,
+        with the imbalance its file recorded after training; else a new build, and None (`write_ann` measures it)."""
         if index_type in ("auto", "ivf"):  # only an IVF index is ever updated
             with self.db.snapshot():  # the ids, their vectors and the stamp come from one state
                 stamp = self.db.stamp()
                 stale = ann.read_stale_ann(self.ann_path, self.db.can_update_from)
                 if stale is not None:
+                    stale, trained_imbalance = stale
                     try:
-                        index = ann.update_ann(stale, self.db.vector_ids(), self.db.vectors_of, index_type)
+                        index = ann.update_ann(stale, self.db.vector_ids(), self.db.vectors_of, index_type,
+                                               trained_imbalance)
                     except (RuntimeError, ValueError) as e:  # faiss, or vectors that don't fit: rebuild instead
                         logger.warning("Can't update the ANN index %s (%s); rebuilding it", self.ann_path, e)
                         index = None
                     if index is not None:
-                        return index, stamp
+                        return index, stamp, trained_imbalance
                     del stale  # before the rebuild allocates its own
         ids, vectors, stamp = self.db.vectors()
-        return ann.build_ann(vectors, ids, index_type), stamp
+        return ann.build_ann(vectors, ids, index_type), stamp, None
 
     def query_vector(self, text: str | Sequence[str] | None = None,
                      image: str | os.PathLike | Image.Image | None = None,

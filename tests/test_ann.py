@@ -259,16 +259,57 @@ def test_read_plain_faiss_file_gives_none(indexes, tmp_path, caplog):
     assert "not an ANN index file" in caplog.text
 
 
-def test_valid_header_with_a_payload_faiss_cannot_read(tmp_path, caplog):
-    """Right magic, stamp, length and CRC around bytes that are not a faiss index: faiss's error is caught."""
-    payload = b"this is not a faiss index" * 10
-    stamp = b"db-v1"
-    path = tmp_path / "photos.faiss"
+def first_format_file(path, payload: bytes, stamp: bytes = b"db-v1") -> None:
+    """A file as the first format wrote it (b"VLMANN01": no trained imbalance)."""
     path.write_bytes(b"VLMANN01" + struct.pack("<I", len(stamp)) + stamp
                      + struct.pack("<QI", len(payload), zlib.crc32(payload)) + payload)
+
+
+@pytest.mark.parametrize("first_format", [False, True])
+def test_valid_header_with_a_payload_faiss_cannot_read(tmp_path, caplog, first_format):
+    """Right magic, stamp, length and CRC around bytes that are not a faiss index: faiss's error is caught."""
+    payload = b"this is not a faiss index" * 10
+    path = tmp_path / "photos.faiss"
+    if first_format:
+        first_format_file(path, payload)
+    else:
+        path.write_bytes(b"VLMANN02" + struct.pack("<I", 5) + b"db-v1"
+                         + struct.pack("<dQI", 1.0, len(payload), zlib.crc32(payload)) + payload)
     with caplog.at_level(logging.WARNING, logger=ann.__name__):
         assert ann.read_ann(path, "db-v1") is None
     assert "can't be loaded" in caplog.text
+
+
+def test_the_file_records_the_imbalance_after_training(data, tmp_path):
+    """`write_ann` records a new index's imbalance, or the one it is given for an updated index, and
+    `read_stale_ann` gives it back; flat and HNSW record NaN."""
+    base, ids, _ = data
+    index, path = ann.build_ann(base[:4500], ids[:4500], "ivf"), tmp_path / "photos.faiss"
+    sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)])
+    assert ann.imbalance(index) == pytest.approx(index.nlist * np.sum(sizes**2) / 4500**2)
+    assert ann.imbalance(index) == pytest.approx(index.invlists.imbalance_factor())  # faiss's own count
+    ann.write_ann(index, path, "db-v1")
+    stale, trained = ann.read_stale_ann(path, lambda stamp: True)
+    assert trained == ann.imbalance(index) and stale.ntotal == 4500
+    ann.write_ann(index, path, "db-v2", trained_imbalance=1.25)  # as PhotoIndex writes an updated index
+    assert ann.read_stale_ann(path, lambda stamp: stamp == "db-v2")[1] == 1.25
+    for kind in ("flat", "hnsw"):
+        ann.write_ann(ann.build_ann(base[:100], ids[:100], kind), path, "db-v3")
+        assert np.isnan(ann.read_stale_ann(path, lambda stamp: True)[1])
+
+
+def test_a_first_format_file_is_searched_and_rebuilt_rather_than_updated(data, indexes, tmp_path, caplog):
+    base, ids, queries = data
+    path = tmp_path / "photos.faiss"
+    first_format_file(path, faiss.serialize_index(indexes["ivf"]).tobytes())
+    loaded = ann.read_ann(path, "db-v1")
+    np.testing.assert_array_equal(ann.search_ann(loaded, queries, K)[1], ann.search_ann(indexes["ivf"], queries, K)[1])
+    stale, trained = ann.read_stale_ann(path, lambda stamp: True)
+    assert trained is None
+    with caplog.at_level(logging.INFO, logger=ann.__name__):
+        assert ann.update_ann(stale, ids, pytest.fail, "ivf", trained) is None
+        assert ann.update_ann(stale, ids, pytest.fail, "ivf", float("nan")) is None
+    assert "not recorded" in caplog.text
 
 
 def test_update_ann_removes_and_adds_without_retraining(data):
@@ -283,7 +324,8 @@ def test_update_ann_removes_and_adds_without_retraining(data):
         asked.append(np.sort(new_ids))
         return base[[row[int(i)] for i in new_ids]]
 
-    updated = ann.update_ann(index, keep, vectors_of, index_type="ivf")  # "auto" would pick flat at 5000 x 64
+    trained = ann.imbalance(index)
+    updated = ann.update_ann(index, keep, vectors_of, "ivf", trained)  # "auto" would pick flat at 5000 x 64
 
     assert updated is index and updated.ntotal == len(keep)
     assert len(asked) == 1  # only the new vectors are read
@@ -294,7 +336,7 @@ def test_update_ann_removes_and_adds_without_retraining(data):
     np.testing.assert_array_equal(found[:, 0], ids[4500:])
     _, truth = brute_force(base[500:], keep, queries, K)
     assert recall(ann.search_ann(updated, queries, K)[1], truth) >= 0.9
-    assert ann.update_ann(updated, keep, vectors_of, index_type="ivf") is updated and len(asked) == 1  # no change
+    assert ann.update_ann(updated, keep, vectors_of, "ivf", trained) is updated and len(asked) == 1  # no change
 
 
 @pytest.mark.parametrize(("unlike", "declined"), [(10, False), (20, False), (30, True), (500, True)])
@@ -308,9 +350,35 @@ def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, un
     rotation = np.linalg.qr(np.random.default_rng(4).standard_normal((DIM, DIM)))[0].astype(np.float32)
     vectors[4500:4500 + unlike] = clustered(unlike, seed=3, n_clusters=5) @ rotation  # away from the old centres
     row = {int(i): r for r, i in enumerate(ids)}
-    updated = ann.update_ann(index, ids[500:], lambda new: vectors[[row[int(i)] for i in new]], index_type="ivf")
+    updated = ann.update_ann(index, ids[500:], lambda new: vectors[[row[int(i)] for i in new]], "ivf",
+                             ann.imbalance(index))
     assert updated is (None if declined else index)
     assert index.ntotal == 4500 and np.array_equal(ann._ivf_ids(index), np.sort(ids[:4500] if declined else ids[500:]))
+
+
+@pytest.mark.parametrize(("crowd", "declined"), [(60, False), (400, True)])
+def test_update_ann_declines_when_the_lists_would_grow_uneven(data, crowd, declined, caplog):
+    """New vectors that all go to one list, inside the code ranges (copies of its photos under new ids: the
+    outside check passes), crowd it: past 1.2 times the imbalance after training, the update declines before
+    changing the index."""
+    base, ids, _ = data
+    index = ann.build_ann(base[:4000], ids[:4000], "ivf")
+    trained = ann.imbalance(index)
+    inner = ann._inner(index)
+    held, lists = ann._ivf_contents(inner)
+    members = base[:4000][np.isin(ids[:4000], held[lists == np.bincount(lists).argmax()])]  # the largest list's
+    new = members[np.random.default_rng(6).integers(len(members), size=crowd)]
+    new_ids = ids[4000:4000 + crowd]
+    sizes = np.bincount(np.concatenate([lists, ann._assign(inner, new)]), minlength=inner.nlist)
+    assert (ann._imbalance(sizes) > 1.2 * trained) == declined  # the cases lie on both sides of the bound
+    assert ann._count_outside(inner, new, ann._assign(inner, new)) < ann.UPDATE_MIN_OUTSIDE  # too few to decline
+    row = {int(i): r for r, i in enumerate(new_ids)}
+    with caplog.at_level(logging.INFO, logger=ann.__name__):
+        updated = ann.update_ann(index, ids[:4000 + crowd], lambda asked: new[[row[int(i)] for i in asked]], "ivf",
+                                 trained)
+    assert updated is (None if declined else index)
+    assert index.ntotal == (4000 if declined else 4000 + crowd)
+    assert ("imbalance" in caplog.text) == declined
 
 
 def test_count_outside_counts_vectors_beyond_the_trained_code_ranges():

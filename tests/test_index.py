@@ -7,12 +7,14 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
 from index import IndexedFile, IndexNotFoundError, ModelMismatchError, PhotoIndex, SchemaError
 from index import ann
 from tests.photos import SAMPLES, noise_image, write_images
+from tests.test_ann import first_format_file
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.hub import DEFAULT_MODEL
 
@@ -272,10 +274,42 @@ def test_stale_ivf_file_is_updated_without_retraining(tmp_path, emoji_model, mon
         index.search("again")
 
         assert_consistent(index)  # the file is fresh and holds exactly the database's 2,062 vectors
-        updated = ann.read_ann(index.ann_path, index.db.stamp())
+        updated, recorded = ann.read_stale_ann(index.ann_path, lambda stamp: stamp == index.db.stamp())
         assert updated.ntotal == 2062
         np.testing.assert_array_equal(updated.quantizer.reconstruct_n(0, updated.nlist),
                                       trained.quantizer.reconstruct_n(0, trained.nlist))
+        assert recorded == ann.imbalance(trained) != ann.imbalance(updated)  # still the value after training
+
+
+def test_faiss_file_of_the_first_format_is_rebuilt_once_then_updated(tmp_path, emoji_model, monkeypatch):
+    """A file written before the trained imbalance was recorded is searched as it is while fresh, and rebuilt (not
+    updated) when stale; the rebuilt file is then updated."""
+    vectors = np.random.default_rng(1).standard_normal((2400, 192)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def commit(index: PhotoIndex, numbers: range) -> None:
+        files = [IndexedFile(str(tmp_path / f"p{i}.jpg"), f"{i:032x}", 1, 1, 8, 8, None, None) for i in numbers]
+        index.db.commit_batch(files, {f.hash: vectors[i] for f, i in zip(files, numbers)}, [])
+
+    builds = []
+    build_ann = ann.build_ann
+    monkeypatch.setattr(ann, "build_ann", lambda *args: builds.append(1) or build_ann(*args))
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([SAMPLES], workers=0, index_type="ivf")  # 12 photos: a flat index
+        commit(index, range(2000))
+        index.search("first")  # an IVF index, trained
+        payload = faiss.serialize_index(ann.read_ann(index.ann_path, index.db.stamp())).tobytes()
+        first_format_file(index.ann_path, payload, index.db.stamp().encode())
+    assert len(builds) == 2
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        assert len(index.search("fresh: searched as it is")) > 0 and len(builds) == 2
+        commit(index, range(2000, 2200))
+        index.search("stale: rebuilt")
+        assert len(builds) == 3 and index.ann_path.read_bytes()[:8] == b"VLMANN02"
+        commit(index, range(2200, 2400))
+        index.search("stale again: updated")
+        assert len(builds) == 3
+        assert_consistent(index)
 
 
 
