@@ -47,7 +47,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from index import ann  # noqa: E402
+from index import ann, ann_file  # noqa: E402
 
 TARGET_P95_MS = 10.0
 TARGET_RECALL = 0.95
@@ -315,14 +315,14 @@ class FaissBench:
                   f"{recall_at_k(found, truth):.3f} |", flush=True)
 
     def file(self, index: faiss.Index) -> None:
-        """Seconds of ann.write_ann and ann.read_ann (which checks the CRC) for the default index."""
+        """Seconds of ann_file.write_ann and ann_file.read_ann (which checks the CRC) for the default index."""
         with tempfile.TemporaryDirectory(dir=self.args.tmp_dir) as folder:
             path = Path(folder) / "photos.faiss"
             t0 = time.perf_counter()
-            ann.write_ann(index, path, "bench")
+            ann_file.write_ann(index, path, "bench", trained_imbalance=ann.imbalance(index))
             t_write = time.perf_counter() - t0
             t0 = time.perf_counter()
-            loaded = ann.read_ann(path, "bench")
+            loaded = ann_file.read_ann(path, "bench")
             t_read = time.perf_counter() - t0
             if loaded is None or loaded.ntotal != index.ntotal:
                 raise RuntimeError(f"read_ann did not give back the index written to {path}")
@@ -369,7 +369,7 @@ def part_update(args: argparse.Namespace) -> None:
     index = ann.build_ann(base[:n], ids[:n], "ivf")
     built = time.perf_counter() - start
     start = time.perf_counter()
-    updated = ann.update_ann(index, now, lambda new: base[new], "ivf", ann.imbalance(index))
+    updated = ann.update_ann(index, now, lambda new: base[new], "ivf", trained_imbalance=ann.imbalance(index))
     update = time.perf_counter() - start
     assert updated is not None and updated.ntotal == len(now)
     start = time.perf_counter()
@@ -443,13 +443,17 @@ def part_drift(args: argparse.Namespace) -> None:
         added = np.arange(n + r * change, n + (r + 1) * change, dtype=np.int64)
         current = np.sort(np.concatenate([np.delete(current, gone), added]))
         inner = ann._inner(index)
-        outside = f"{ann._count_outside(inner, vectors[added], ann._assign(inner, vectors[added])) / change:.3f}"
+        n_outside = ann._count_outside(inner, vectors[added], ann._assign(inner, vectors[added]))
+        outside = f"{n_outside / change:.3f}"
         forced = faiss.clone_index(index)  # what updating would give, kept in case update_ann declines
         start = time.perf_counter()
-        updated = ann.update_ann(index, current, lambda ids: vectors[ids], "ivf", trained)
+        updated = ann.update_ann(index, current, lambda ids: vectors[ids], "ivf", trained_imbalance=trained)
         name = f"round {r + 1}: updated"
         if updated is None:
-            updated, name = ann.build_ann(vectors[current], current, "ivf"), f"round {r + 1}: declined, rebuilt"
+            outside_rule = n_outside >= ann.UPDATE_MIN_OUTSIDE and n_outside > ann.UPDATE_MAX_OUTSIDE * change
+            reason = "outside" if outside_rule else "imbalance"  # (the size rule can't fire: the size is constant)
+            updated = ann.build_ann(vectors[current], current, "ivf")
+            name = f"round {r + 1}: declined ({reason}), rebuilt"
             seconds = time.perf_counter() - start
             trained = ann.imbalance(updated)
             forced.remove_ids(faiss.IDSelectorBatch(np.setdiff1d(ann._ivf_ids(inner), current)))

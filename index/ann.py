@@ -19,30 +19,19 @@ recorded in benchmarks/README.md, "Photo index: FAISS level"):
 - "ivf":  IndexIVFScalarQuantizer (8 bits per dimension), ids stored in the
           inverted lists themselves.
 
-File format (one file, so the stamp and the index can't disagree):
-    magic b"VLMANN02" | u32 stamp length | stamp (UTF-8) | f64 trained imbalance |
-    u64 payload length | u32 CRC-32 of the payload | payload (faiss.write_index bytes)
-The trained imbalance is the IVF lists' `imbalance` right after training (NaN for
-flat and HNSW). Files of the first format, b"VLMANN01", have no such field: they
-are searched as they are, and rebuilt rather than updated.
+The index file (`<db>.faiss`: the index, its stamp and the imbalance after
+training) is read and written by `index.ann_file`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import struct
-import zlib
 from collections.abc import Callable
-from pathlib import Path
-from typing import BinaryIO
 
 import faiss
 import numpy as np
 from faiss.contrib.ivf_tools import add_preassigned
-
-from vlm_vision.atomic import replace_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +96,6 @@ _HNSW_EF_FILTERED_MAX = 1024  # bounds a filtered HNSW search's widened beam (an
 
 _BITMAP_MAX_BITS = 1 << 26  # ids up to 64M filter through a bitmap (8 MiB); larger ones through a hash set
 
-_MAGIC = b"VLMANN02"
-_MAGIC_V1 = b"VLMANN01"  # the first format: no trained imbalance
-_STAMP_HEADER = struct.Struct("<8sI")  # magic, stamp length
-_PAYLOAD_HEADER = struct.Struct("<dQI")  # trained imbalance, payload length, CRC-32 of the payload
-_PAYLOAD_HEADER_V1 = struct.Struct("<QI")
-_CHUNK = 1 << 22  # bytes read at a time when checking the CRC
 
 
 def choose_index_type(n: int, dim: int = 768) -> str:
@@ -175,64 +158,8 @@ def index_type_of(index: faiss.Index) -> str:
     raise ValueError(f"Not an index made by build_ann: {type(inner).__name__}")
 
 
-def write_ann(index: faiss.Index, path: Path, stamp: str, trained_imbalance: float | None = None) -> None:
-    """Write `index` and `stamp` to `path` atomically: readers see the old file or the new one, never half of one.
-
-    `trained_imbalance` is the lists' imbalance right after training, as `read_stale_ann` gave it for an index
-    that `update_ann` then updated; None for an index just built, whose imbalance is measured now.
-    """
-    path = Path(path)
-    stamp_bytes = stamp.encode("utf-8")
-    trained = imbalance(index) if trained_imbalance is None else trained_imbalance
-    length = 0
-
-    def write(f: BinaryIO) -> None:
-        nonlocal length
-        f.write(_STAMP_HEADER.pack(_MAGIC, len(stamp_bytes)) + stamp_bytes)
-        payload_at = f.tell() + _PAYLOAD_HEADER.size
-        f.write(_PAYLOAD_HEADER.pack(trained, 0, 0))  # patched once the payload is written
-        crc = 0
-
-        def write_chunk(chunk: bytes) -> int:
-            nonlocal crc
-            crc = zlib.crc32(chunk, crc)
-            return f.write(chunk)
-
-        # Streams the index through a callback, so no second in-memory copy of it is made.
-        faiss.write_index(index, faiss.PyCallbackIOWriter(write_chunk))
-        length = f.tell() - payload_at
-        f.seek(payload_at - _PAYLOAD_HEADER.size)
-        f.write(_PAYLOAD_HEADER.pack(trained, length, crc))
-
-    replace_atomically(path, write, durable=True)
-    logger.info("Wrote %s index of %d vectors to %s (%d bytes)", index_type_of(index), index.ntotal, path, length)
-
-
-def read_ann(path: Path, stamp: str) -> faiss.Index | None:
-    """The index at `path` if it was written with `stamp`; None, logging why, if missing, stale or damaged."""
-    found = _read(Path(path), stamp.encode("utf-8"))
-    return None if found is None else found[0]
-
-
-def read_stale_ann(path: Path, accept: Callable[[str], bool]) -> tuple[faiss.Index, float | None] | None:
-    """(index, trained imbalance) at `path` if `accept(its stamp)`, checked before the payload is read; else None
-    (logged). The trained imbalance, for `update_ann`, is None in a file of the first format."""
-    return _read(Path(path), lambda stamp: accept(stamp.decode("utf-8", errors="replace")))
-
-
-def _read(path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[faiss.Index, float | None] | None:
-    try:
-        with open(path, "rb") as f:
-            return _read_open(f, path, accept)
-    except FileNotFoundError:
-        logger.info("No ANN index at %s; it will be built", path)
-    except OSError as e:
-        logger.warning("Can't read ANN index %s (%s); it will be rebuilt", path, e)
-    return None
-
-
 def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray],
-               index_type: str = "auto", trained_imbalance: float | None = None) -> faiss.Index | None:
+               index_type: str = "auto", *, trained_imbalance: float | None) -> faiss.Index | None:
     """`index` (IVF) brought to hold exactly `ids`, or None when rebuilding is the better choice.
 
     Ids it holds that are not in `ids` are removed; `vectors_of(new_ids)` gives the vectors of the ids it lacks,
@@ -241,7 +168,7 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
     times off the index's own (the collection has about doubled or halved since the quantiser was trained), when
     many new vectors lie outside what the index was trained on (`_count_outside`), when the update would leave
     the lists' `imbalance` more than UPDATE_MAX_IMBALANCE_GROWTH times `trained_imbalance` (the value right after
-    training, which `read_stale_ann` gives), and when `trained_imbalance` is not known (None or NaN).
+    training, which `ann_file.read_stale_ann` gives), and when `trained_imbalance` is not known (None or NaN).
     """
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if index_type_of(index) != "ivf" or len(ids) == 0:
@@ -493,56 +420,3 @@ def _search_hnsw_exact(
 
 def _missing(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n_queries, k), -np.inf, dtype=np.float32), np.full((n_queries, k), -1, dtype=np.int64)
-
-
-# --- file -----------------------------------------------------------------------------
-
-
-def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[faiss.Index, float | None] | None:
-    """(index, trained imbalance) in an open file whose stamp is `accept` (or passes it); None, logging why.
-    OSError is left to the caller."""
-    size = os.fstat(f.fileno()).st_size
-    head = f.read(_STAMP_HEADER.size)
-    magic = head[: len(_MAGIC)]
-    if len(head) < _STAMP_HEADER.size or magic not in (_MAGIC, _MAGIC_V1):
-        logger.warning("%s is not an ANN index file (no %r header); it will be rebuilt", path, _MAGIC)
-        return None
-    _, stamp_len = _STAMP_HEADER.unpack(head)
-    payload_header = _PAYLOAD_HEADER if magic == _MAGIC else _PAYLOAD_HEADER_V1
-    payload_at = _STAMP_HEADER.size + stamp_len + payload_header.size
-    if payload_at > size:
-        logger.warning("ANN index %s is truncated (%d bytes); it will be rebuilt", path, size)
-        return None
-    found = f.read(stamp_len)
-    if callable(accept):
-        if not accept(found):
-            logger.info("ANN index %s (stamp %.80r) can't be updated; it will be rebuilt", path, found)
-            return None
-    elif found != accept:
-        logger.info("ANN index %s is stale (stamp %.80r, database %.80r); it will be updated or rebuilt",
-                    path, found, accept)
-        return None
-    if magic == _MAGIC:
-        trained, length, crc = payload_header.unpack(f.read(payload_header.size))
-    else:
-        trained, (length, crc) = None, payload_header.unpack(f.read(payload_header.size))
-    if payload_at + length != size:
-        logger.warning("ANN index %s is truncated or has trailing bytes (%d bytes, header says %d); "
-                       "it will be rebuilt", path, size, payload_at + length)
-        return None
-    # Check the CRC before faiss parses anything: damaged sizes inside the payload could
-    # make it allocate wildly, and damaged vectors would load without any error.
-    found_crc = 0
-    while chunk := f.read(_CHUNK):
-        found_crc = zlib.crc32(chunk, found_crc)
-    if found_crc != crc:
-        logger.warning("ANN index %s is damaged (CRC mismatch); it will be rebuilt", path)
-        return None
-    f.seek(payload_at)
-    try:
-        index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
-        index_type_of(index)
-    except (RuntimeError, ValueError) as e:
-        logger.warning("ANN index %s can't be loaded (%s); it will be rebuilt", path, str(e).splitlines()[0])
-        return None
-    return index, trained

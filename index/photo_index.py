@@ -21,7 +21,7 @@ from PIL import Image
 
 from vlm_vision.hub import DEFAULT_MODEL, default_model, resolve_checkpoint
 
-from . import ann
+from . import ann, ann_file
 from .build import BuildProgress, BuildSummary, run_build
 from .db import Database, IndexedFile, ModelInfo, SkippedFile
 from .errors import ModelMismatchError
@@ -178,7 +178,7 @@ class PhotoIndex:
 
         if self._ann is not None and self._ann[0] == stamp and fits(self._ann[1]):
             return self._ann[1]
-        index = ann.read_ann(self.ann_path, stamp)
+        index = ann_file.read_ann(self.ann_path, stamp)
         if index is not None and not fits(index):
             index = None
         if index is None:
@@ -187,7 +187,7 @@ class PhotoIndex:
             lock = BuildLock(self.lock_path, "index rebuild")
             if write or lock.acquire():
                 try:
-                    ann.write_ann(index, self.ann_path, stamp, trained_imbalance)
+                    ann_file.write_ann(index, self.ann_path, stamp, trained_imbalance=trained_imbalance)
                 finally:
                     lock.release()
         self._ann = (stamp, index)
@@ -195,16 +195,16 @@ class PhotoIndex:
 
     def _updated_or_built_ann(self, index_type: str):
         """(index, stamp, trained imbalance): the stale `<db>.faiss` brought up to date when `ann.update_ann` can,
-        with the imbalance its file recorded after training; else a new build, and None (`write_ann` measures it)."""
+        with the imbalance its file recorded after training; else a new build, with its own."""
         if index_type in ("auto", "ivf"):  # only an IVF index is ever updated
             with self.db.snapshot():  # the ids, their vectors and the stamp come from one state
                 stamp = self.db.stamp()
-                stale = ann.read_stale_ann(self.ann_path, self.db.can_update_from)
+                stale = ann_file.read_stale_ann(self.ann_path, self.db.can_update_from)
                 if stale is not None:
                     stale, trained_imbalance = stale
                     try:
                         index = ann.update_ann(stale, self.db.vector_ids(), self.db.vectors_of, index_type,
-                                               trained_imbalance)
+                                               trained_imbalance=trained_imbalance)
                     except (RuntimeError, ValueError) as e:  # faiss, or vectors that don't fit: rebuild instead
                         logger.warning("Can't update the ANN index %s (%s); rebuilding it", self.ann_path, e)
                         index = None
@@ -212,7 +212,8 @@ class PhotoIndex:
                         return index, stamp, trained_imbalance
                     del stale  # before the rebuild allocates its own
         ids, vectors, stamp = self.db.vectors()
-        return ann.build_ann(vectors, ids, index_type), stamp, None
+        index = ann.build_ann(vectors, ids, index_type)
+        return index, stamp, ann.imbalance(index)
 
     def query_vector(self, text: str | Sequence[str] | None = None,
                      image: str | os.PathLike | Image.Image | None = None,

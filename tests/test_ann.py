@@ -1,28 +1,20 @@
-"""The ANN layer: exactness of flat search, recall of HNSW and IVF, id filters, and the index file."""
+"""The ANN layer: exactness of flat search, recall of HNSW and IVF, id filters, and updates of an IVF index.
+
+The index file is tested in test_ann_file.py."""
 
 from __future__ import annotations
 
 import logging
-import struct
-import zlib
+import math
 
 import faiss
 import numpy as np
 import pytest
 
 from index import ann
+from tests.vectors import DIM, clustered, example_data
 
-DIM = 64
 K = 10
-
-
-def clustered(n: int, seed: int, n_clusters: int = 50, dim: int = DIM) -> np.ndarray:
-    """(n, dim) unit float32 vectors around `n_clusters` random centres (seeded; same centres for every seed)."""
-    centres = np.random.default_rng(1234).standard_normal((n_clusters, dim))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    rng = np.random.default_rng(seed)
-    x = centres[rng.integers(n_clusters, size=n)] + 0.1 * rng.standard_normal((n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def brute_force(base: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,10 +29,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(base (5000, 64), ids (5000,): unique, non-contiguous, large int64, queries (200, 64), held out)."""
-    base = clustered(5000, seed=0)
-    ids = np.random.default_rng(1).choice(2**40, size=5000, replace=False).astype(np.int64)
-    return base, ids, clustered(200, seed=2)
+    return example_data()
 
 
 @pytest.fixture(scope="module")
@@ -183,135 +172,6 @@ def test_bad_search_inputs_raise(indexes):
         ann.search_ann(indexes["flat"], np.zeros((2, DIM), np.float32), 0)
 
 
-@pytest.mark.parametrize("kind", ann.INDEX_TYPES)
-def test_write_read_roundtrip(data, indexes, kind, tmp_path):
-    _, ids, queries = data
-    path = tmp_path / "photos.faiss"
-    ann.write_ann(indexes[kind], path, "db-v1")
-    loaded = ann.read_ann(path, "db-v1")
-    assert loaded is not None and ann.index_type_of(loaded) == kind
-    for allowed in (None, ids[::7]):
-        want = ann.search_ann(indexes[kind], queries, K, allowed_ids=allowed)
-        got = ann.search_ann(loaded, queries, K, allowed_ids=allowed)
-        np.testing.assert_array_equal(got[1], want[1])
-        np.testing.assert_array_equal(got[0], want[0])
-    assert [p.name for p in tmp_path.iterdir()] == ["photos.faiss"]  # no temporary file left behind
-
-
-def test_write_replaces_an_existing_file(data, indexes, tmp_path):
-    path = tmp_path / "photos.faiss"
-    ann.write_ann(indexes["flat"], path, "old")
-    ann.write_ann(indexes["ivf"], path, "new")
-    assert ann.read_ann(path, "old") is None
-    assert ann.index_type_of(ann.read_ann(path, "new")) == "ivf"
-
-
-def test_read_with_another_stamp_is_stale(indexes, tmp_path, caplog):
-    path = tmp_path / "photos.faiss"
-    ann.write_ann(indexes["flat"], path, "db-v1")
-    with caplog.at_level(logging.INFO, logger=ann.__name__):
-        assert ann.read_ann(path, "db-v2") is None
-    assert "stale" in caplog.text
-
-
-def test_read_missing_file(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger=ann.__name__):
-        assert ann.read_ann(tmp_path / "nothing.faiss", "db-v1") is None
-    assert "No ANN index" in caplog.text
-
-
-@pytest.mark.parametrize(
-    "damage, message",
-    [
-        (lambda b: b[: len(b) // 2], "truncated"),  # cut in the payload
-        (lambda b: b[:10], "not an ANN index file"),  # cut in the header
-        (lambda b: b[:20], "truncated"),  # cut in the stamp
-        (lambda b: b + b"x", "trailing bytes"),
-        (lambda b: b[:-100] + bytes([b[-100] ^ 0xFF]) + b[-99:], "CRC mismatch"),  # one flipped byte
-        (lambda b: b"\x00" * len(b), "not an ANN index file"),
-        (lambda b: b"", "not an ANN index file"),
-    ],
-    ids=["truncated", "header-only", "stamp-cut", "trailing", "bit-flip", "zeros", "empty"],
-)
-def test_read_damaged_file_gives_none(indexes, tmp_path, caplog, damage, message):
-    path = tmp_path / "photos.faiss"
-    ann.write_ann(indexes["flat"], path, "db-v1")
-    path.write_bytes(damage(path.read_bytes()))
-    with caplog.at_level(logging.WARNING, logger=ann.__name__):
-        assert ann.read_ann(path, "db-v1") is None
-    assert message in caplog.text
-
-
-def test_read_garbage_file_gives_none(tmp_path, caplog):
-    path = tmp_path / "photos.faiss"
-    path.write_bytes(np.random.default_rng(8).bytes(5000))
-    with caplog.at_level(logging.WARNING, logger=ann.__name__):
-        assert ann.read_ann(path, "db-v1") is None
-    assert "not an ANN index file" in caplog.text
-
-
-def test_read_plain_faiss_file_gives_none(indexes, tmp_path, caplog):
-    """A file written by faiss.write_index alone (no header, no stamp) is not taken as ours."""
-    path = tmp_path / "photos.faiss"
-    faiss.write_index(indexes["flat"], str(path))
-    with caplog.at_level(logging.WARNING, logger=ann.__name__):
-        assert ann.read_ann(path, "db-v1") is None
-    assert "not an ANN index file" in caplog.text
-
-
-def first_format_file(path, payload: bytes, stamp: bytes = b"db-v1") -> None:
-    """A file as the first format wrote it (b"VLMANN01": no trained imbalance)."""
-    path.write_bytes(b"VLMANN01" + struct.pack("<I", len(stamp)) + stamp
-                     + struct.pack("<QI", len(payload), zlib.crc32(payload)) + payload)
-
-
-@pytest.mark.parametrize("first_format", [False, True])
-def test_valid_header_with_a_payload_faiss_cannot_read(tmp_path, caplog, first_format):
-    """Right magic, stamp, length and CRC around bytes that are not a faiss index: faiss's error is caught."""
-    payload = b"this is not a faiss index" * 10
-    path = tmp_path / "photos.faiss"
-    if first_format:
-        first_format_file(path, payload)
-    else:
-        path.write_bytes(b"VLMANN02" + struct.pack("<I", 5) + b"db-v1"
-                         + struct.pack("<dQI", 1.0, len(payload), zlib.crc32(payload)) + payload)
-    with caplog.at_level(logging.WARNING, logger=ann.__name__):
-        assert ann.read_ann(path, "db-v1") is None
-    assert "can't be loaded" in caplog.text
-
-
-def test_the_file_records_the_imbalance_after_training(data, tmp_path):
-    """`write_ann` records a new index's imbalance, or the one it is given for an updated index, and
-    `read_stale_ann` gives it back; flat and HNSW record NaN."""
-    base, ids, _ = data
-    index, path = ann.build_ann(base[:4500], ids[:4500], "ivf"), tmp_path / "photos.faiss"
-    sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)])
-    assert ann.imbalance(index) == pytest.approx(index.nlist * np.sum(sizes**2) / 4500**2)
-    assert ann.imbalance(index) == pytest.approx(index.invlists.imbalance_factor())  # faiss's own count
-    ann.write_ann(index, path, "db-v1")
-    stale, trained = ann.read_stale_ann(path, lambda stamp: True)
-    assert trained == ann.imbalance(index) and stale.ntotal == 4500
-    ann.write_ann(index, path, "db-v2", trained_imbalance=1.25)  # as PhotoIndex writes an updated index
-    assert ann.read_stale_ann(path, lambda stamp: stamp == "db-v2")[1] == 1.25
-    for kind in ("flat", "hnsw"):
-        ann.write_ann(ann.build_ann(base[:100], ids[:100], kind), path, "db-v3")
-        assert np.isnan(ann.read_stale_ann(path, lambda stamp: True)[1])
-
-
-def test_a_first_format_file_is_searched_and_rebuilt_rather_than_updated(data, indexes, tmp_path, caplog):
-    base, ids, queries = data
-    path = tmp_path / "photos.faiss"
-    first_format_file(path, faiss.serialize_index(indexes["ivf"]).tobytes())
-    loaded = ann.read_ann(path, "db-v1")
-    np.testing.assert_array_equal(ann.search_ann(loaded, queries, K)[1], ann.search_ann(indexes["ivf"], queries, K)[1])
-    stale, trained = ann.read_stale_ann(path, lambda stamp: True)
-    assert trained is None
-    with caplog.at_level(logging.INFO, logger=ann.__name__):
-        assert ann.update_ann(stale, ids, pytest.fail, "ivf", trained) is None
-        assert ann.update_ann(stale, ids, pytest.fail, "ivf", float("nan")) is None
-    assert "not recorded" in caplog.text
-
-
 def test_update_ann_removes_and_adds_without_retraining(data):
     base, ids, queries = data
     index = ann.build_ann(base[:4500], ids[:4500], "ivf")
@@ -325,7 +185,7 @@ def test_update_ann_removes_and_adds_without_retraining(data):
         return base[[row[int(i)] for i in new_ids]]
 
     trained = ann.imbalance(index)
-    updated = ann.update_ann(index, keep, vectors_of, "ivf", trained)  # "auto" would pick flat at 5000 x 64
+    updated = ann.update_ann(index, keep, vectors_of, "ivf", trained_imbalance=trained)  # "auto": flat at 5000 x 64
 
     assert updated is index and updated.ntotal == len(keep)
     assert len(asked) == 1  # only the new vectors are read
@@ -336,11 +196,12 @@ def test_update_ann_removes_and_adds_without_retraining(data):
     np.testing.assert_array_equal(found[:, 0], ids[4500:])
     _, truth = brute_force(base[500:], keep, queries, K)
     assert recall(ann.search_ann(updated, queries, K)[1], truth) >= 0.9
-    assert ann.update_ann(updated, keep, vectors_of, "ivf", trained) is updated and len(asked) == 1  # no change
+    assert ann.update_ann(updated, keep, vectors_of, "ivf", trained_imbalance=trained) is updated
+    assert len(asked) == 1  # no change, nothing read
 
 
 @pytest.mark.parametrize(("unlike", "declined"), [(10, False), (20, False), (30, True), (500, True)])
-def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, unlike, declined):
+def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, unlike, declined, caplog):
     """Of 500 new vectors, `unlike` come from other clusters, far from every trained centre: more than 5% of them,
     and at least 20, call for a rebuild (10: too few to be worth it; 20: 4%)."""
     base, ids, _ = data
@@ -350,10 +211,12 @@ def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, un
     rotation = np.linalg.qr(np.random.default_rng(4).standard_normal((DIM, DIM)))[0].astype(np.float32)
     vectors[4500:4500 + unlike] = clustered(unlike, seed=3, n_clusters=5) @ rotation  # away from the old centres
     row = {int(i): r for r, i in enumerate(ids)}
-    updated = ann.update_ann(index, ids[500:], lambda new: vectors[[row[int(i)] for i in new]], "ivf",
-                             ann.imbalance(index))
+    with caplog.at_level(logging.INFO, logger=ann.__name__):
+        updated = ann.update_ann(index, ids[500:], lambda new: vectors[[row[int(i)] for i in new]], "ivf",
+                                 trained_imbalance=ann.imbalance(index))
     assert updated is (None if declined else index)
     assert index.ntotal == 4500 and np.array_equal(ann._ivf_ids(index), np.sort(ids[:4500] if declined else ids[500:]))
+    assert ("lie outside" in caplog.text) == declined  # declined by this check, not another
 
 
 @pytest.mark.parametrize(("crowd", "declined"), [(60, False), (400, True)])
@@ -370,15 +233,35 @@ def test_update_ann_declines_when_the_lists_would_grow_uneven(data, crowd, decli
     new = members[np.random.default_rng(6).integers(len(members), size=crowd)]
     new_ids = ids[4000:4000 + crowd]
     sizes = np.bincount(np.concatenate([lists, ann._assign(inner, new)]), minlength=inner.nlist)
-    assert (ann._imbalance(sizes) > 1.2 * trained) == declined  # the cases lie on both sides of the bound
+    assert (ann._imbalance(sizes) > ann.UPDATE_MAX_IMBALANCE_GROWTH * trained) == declined  # either side of it
     assert ann._count_outside(inner, new, ann._assign(inner, new)) < ann.UPDATE_MIN_OUTSIDE  # too few to decline
     row = {int(i): r for r, i in enumerate(new_ids)}
     with caplog.at_level(logging.INFO, logger=ann.__name__):
         updated = ann.update_ann(index, ids[:4000 + crowd], lambda asked: new[[row[int(i)] for i in asked]], "ivf",
-                                 trained)
+                                 trained_imbalance=trained)
     assert updated is (None if declined else index)
     assert index.ntotal == (4000 if declined else 4000 + crowd)
     assert ("imbalance" in caplog.text) == declined
+
+
+@pytest.mark.parametrize("side", [-1, 1])
+def test_the_imbalance_check_predicts_what_the_update_leaves(data, side, monkeypatch):
+    """The imbalance update_ann computes before changing the index, for an update that removes and adds, is what
+    faiss counts after it: with the bound a hair below that value it declines, a hair above it updates."""
+    base, ids, _ = data
+    index = ann.build_ann(base[:4500], ids[:4500], "ivf")
+    trained, keep = ann.imbalance(index), ids[500:]
+    row = {int(i): r for r, i in enumerate(ids)}
+    forced = faiss.clone_index(index)  # the update made by hand: remove, then add
+    forced.remove_ids(faiss.IDSelectorBatch(ids[:500]))
+    forced.add_with_ids(base[4500:], ids[4500:])
+    after = forced.invlists.imbalance_factor()
+    assert after != pytest.approx(trained)  # the update moves it
+    monkeypatch.setattr(ann, "UPDATE_MAX_IMBALANCE_GROWTH", after / trained * (1 + side * 1e-9))
+    updated = ann.update_ann(index, keep, lambda new: base[[row[int(i)] for i in new]], "ivf",
+                             trained_imbalance=trained)
+    assert updated is (index if side > 0 else None)
+    assert ann.imbalance(index) == pytest.approx(after if side > 0 else trained, rel=1e-12)
 
 
 def test_count_outside_counts_vectors_beyond_the_trained_code_ranges():
@@ -405,11 +288,14 @@ def test_count_outside_counts_vectors_beyond_the_trained_code_ranges():
 def test_update_ann_declines_what_a_rebuild_does_better(data, indexes):
     base, ids, _ = data
     never = pytest.fail  # no vectors are read when the answer is "rebuild"
-    assert ann.update_ann(indexes["flat"], ids, never) is None
-    assert ann.update_ann(indexes["hnsw"], ids, never) is None
+    assert ann.update_ann(indexes["flat"], ids, never, trained_imbalance=math.nan) is None
+    assert ann.update_ann(indexes["hnsw"], ids, never, trained_imbalance=math.nan) is None
     ivf = ann.build_ann(base, ids, "ivf")  # 128 lists for 5000 vectors
-    assert ann.update_ann(ivf, ids, never, index_type="flat") is None  # the index type setting changed
-    assert ann.update_ann(ivf, ids, never) is None  # "auto" now picks flat for 5000 x 64
-    assert ann.update_ann(ivf, ids[:2000], never, index_type="ivf") is None  # 51 lists suit 2000: under half of 128
-    assert ann.update_ann(ivf, ids[:0], never, index_type="ivf") is None
+    trained = ann.imbalance(ivf)
+    assert ann.update_ann(ivf, ids, never, "flat", trained_imbalance=trained) is None  # the type setting changed
+    assert ann.update_ann(ivf, ids, never, trained_imbalance=trained) is None  # "auto" now picks flat for 5000 x 64
+    assert ann.update_ann(ivf, ids[:2000], never, "ivf", trained_imbalance=trained) is None  # 51 lists: under 128/2
+    assert ann.update_ann(ivf, ids[:0], never, "ivf", trained_imbalance=trained) is None
+    for unknown in (None, math.nan):  # a file of the first format
+        assert ann.update_ann(ivf, ids, never, "ivf", trained_imbalance=unknown) is None
     assert ivf.ntotal == len(ids)  # declining changed nothing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 
 from index import IndexedFile, IndexNotFoundError, ModelMismatchError, PhotoIndex, SchemaError
-from index import ann
+from index import ann, ann_file
 from tests.photos import SAMPLES, noise_image, write_images
-from tests.test_ann import first_format_file
+from tests.vectors import first_format_file
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.hub import DEFAULT_MODEL
 
@@ -33,7 +34,7 @@ def assert_consistent(index: PhotoIndex) -> None:
     db = index.db.db
     assert db.execute("SELECT COUNT(*) FROM files WHERE hash NOT IN (SELECT hash FROM vectors)").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM vectors WHERE hash NOT IN (SELECT hash FROM files)").fetchone()[0] == 0
-    faiss_index = ann.read_ann(index.ann_path, index.db.stamp())
+    faiss_index = ann_file.read_ann(index.ann_path, index.db.stamp())
     assert faiss_index is not None, "the FAISS file is missing or stale after a build"
     ids, vectors, _ = index.db.vectors()
     assert faiss_index.ntotal == len(ids)
@@ -248,7 +249,7 @@ def test_stats_and_index_type_override(tmp_path, emoji_model):
             index.build([SAMPLES], index_type="annoy")
         index.build([SAMPLES], workers=0, index_type="flat")  # nothing changed but the setting
         assert index.stats().index_type == "flat"
-        assert ann.index_type_of(ann.read_ann(index.ann_path, index.db.stamp())) == "flat"
+        assert ann.index_type_of(ann_file.read_ann(index.ann_path, index.db.stamp())) == "flat"
 
 
 def test_stale_ivf_file_is_updated_without_retraining(tmp_path, emoji_model, monkeypatch):
@@ -265,7 +266,7 @@ def test_stale_ivf_file_is_updated_without_retraining(tmp_path, emoji_model, mon
         index.build([SAMPLES], workers=0, index_type="ivf")  # 12 photos: a flat index (too few for IVF lists)
         commit(index, range(2000))
         index.search("warm-up")  # trains an IVF index (51 lists) on the 2,012 vectors and writes the file
-        trained = ann.read_ann(index.ann_path, index.db.stamp())
+        trained = ann_file.read_ann(index.ann_path, index.db.stamp())
         assert ann.index_type_of(trained) == "ivf"
         commit(index, range(2000, 2200))
         index.db.remove([str(tmp_path / f"p{i}.jpg") for i in range(150)])
@@ -274,14 +275,19 @@ def test_stale_ivf_file_is_updated_without_retraining(tmp_path, emoji_model, mon
         index.search("again")
 
         assert_consistent(index)  # the file is fresh and holds exactly the database's 2,062 vectors
-        updated, recorded = ann.read_stale_ann(index.ann_path, lambda stamp: stamp == index.db.stamp())
+        updated, recorded = ann_file.read_stale_ann(index.ann_path, lambda stamp: stamp == index.db.stamp())
         assert updated.ntotal == 2062
         np.testing.assert_array_equal(updated.quantizer.reconstruct_n(0, updated.nlist),
                                       trained.quantizer.reconstruct_n(0, trained.nlist))
         assert recorded == ann.imbalance(trained) != ann.imbalance(updated)  # still the value after training
 
+        commit(index, range(2200, 2300))  # a second update keeps it too
+        index.search("and again")
+        assert_consistent(index)
+        assert ann_file.read_stale_ann(index.ann_path, lambda stamp: True)[1] == ann.imbalance(trained)
 
-def test_faiss_file_of_the_first_format_is_rebuilt_once_then_updated(tmp_path, emoji_model, monkeypatch):
+
+def test_faiss_file_of_the_first_format_is_rebuilt_once_then_updated(tmp_path, emoji_model, monkeypatch, caplog):
     """A file written before the trained imbalance was recorded is searched as it is while fresh, and rebuilt (not
     updated) when stale; the rebuilt file is then updated."""
     vectors = np.random.default_rng(1).standard_normal((2400, 192)).astype(np.float32)
@@ -298,18 +304,23 @@ def test_faiss_file_of_the_first_format_is_rebuilt_once_then_updated(tmp_path, e
         index.build([SAMPLES], workers=0, index_type="ivf")  # 12 photos: a flat index
         commit(index, range(2000))
         index.search("first")  # an IVF index, trained
-        payload = faiss.serialize_index(ann.read_ann(index.ann_path, index.db.stamp())).tobytes()
+        payload = faiss.serialize_index(ann_file.read_ann(index.ann_path, index.db.stamp())).tobytes()
         first_format_file(index.ann_path, payload, index.db.stamp().encode())
     assert len(builds) == 2
     with open_index(tmp_path / "index.db", emoji_model) as index:
         assert len(index.search("fresh: searched as it is")) > 0 and len(builds) == 2
         commit(index, range(2000, 2200))
-        index.search("stale: rebuilt")
+        with caplog.at_level(logging.INFO, logger=ann.__name__):
+            index.search("stale: rebuilt")
+        assert "not recorded" in caplog.text  # rebuilt for that reason, not another
         assert len(builds) == 3 and index.ann_path.read_bytes()[:8] == b"VLMANN02"
+        rebuilt, recorded = ann_file.read_stale_ann(index.ann_path, lambda stamp: True)
+        assert recorded == ann.imbalance(rebuilt)
         commit(index, range(2200, 2400))
         index.search("stale again: updated")
         assert len(builds) == 3
         assert_consistent(index)
+        assert ann_file.read_stale_ann(index.ann_path, lambda stamp: True)[1] == recorded
 
 
 
