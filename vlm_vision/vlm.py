@@ -68,6 +68,7 @@ class VisionLanguageModel(nn.Module):
         self.processor = processor
         self.image_token = image_token
         self.vision_name_or_path = vision_name_or_path
+        self._base = Path.cwd()  # what relative references (the tower's, the LM's name_or_path) are relative to
         self.image_token_id = self._add_image_token()
         self.num_image_tokens = projector.config.num_image_tokens(vision.config.num_patches)  # N' per image
 
@@ -242,8 +243,8 @@ class VisionLanguageModel(nn.Module):
         write_json(folder / CONFIG_NAME, {
             "format_version": 1,
             "projector": self.projector.config.to_dict(),
-            "vision": _reference(vision_ref, folder),  # None: in folder/vision
-            "language_model": _reference(lm_ref, folder),  # None: in folder/language_model
+            "vision": _reference(vision_ref, folder, self._base),  # None: in folder/vision
+            "language_model": _reference(lm_ref, folder, self._base),  # None: in folder/language_model
             "image_token": self.image_token,
         })
 
@@ -277,14 +278,15 @@ class VisionLanguageModel(nn.Module):
         return model.to(device=device, dtype=dtype).eval()
 
 
-def _reference(name_or_path: str | os.PathLike | None, folder: Path) -> str | None:
-    """How the config in `folder` names a part it doesn't hold: a relative local path as seen from `folder`."""
+def _reference(name_or_path: str | os.PathLike | None, folder: Path, base: Path) -> str | None:
+    """How the config in `folder` names a part it doesn't hold: a relative local path (relative to `base`, the
+    working directory when the model was made or loaded) as seen from `folder`."""
     if name_or_path is None:
         return None
     path = Path(name_or_path)
-    if path.is_absolute() or not path.exists():
+    if path.is_absolute() or not (base / path).exists():
         return str(name_or_path)  # an absolute path, or a hub name (or a path that is gone): as given
-    path = path.parent.resolve() / path.name  # a link to the part stays a link (runs/latest -> step-4600)
+    path = (base / path).parent.resolve() / path.name  # a link to the part stays a link (runs/latest -> step-4600)
     try:
         return Path(os.path.relpath(path, folder.resolve())).as_posix()
     except ValueError:  # on another Windows drive there is no relative path
@@ -296,8 +298,8 @@ def _resolve(reference: str | None, folder: Path, part: str) -> str | None:
     writes local paths), otherwise as written (a hub name or an absolute path; folders written before references
     were made relative name paths relative to the working directory).
 
-    A relative reference stays relative (now to the working directory, so a later chdir would break it), so saving
-    the model again elsewhere writes it relative to the new folder."""
+    A relative reference stays relative, now to the working directory (which the model remembers, so a later chdir
+    doesn't break it), so saving the model again elsewhere writes it relative to the new folder."""
     if reference is None or Path(reference).is_absolute():
         return reference
     local = folder / reference
