@@ -1,5 +1,5 @@
-"""Real image files for the tests: photos for the index, good ones in every format and every kind of bad input,
-and small drawings for the datasets and augmentations."""
+"""Images for the tests: real files for the photo index (good ones in every format, every kind of bad input), and
+small drawings for the datasets and augmentations."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-
-from vlm_vision.processor import load_image
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -132,6 +130,8 @@ def png(path: Path, colour: tuple[int, int, int] = RED, size: tuple[int, int] = 
 
 def disc(colour: tuple[int, int, int], size: int = 64) -> Image.Image:
     """A disc of one colour on a transparent background, loaded as the dataset loads it (white behind)."""
+    from vlm_vision.processor import load_image  # (imports torch: only the tests that draw discs need it)
+
     image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     ImageDraw.Draw(image).ellipse((8, 8, size - 9, size - 9), fill=(*colour, 255))
     return load_image(image)

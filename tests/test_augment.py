@@ -1,4 +1,4 @@
-"""vlm_vision.augment: EmojiAugment (geometry and colour-keeping jitter) and StyleAugment (drawing-style filters).
+"""vlm_vision.augment: EmojiAugment (geometry only: colours kept) and StyleAugment (drawing-style filters).
 
 Offline, CPU, fast.
 """

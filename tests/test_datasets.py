@@ -182,7 +182,6 @@ def test_preloaded_rejects_what_it_cannot_batch(tmp_path):
         PreloadedImageCaptionDataset(records, ImageProcessor(do_resize=False))
 
 
-
 def test_datasets_filter_each_item_by_its_own_draw(tmp_path):
     """Decoded and preloaded datasets draw the same filters per (seed, epoch, index) and give equal pixels."""
     records = emoji_like_records(tmp_path, count=8)

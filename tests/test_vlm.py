@@ -269,6 +269,8 @@ def test_relative_references_load_from_any_directory_and_move_with_the_parts(tmp
     assert (saved["vision"], saved["language_model"]) == ("../../tower", "../../lm")  # as seen from the folder
     (parts / "latest").symlink_to(parts / "tower", target_is_directory=True)
     assert _reference("latest", parts / "runs" / "vlm", parts) == "../../latest"  # a link stays a link, not its target
+    assert _reference(".", parts / "runs" / "vlm", parts / "tower") == "../../tower"  # loaded from inside the part
+    assert _reference("..", parts / "runs" / "vlm", parts / "runs") == "../.."
 
     monkeypatch.chdir(tmp_path)  # elsewhere, then with the whole project moved
     for moved in (False, True):

@@ -68,7 +68,10 @@ class VisionLanguageModel(nn.Module):
         self.processor = processor
         self.image_token = image_token
         self.vision_name_or_path = vision_name_or_path
-        self._base = Path.cwd()  # what relative references (the tower's, the LM's name_or_path) are relative to
+        try:  # what relative references (the tower's, the LM's name_or_path) are relative to
+            self._base = Path.cwd()
+        except FileNotFoundError:  # the working directory is gone: no relative reference can name anything
+            self._base = Path(".")
         self.image_token_id = self._add_image_token()
         self.num_image_tokens = projector.config.num_image_tokens(vision.config.num_patches)  # N' per image
 
@@ -286,7 +289,9 @@ def _reference(name_or_path: str | os.PathLike | None, folder: Path, base: Path)
     path = Path(name_or_path)
     if path.is_absolute() or not (base / path).exists():
         return str(name_or_path)  # an absolute path, or a hub name (or a path that is gone): as given
-    path = (base / path).parent.resolve() / path.name  # a link to the part stays a link (runs/latest -> step-4600)
+    full = base / path
+    # A link to the part stays a link (runs/latest -> step-4600); "." and ".." have no name to keep.
+    path = full.resolve() if path.name in ("", "..") else full.parent.resolve() / full.name
     try:
         return Path(os.path.relpath(path, folder.resolve())).as_posix()
     except ValueError:  # on another Windows drive there is no relative path
