@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vlm_vision.dual_encoder import DualEncoder
-from vlm_vision.evaluate import class_embeddings, main, recall_at, zero_shot
+from vlm_vision.evaluate import GroupAccuracy, class_embeddings, group_accuracy, main, recall_at, zero_shot
 
 
 def test_recall_on_a_known_matrix():
@@ -18,6 +18,18 @@ def test_recall_on_a_known_matrix():
     assert recall_at(scores, targets, 1) == pytest.approx(1 / 3)  # only row 0 ranks its target first
     assert recall_at(scores, targets, 2) == pytest.approx(1.0)
     assert recall_at(scores, targets, 10) == pytest.approx(1.0)  # k beyond the columns is clipped
+
+
+def test_group_accuracy_on_a_known_matrix():
+    scores = torch.tensor([[0.9, 0.1, 0.0, 0.0, 0.0, 0.0],  # class 0 first: a top-1 hit
+                           [0.9, 0.8, 0.7, 0.6, 0.5, 0.0],  # class 5 last: a top-5 miss
+                           [0.1, 0.9, 0.0, 0.0, 0.0, 0.0],  # class 0 second: a top-5 hit
+                           [0.0, 0.0, 0.9, 0.0, 0.0, 0.0]])  # class 2 first
+    groups = group_accuracy(scores, torch.tensor([0, 5, 0, 2]), ["faces", "flags", "faces", "flags"])
+    assert groups == {"flags": GroupAccuracy(2, 0.5, 0.5, 1), "faces": GroupAccuracy(2, 0.5, 1.0, 0)}  # misses first
+    assert list(groups) == ["flags", "faces"]
+    with pytest.raises(ValueError, match="3 group names but 4 images"):
+        group_accuracy(scores, torch.tensor([0, 5, 0, 2]), ["a", "b", "c"])
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +77,27 @@ def test_cli_prints_metrics(tiny_siglip, labelled_images, tmp_path, capsys):
     assert main(["--model", str(tiny_siglip[0]), "--data", str(data), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["num_images"] == 6 and 0 <= metrics["top1"] <= metrics["top5"] <= 1
+
+
+def test_cli_per_group(tiny_siglip, labelled_images, tmp_path, capsys):
+    """--by FIELD: top-1/top-5 per value of a JSONL key, matching the overall numbers; a record without it is an
+    error naming the field."""
+    paths, labels = labelled_images
+    kinds = ["animal", "animal", "plant", "vehicle", "animal", "animal"]
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps({"path": str(p), "caption": lb, "label": lb, "kind": k}) + "\n"
+                            for p, lb, k in zip(paths, labels, kinds)))
+    model = str(tiny_siglip[0])
+    assert main(["--model", model, "--data", str(data), "--json", "--by", "kind"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    groups = result["groups"]
+    assert {g: v["images"] for g, v in groups.items()} == {"animal": 4, "plant": 1, "vehicle": 1}
+    for metric in ("top1", "top5"):
+        assert sum(v[metric] * v["images"] for v in groups.values()) == pytest.approx(result[metric] * 6)
+    assert sum(v["top5_misses"] for v in groups.values()) == round((1 - result["top5"]) * 6)
+    assert main(["--model", model, "--data", str(data), "--by", "kind"]) == 0
+    table = capsys.readouterr().out
+    assert "kind     images   top-1   top-5  top-5 misses" in table and "\nanimal        4" in table
+    with pytest.raises(SystemExit):
+        main(["--model", model, "--data", str(data), "--by", "colour"])
+    assert "'colour' must be a non-empty string or a whole number for every record" in capsys.readouterr().err

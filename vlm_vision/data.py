@@ -131,7 +131,7 @@ def _cluster(value: object, cluster_field: str | None, where: str) -> str | None
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
         raise ValueError(f"{where}: {cluster_field!r} must be a non-empty string or a whole number for every record "
-                         f"(training batches whole clusters of it), got {value!r}")
+                         f"(it names the record's cluster or group), got {value!r}")
     return str(value).strip()
 
 

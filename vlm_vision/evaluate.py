@@ -2,6 +2,7 @@
 
     python -m vlm_vision.evaluate --model data/models/siglip-emoji --data data/emoji-eval/twitter/captions.jsonl \\
         --classes data/emoji-eval/labels.txt
+    python -m vlm_vision.evaluate ... --by subcategory   # also top-1/top-5 per group of a JSONL key or CSV column
 
 Class embeddings average the normalised text embeddings of several prompt
 templates and renormalise, as open_clip's `build_zero_shot_classifier` does.
@@ -30,6 +31,14 @@ EMOJI_TEMPLATES = ("{}",)
 
 
 @dataclass
+class GroupAccuracy:
+    images: int
+    top1: float
+    top5: float
+    top5_misses: int  # images whose true class is not among the 5 best
+
+
+@dataclass
 class ZeroShotResult:
     top1: float  # share of images whose true class ranks first
     top5: float
@@ -38,6 +47,8 @@ class ZeroShotResult:
     text_to_image_r10: float
     num_images: int
     num_classes: int
+    groups: dict[str, GroupAccuracy] | None = None  # per group of images, when asked for
+
 
 
 def class_embeddings(model: DualEncoder, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
@@ -55,11 +66,19 @@ def recall_at(scores: torch.Tensor, targets: torch.Tensor, k: int) -> float:
 
 def zero_shot(model: DualEncoder, images: Sequence[str | Path], labels: Sequence[str],
               class_names: Sequence[str] | None = None, templates: Sequence[str] = EMOJI_TEMPLATES,
-              batch_size: int = 256) -> ZeroShotResult:
-    """Classify `images` among `class_names` (default: the distinct `labels`) and retrieve images by class prompt."""
+              batch_size: int = 256, groups: Sequence[str] | None = None) -> ZeroShotResult:
+    """Classify `images` among `class_names` (default: the distinct `labels`) and retrieve images by class prompt.
+
+    With `groups` (one name per image, e.g. its emoji subcategory), `result.groups` also gives top-1/top-5 per
+    group (`group_accuracy`).
+    """
     class_names, targets = class_targets(labels, class_names)
     image_emb = model.encode_images(list(images), batch_size=batch_size)  # (N, D)
-    return metrics(image_emb, class_embeddings(model, class_names, templates), targets)
+    class_emb = class_embeddings(model, class_names, templates)
+    result = metrics(image_emb, class_emb, targets)
+    if groups is not None:
+        result.groups = group_accuracy(image_emb @ class_emb.T, targets, groups)
+    return result
 
 
 def class_targets(labels: Sequence[str], class_names: Sequence[str] | None = None) -> tuple[list[str], torch.Tensor]:
@@ -72,6 +91,21 @@ def class_targets(labels: Sequence[str], class_names: Sequence[str] | None = Non
     if missing:
         raise ValueError(f"{len(missing)} labels are not among the class names, e.g. {missing[:5]}")
     return class_names, torch.tensor([index[label] for label in labels])
+
+
+def group_accuracy(scores: torch.Tensor, targets: torch.Tensor, groups: Sequence[str]) -> dict[str, GroupAccuracy]:
+    """Top-1/top-5 of the images (rows of `scores`, (N, C)) in each group, most top-5 misses first."""
+    if len(groups) != len(targets):
+        raise ValueError(f"{len(groups)} group names but {len(targets)} images")
+    top = scores.topk(min(5, scores.shape[1]), dim=1).indices  # (N, 5), ranked as recall_at ranks
+    hit1, hit5 = (top[:, 0] == targets).tolist(), (top == targets[:, None]).any(dim=1).tolist()
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    found = {group: GroupAccuracy(len(rows), sum(hit1[i] for i in rows) / len(rows),
+                                  sum(hit5[i] for i in rows) / len(rows), sum(not hit5[i] for i in rows))
+             for group, rows in members.items()}
+    return dict(sorted(found.items(), key=lambda item: (-item[1].top5_misses, item[0])))
 
 
 def metrics(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor) -> ZeroShotResult:
@@ -115,8 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--templates", nargs="+", default=list(EMOJI_TEMPLATES), help="prompts with {}")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--by", metavar="FIELD", default=None,
+                        help="also top-1/top-5 per value of this JSONL key or CSV column (e.g. subcategory)")
     args = parser.parse_args(argv)
-    records = [r for source in args.data for r in read_records(source)]
+    try:
+        records = [r for source in args.data for r in read_records(source, cluster_field=args.by)]
+    except (ValueError, OSError) as e:  # a missing file or --by field, a bad line: say which and stop
+        parser.error(str(e))
     records = [r for r in records if r.label is not None][: args.limit]
     if not records:
         print("error: no labelled images in --data", file=sys.stderr)
@@ -126,12 +165,18 @@ def main(argv: list[str] | None = None) -> int:
         classes = [line.strip() for line in args.classes.read_text(encoding="utf-8").splitlines() if line.strip()]
     model = DualEncoder.from_pretrained(args.model)
     result = zero_shot(model, [r.path for r in records], [r.label for r in records], class_names=classes,
-                       templates=args.templates)
+                       templates=args.templates, groups=[r.cluster for r in records] if args.by else None)
     if args.json:
         print(json.dumps(asdict(result)))
-    else:
-        for name, value in asdict(result).items():
+        return 0
+    for name, value in asdict(result).items():
+        if name != "groups":
             print(f"{name:>18}: {value:.4f}" if isinstance(value, float) else f"{name:>18}: {value}")
+    if result.groups:
+        width = max(len(args.by), *(len(group) for group in result.groups))
+        print(f"\n{args.by:<{width}}  images   top-1   top-5  top-5 misses")
+        for group, acc in result.groups.items():
+            print(f"{group:<{width}}  {acc.images:6d}  {acc.top1:6.1%}  {acc.top5:6.1%}  {acc.top5_misses:12d}")
     return 0
 
 
