@@ -97,7 +97,6 @@ _HNSW_EF_FILTERED_MAX = 1024  # bounds a filtered HNSW search's widened beam (an
 _BITMAP_MAX_BITS = 1 << 26  # ids up to 64M filter through a bitmap (8 MiB); larger ones through a hash set
 
 
-
 def choose_index_type(n: int, dim: int = 768) -> str:
     """Index type for `n` vectors of `dim`: exact "flat" while it meets the latency target, "ivf" above.
 

@@ -287,9 +287,9 @@ def _reference(name_or_path: str | os.PathLike | None, folder: Path, base: Path)
     if name_or_path is None:
         return None
     path = Path(name_or_path)
-    if path.is_absolute() or not (base / path).exists():
-        return str(name_or_path)  # an absolute path, or a hub name (or a path that is gone): as given
     full = base / path
+    if path.is_absolute() or not full.exists():
+        return str(name_or_path)  # an absolute path, or a hub name (or a path that is gone): as given
     # A link to the part stays a link (runs/latest -> step-4600); "." and ".." have no name to keep.
     path = full.resolve() if path.name in ("", "..") else full.parent.resolve() / full.name
     try:
