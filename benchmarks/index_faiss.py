@@ -450,8 +450,8 @@ def part_drift(args: argparse.Namespace) -> None:
         updated = ann.update_ann(index, current, lambda ids: vectors[ids], "ivf", trained_imbalance=trained)
         name = f"round {r + 1}: updated"
         if updated is None:
-            outside_rule = n_outside >= ann.UPDATE_MIN_OUTSIDE and n_outside > ann.UPDATE_MAX_OUTSIDE * change
-            reason = "outside" if outside_rule else "imbalance"  # (the size rule can't fire: the size is constant)
+            # (the size rule can't fire: the size is constant)
+            reason = "outside" if ann.too_many_outside(n_outside, change) else "imbalance"
             updated = ann.build_ann(vectors[current], current, "ivf")
             name = f"round {r + 1}: declined ({reason}), rebuilt"
             seconds = time.perf_counter() - start

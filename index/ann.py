@@ -190,7 +190,7 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
             raise ValueError(f"vectors_of gave {vectors.shape[1]}-d vectors for a {index.d}-d index")
         lists = _assign(inner, vectors)  # once, for the checks and the add
         outside = _count_outside(inner, vectors, lists)
-        if outside >= UPDATE_MIN_OUTSIDE and outside > UPDATE_MAX_OUTSIDE * len(vectors):
+        if too_many_outside(outside, len(vectors)):
             logger.info("%d of %d new vectors lie outside what the IVF index was trained on; rebuilding", outside,
                         len(vectors))
             return None
@@ -212,6 +212,12 @@ def update_ann(index: faiss.Index, ids: np.ndarray, vectors_of: Callable[[np.nda
 def _assign(index: faiss.IndexIVF, vectors: np.ndarray) -> np.ndarray:
     """The list (N,) each of `vectors` goes to: its nearest centre, as `add_with_ids` assigns."""
     return index.quantizer.search(vectors, 1)[1][:, 0].copy()
+
+
+def too_many_outside(outside: int, new: int) -> bool:
+    """Whether `outside` of `new` vectors lying outside the trained ranges call for a rebuild: more than
+    UPDATE_MAX_OUTSIDE of them, and at least UPDATE_MIN_OUTSIDE."""
+    return outside >= UPDATE_MIN_OUTSIDE and outside > UPDATE_MAX_OUTSIDE * new
 
 
 def _count_outside(index: faiss.IndexIVF, vectors: np.ndarray, lists: np.ndarray, chunk: int = 8192) -> int:
@@ -236,8 +242,7 @@ def imbalance(index: faiss.Index) -> float:
     would with lists of even size (1 when they are). NaN for flat and HNSW indexes and for an empty one."""
     if index_type_of(index) != "ivf":
         return math.nan
-    inner = _inner(index)
-    return _imbalance(np.array([inner.invlists.list_size(i) for i in range(inner.nlist)]))
+    return _imbalance(np.array(_list_sizes(_inner(index))))
 
 
 def _imbalance(sizes: np.ndarray) -> float:
@@ -245,11 +250,14 @@ def _imbalance(sizes: np.ndarray) -> float:
     return len(sizes) * float(np.square(sizes, dtype=np.float64).sum()) / total**2 if total else math.nan
 
 
+def _list_sizes(index: faiss.IndexIVF) -> list[int]:
+    return [index.invlists.list_size(i) for i in range(index.nlist)]
+
+
 def _ivf_contents(index: faiss.IndexIVF) -> tuple[np.ndarray, np.ndarray]:
     """(ids, lists): every id stored in the inverted lists of `index`, sorted, and the list each is in."""
-    invlists = index.invlists
-    sizes = [invlists.list_size(i) for i in range(index.nlist)]
-    parts = [faiss.rev_swig_ptr(invlists.get_ids(i), size).copy() for i, size in enumerate(sizes) if size]
+    sizes = _list_sizes(index)
+    parts = [faiss.rev_swig_ptr(index.invlists.get_ids(i), size).copy() for i, size in enumerate(sizes) if size]
     if not parts:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     ids = np.concatenate(parts)

@@ -140,12 +140,12 @@ def _read_open(f, path: Path, accept: bytes | Callable[[bytes], bool]) -> tuple[
     f.seek(payload_at)
     try:
         index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
-        index_type_of(index)
+        kind = index_type_of(index)
     except (RuntimeError, ValueError) as e:
         logger.warning("ANN index %s can't be loaded (%s); it will be rebuilt", path, str(e).splitlines()[0])
         return None
     trained = _IMBALANCE.unpack(imbalance_bytes)[0] if imbalance_bytes else None
-    if trained is not None and not (index_type_of(index) != "ivf" or 1.0 <= trained < math.inf):
+    if trained is not None and kind == "ivf" and not 1.0 <= trained < math.inf:
         logger.warning("ANN index %s records an impossible imbalance after training (%r)", path, trained)
         trained = None
     return index, trained

@@ -50,7 +50,6 @@ class ZeroShotResult:
     groups: dict[str, GroupAccuracy] | None = None  # per group of images, when asked for
 
 
-
 def class_embeddings(model: DualEncoder, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """(C, D) normalised mean of each class's normalised template embeddings."""
     prompts = [template.format(name) for name in class_names for template in templates]
@@ -74,11 +73,7 @@ def zero_shot(model: DualEncoder, images: Sequence[str | Path], labels: Sequence
     """
     class_names, targets = class_targets(labels, class_names)
     image_emb = model.encode_images(list(images), batch_size=batch_size)  # (N, D)
-    class_emb = class_embeddings(model, class_names, templates)
-    result = metrics(image_emb, class_emb, targets)
-    if groups is not None:
-        result.groups = group_accuracy(image_emb @ class_emb.T, targets, groups)
-    return result
+    return metrics(image_emb, class_embeddings(model, class_names, templates), targets, groups)
 
 
 def class_targets(labels: Sequence[str], class_names: Sequence[str] | None = None) -> tuple[list[str], torch.Tensor]:
@@ -108,8 +103,10 @@ def group_accuracy(scores: torch.Tensor, targets: torch.Tensor, groups: Sequence
     return dict(sorted(found.items(), key=lambda item: (-item[1].top5_misses, item[0])))
 
 
-def metrics(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor) -> ZeroShotResult:
-    """Top-1/5 of images (N, D) among classes (C, D), and text-to-image recall.
+def metrics(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor,
+            groups: Sequence[str] | None = None) -> ZeroShotResult:
+    """Top-1/5 of images (N, D) among classes (C, D), and text-to-image recall; per group of images too when
+    `groups` names one for each (`group_accuracy`).
 
     Text-to-image recall uses one image per class (the first image of each class),
     so it is well defined when classes have several images.
@@ -129,6 +126,7 @@ def metrics(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Ten
         text_to_image_r1=recall_at(text_scores, diagonal, 1), text_to_image_r5=recall_at(text_scores, diagonal, 5),
         text_to_image_r10=recall_at(text_scores, diagonal, 10),
         num_images=len(image_emb), num_classes=len(class_emb),
+        groups=None if groups is None else group_accuracy(scores, targets, groups),
     )
 
 
