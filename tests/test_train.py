@@ -20,6 +20,7 @@ from vlm_vision import train as train_module
 from vlm_vision.augment import StyleAugment
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.errors import CheckpointError
+from vlm_vision.hub import DEFAULT_MODEL
 from vlm_vision.tokenizer import train_tokenizer
 from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, train
 from vlm_vision.train_projector import ProjectorTrainConfig
@@ -290,6 +291,22 @@ def test_config_file_errors_say_what_to_fix(tmp_path, text, message):
         parse_args(["--config", str(tmp_path / "run.json")])
 
 
+def test_size_defaults_are_the_embedded_models(tmp_path):
+    """Without --init the sizes are the embedded model's; with it they stay unset until the checkpoint is read."""
+    defaults = TrainConfig(data=("x",))
+    resolved, _ = train_module.load_init(TrainConfig(data=("x",), init=str(DEFAULT_MODEL)))
+    assert {name: getattr(defaults, name) for name in train_module.DEFAULT_SIZES} == \
+        {name: getattr(resolved, name) for name in train_module.DEFAULT_SIZES}
+    assert parse_args(["--data", "x", "--init", "m"])[0].vision_width is None
+    assert parse_args(["--data", "x", "--init", "m", "--vision-width", "64"])[0].vision_width == 64
+    (tmp_path / "run.json").write_text('{"data": "x", "init": "m", "text_mlp": null, "text_depth": 2}')
+    cfg, _ = parse_args(["--config", str(tmp_path / "run.json")])
+    assert (cfg.text_mlp, cfg.text_depth) == (None, 2)
+    (tmp_path / "run.json").write_text('{"data": "x", "text_depth": 2.5}')
+    with pytest.raises(SystemExit, match="key 'text_depth' must be a whole number or null, got 2.5"):
+        parse_args(["--config", str(tmp_path / "run.json")])
+
+
 def test_config_file_types(tmp_path):
     (tmp_path / "run.json").write_text('{"data": "photos", "lr": 1, "style_augment": true, "style_p": 1}')
     cfg, _ = parse_args(["--config", str(tmp_path / "run.json")])
@@ -364,9 +381,19 @@ def test_init_fine_tunes_a_checkpoint_with_its_tokenizer_and_preprocessing(shape
         train(tiny_config(shapes_data, tmp_path / "split", steps=8), progress=False)
 
 
-def test_init_refuses_other_sizes_and_vision_only_checkpoints(shapes_data, tmp_path):
+def test_init_takes_the_checkpoints_sizes_and_refuses_other_ones(shapes_data, tmp_path):
     source = train(tiny_config(shapes_data, tmp_path / "source", steps=1), progress=False).model_dir
-    with pytest.raises(CheckpointError, match=r"pass the checkpoint's .*--vision-heads 4 \(checkpoint: 2\), "
+    # Size flags left out: the checkpoint's (not the defaults, which are another model's).
+    unsized = tiny_config(shapes_data, tmp_path / "unsized", steps=1, init=str(source),
+                          **dict.fromkeys(train_module.DEFAULT_SIZES))
+    assert unsized.vision_width is None
+    tuned = train(unsized, progress=False).model_dir
+    assert json.loads((tuned / "config.json").read_text()) == json.loads((source / "config.json").read_text())
+    state = torch.load(tmp_path / "unsized" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["config"]["vision_width"] == 32 and state["config"]["context_length"] == 8  # saved resolved
+    # A size flag that is not the checkpoint's is refused, naming each.
+    with pytest.raises(CheckpointError, match=r"leave the size flags out to take the checkpoint's .*"
+                                              r"--vision-heads 4 \(checkpoint: 2\), "
                                               r"--text-mlp 48 \(checkpoint: 64\)$"):  # heads change no shape
         train(tiny_config(shapes_data, tmp_path / "other", vision_heads=4, text_mlp=48, init=str(source)),
               progress=False)

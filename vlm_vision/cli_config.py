@@ -19,8 +19,8 @@ def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
                  description: str | None) -> tuple[Any, int | None]:
     """(a config dataclass from an optional JSON --config file overridden by flags named after its fields, --stop-at).
 
-    Fields typed `bool` become --x/--no-x, `int` and `float` are parsed as such, a field named
-    `data` takes one or more values; every other field is a string.
+    Fields typed `bool` become --x/--no-x, `int` (or `int | None`, None when left out) and `float` are parsed as
+    such, a field named `data` takes one or more values; every other field is a string.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,7 +33,8 @@ def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
         elif f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            parser.add_argument(flag, type={"int": int, "float": float}.get(f.type, str), default=None)
+            parser.add_argument(flag, type={"int": int, "int | None": int, "float": float}.get(f.type, str),
+                                default=None)
     args = vars(parser.parse_args(argv))
     stop_at = args.pop("stop_at")
     config_file = args.pop("config")
@@ -50,6 +51,7 @@ def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
 _JSON_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "int | None": (lambda v: v is None or isinstance(v, int) and not isinstance(v, bool), "a whole number or null"),
     "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "tuple[str, ...]": (lambda v: isinstance(v, str) and v != "" or isinstance(v, list) and all(

@@ -1,19 +1,18 @@
 """Train a SigLIP DualEncoder from image-caption data: `python -m vlm_vision.train`.
 
     python -m vlm_vision.train --data corpus/google/captions.jsonl --out runs/emoji --steps 2000
-    python -m vlm_vision.train --data mine.jsonl --init runs/emoji/model --out runs/tuned --lr 1e-4 \
-        --vision-width 192 ...   # fine-tune: the size flags of runs/emoji/model's config.json
+    python -m vlm_vision.train --data mine.jsonl --init runs/emoji/model --out runs/tuned --lr 1e-4  # fine-tune
     torchrun --nproc-per-node 2 -m vlm_vision.train --config run.json      # DDP + distributed loss
 
-Every field of `TrainConfig` is a flag (`--vision-width 256`) and a key of the
+Every field of `TrainConfig` is a flag (`--vision-width 256`, `--no-bf16`) and a key of the
 optional `--config` JSON file; flags win. Training state is saved every
 `save_every` steps to OUT/checkpoints/last.pt and resumed from there, exactly:
 the data order and augmentation are functions of (seed, epoch, index), so a
 resumed run takes the same next step as an uninterrupted one. The result,
 OUT/model/, is a transformers `SiglipModel` checkpoint. `--init MODEL`
-fine-tunes a SigLIP checkpoint (its weights, its tokenizer (a --tokenizer beside it must be the
-same vocabulary), its preprocessing; a fresh optimizer) instead of starting from random weights; the
-size flags must be the checkpoint's, and a resumed run needs the same --init.
+fine-tunes a SigLIP checkpoint (its weights, its sizes, its tokenizer (a --tokenizer beside it must be the
+same vocabulary), its preprocessing; a fresh optimizer) instead of starting from random weights; size
+flags may be left out (a given one must be the checkpoint's), and a resumed run needs the same --init.
 `--preload` decodes the images into memory once and augments whole batches on the
 training device, for small-image corpora where decoding one image at a time in
 workers would starve a GPU.
@@ -56,27 +55,34 @@ from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionTransformer
 logger = logging.getLogger(__name__)
 
 
+# The embedded model's sizes (data/models/siglip-emoji): what the size fields of a run without --init default to.
+DEFAULT_SIZES = {"context_length": 16, "image_size": 64, "patch_size": 8, "vision_width": 192, "vision_depth": 6,
+                 "vision_heads": 3, "vision_mlp": 768, "text_width": 192, "text_depth": 4, "text_heads": 3,
+                 "text_mlp": 768}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. Defaults: the embedded emoji model (64-px images, patch 8)."""
+    """One training run. Its sizes default to the embedded emoji model's (64-px images, patch 8, width 192)."""
 
     data: tuple[str, ...] = ()  # caption files (.csv / .jsonl) or class-per-folder roots
     template: str = "a photo of {}."  # caption of class-per-folder images
     out: str = "runs/siglip"  # output folder: checkpoints/, tokenizer/, model/
     tokenizer: str = ""  # an existing tokenizer folder (with init: its vocabulary); empty: init's, else train one
-    init: str = ""  # a SiglipModel checkpoint (folder or Hub id) to fine-tune; the size fields must match it
+    init: str = ""  # a SiglipModel checkpoint (folder or Hub id) to fine-tune; its sizes are the run's
     vocab_size: int = 4000  # upper bound on SentencePiece pieces when training one
-    context_length: int = 16  # text positions; captions are padded to this length
-    image_size: int = 64
-    patch_size: int = 8
-    vision_width: int = 256  # also the embedding size both towers project to
-    vision_depth: int = 6
-    vision_heads: int = 4
-    vision_mlp: int = 1024
-    text_width: int = 256
-    text_depth: int = 4
-    text_heads: int = 4
-    text_mlp: int = 1024
+    # The model's sizes. Unset (None): the --init checkpoint's, else the embedded model's (DEFAULT_SIZES).
+    context_length: int | None = None  # text positions; captions are padded to this length
+    image_size: int | None = None
+    patch_size: int | None = None
+    vision_width: int | None = None  # also the embedding size both towers project to
+    vision_depth: int | None = None
+    vision_heads: int | None = None
+    vision_mlp: int | None = None
+    text_width: int | None = None
+    text_depth: int | None = None
+    text_heads: int | None = None
+    text_mlp: int | None = None
     loss: str = "sigmoid"  # "sigmoid" (SigLIP) or "softmax" (CLIP), for comparison
     steps: int = 1000  # optimizer steps
     batch_size: int = 256  # global batch: pairs per step over all processes
@@ -111,8 +117,13 @@ class TrainConfig:
             raise ValueError(f"style_p is the share of images filtered, in [0, 1]; got {self.style_p}")
         if self.style_p != TrainConfig.style_p and not self.style_augment:
             raise ValueError(f"style_p {self.style_p} sets how many images StyleAugment filters: add --style-augment")
-        if self.vision_width % self.vision_heads or self.text_width % self.text_heads:
-            raise ValueError("vision_width and text_width must be divisible by their head counts")
+        if not self.init:
+            for name, size in DEFAULT_SIZES.items():
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, size)  # frozen: set once, here
+        for width, heads in ((self.vision_width, self.vision_heads), (self.text_width, self.text_heads)):
+            if width is not None and heads is not None and width % heads:
+                raise ValueError("vision_width and text_width must be divisible by their head counts")
 
     def vision_config(self) -> VisionConfig:
         return VisionConfig(hidden_size=self.vision_width, intermediate_size=self.vision_mlp,
@@ -270,23 +281,28 @@ def load_tokenizer(cfg: TrainConfig, captions: list[str], rank: int) -> SiglipTo
     return SiglipTokenizer.from_pretrained(folder, model_max_length=cfg.context_length)
 
 
-# The size flags and the config fields they set: --init checks them all (a head count changes no tensor's shape).
+# The size flags and the config fields they set: --init reads them all (a head count changes no tensor's shape).
 _VISION_FLAGS = {"vision_width": "hidden_size", "vision_mlp": "intermediate_size", "vision_depth": "num_hidden_layers",
                  "vision_heads": "num_attention_heads", "image_size": "image_size", "patch_size": "patch_size"}
 _TEXT_FLAGS = {"text_width": "hidden_size", "text_mlp": "intermediate_size", "text_depth": "num_hidden_layers",
                "text_heads": "num_attention_heads", "context_length": "max_position_embeddings"}
 
 
-def load_init(cfg: TrainConfig) -> DualEncoder:
-    """The --init checkpoint, strictly: a full SigLIP whose sizes are the run's, else CheckpointError naming flags."""
+def load_init(cfg: TrainConfig) -> tuple[TrainConfig, DualEncoder]:
+    """(the run's config with the --init checkpoint's sizes, the checkpoint: a full SigLIP).
+
+    Size fields left unset take the checkpoint's values; one set to another value is a CheckpointError naming it.
+    """
     source = DualEncoder.from_pretrained(cfg.init)
-    differ = [f"--{flag.replace('_', '-')} {getattr(cfg, flag)} (checkpoint: {getattr(config, field)})"
-              for config, flags in ((source.vision.config, _VISION_FLAGS), (source.text.config, _TEXT_FLAGS))
-              for flag, field in flags.items() if getattr(cfg, flag) != getattr(config, field)]
+    sizes = {flag: getattr(config, field)
+             for config, flags in ((source.vision.config, _VISION_FLAGS), (source.text.config, _TEXT_FLAGS))
+             for flag, field in flags.items()}
+    differ = [f"--{flag.replace('_', '-')} {getattr(cfg, flag)} (checkpoint: {size})"
+              for flag, size in sizes.items() if getattr(cfg, flag) not in (None, size)]
     if differ:
-        raise CheckpointError(f"--init {cfg.init}: this run's sizes are not the checkpoint's; pass the checkpoint's "
-                              f"(as in its config.json): " + ", ".join(differ))
-    return source
+        raise CheckpointError(f"--init {cfg.init}: this run's sizes are not the checkpoint's; leave the size flags "
+                              f"out to take the checkpoint's (as in its config.json): " + ", ".join(differ))
+    return dataclasses.replace(cfg, **sizes), source
 
 
 def check_vocabulary(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase,
@@ -328,7 +344,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         if state is not None and state["config"].get(key, "") != getattr(cfg, key):
             raise ValueError(f"{checkpoint} was trained with --{key} {state['config'].get(key, '')!r}, this run "
                              f"has {getattr(cfg, key)!r}: resume with the same --{key}, or pass a new --out")
-    pretrained = load_init(cfg) if cfg.init else None  # before reading the data: a wrong --init fails at once
+    pretrained = None
+    if cfg.init:  # before reading the data: a wrong --init fails at once
+        cfg, pretrained = load_init(cfg)
     records = [r for source in cfg.data
                for r in read_records(source, template=cfg.template, cluster_field=cfg.cluster_field or None)]
     if pretrained is not None and not cfg.tokenizer:  # its own: its token embeddings are indexed by that vocabulary
