@@ -6,7 +6,7 @@
     python benchmarks/train.py --part data --data /work/corpus/google/captions.jsonl --workers 1
 
 Part "step": one optimizer step (forward, loss, backward, AdamW) of the default
-training config (TrainConfig defaults as overridden by --width etc.) on random
+training config (TrainConfig's defaults: the embedded model's sizes) on random
 64-px images, for our DualEncoder and for transformers' SiglipModel with the
 same weights and the same loss; prints samples/s and the ratio, with PyTorch's
 fused attention (sdpa) in both and with the eager path in both, all four interleaved.
@@ -100,8 +100,7 @@ def step_part(min_time: float) -> None:
         def __len__(self) -> int:
             return 4000
 
-    cfg = TrainConfig(data=("unused",), vision_width=192, vision_heads=3, vision_mlp=768, text_width=192,
-                      text_heads=3, text_mlp=768)
+    cfg = TrainConfig(data=("unused",))
     ours = build_model(cfg, _Tokenizer()).train()
     hf = SiglipModel(SiglipConfig(vision_config=ours.vision.config.to_hf_dict(),
                                   text_config=ours.text.config.to_dict())).train()

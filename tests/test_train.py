@@ -265,6 +265,8 @@ def test_config_file_and_flags(tmp_path, shapes_data):
         parse_args(["--data", "x", "--loss", "hinge"])
     with pytest.raises(SystemExit, match="steps and batch_size must be at least 1, got 0 and 256"):
         parse_args(["--data", "x", "--steps", "0"])
+    with pytest.raises(SystemExit, match="vision_width 192 must be divisible by vision_heads 5"):
+        parse_args(["--data", "x", "--vision-heads", "5"])
     assert parse_args(["--data", "x", "--distinct-captions"])[0].distinct_captions is True
     assert parse_args(["--data", "x", "--style-augment", "--style-p", "0.8"])[0].style_p == 0.8
     with pytest.raises(SystemExit, match=r"style_p is the share of images filtered, in \[0, 1\]; got 1.5"):
@@ -291,9 +293,21 @@ def test_config_file_errors_say_what_to_fix(tmp_path, text, message):
         parse_args(["--config", str(tmp_path / "run.json")])
 
 
+def test_resuming_at_other_sizes_names_the_saved_ones(shapes_data, tmp_path):
+    """Without --init, left-out sizes are the defaults; a run trained at others says which to resume with."""
+    train(tiny_config(shapes_data, tmp_path, steps=2), progress=False, stop_at=1)
+    resumed = tiny_config(shapes_data, tmp_path, steps=2, **dict.fromkeys(("vision_width", "text_mlp")))
+    with pytest.raises(ValueError, match=r"last.pt was trained with --vision-width 32 \(this run: 192\), "
+                                         r"--text-mlp 64 \(this run: 768\): resume with those size flags"):
+        train(resumed, progress=False)
+
+
 def test_size_defaults_are_the_embedded_models(tmp_path):
     """Without --init the sizes are the embedded model's; with it they stay unset until the checkpoint is read."""
+    sized = {f.name for f in dataclasses.fields(TrainConfig) if f.type == "int | None"}
+    assert set(train_module.DEFAULT_SIZES) == sized == set(train_module._VISION_FLAGS) | set(train_module._TEXT_FLAGS)
     defaults = TrainConfig(data=("x",))
+    assert None not in dataclasses.astuple(defaults)
     resolved, _ = train_module.load_init(TrainConfig(data=("x",), init=str(DEFAULT_MODEL)))
     assert {name: getattr(defaults, name) for name in train_module.DEFAULT_SIZES} == \
         {name: getattr(resolved, name) for name in train_module.DEFAULT_SIZES}
@@ -381,18 +395,20 @@ def test_init_fine_tunes_a_checkpoint_with_its_tokenizer_and_preprocessing(shape
         train(tiny_config(shapes_data, tmp_path / "split", steps=8), progress=False)
 
 
-def test_init_takes_the_checkpoints_sizes_and_refuses_other_ones(shapes_data, tmp_path):
+def test_init_takes_the_checkpoints_sizes_and_refuses_other_ones(shapes_data, tmp_path, caplog):
     source = train(tiny_config(shapes_data, tmp_path / "source", steps=1), progress=False).model_dir
     # Size flags left out: the checkpoint's (not the defaults, which are another model's).
-    unsized = tiny_config(shapes_data, tmp_path / "unsized", steps=1, init=str(source),
+    unsized = tiny_config(shapes_data, tmp_path / "unsized", steps=2, init=str(source),
                           **dict.fromkeys(train_module.DEFAULT_SIZES))
     assert unsized.vision_width is None
-    tuned = train(unsized, progress=False).model_dir
-    assert json.loads((tuned / "config.json").read_text()) == json.loads((source / "config.json").read_text())
+    train(unsized, progress=False, stop_at=1)
     state = torch.load(tmp_path / "unsized" / "checkpoints" / "last.pt", weights_only=True)
     assert state["config"]["vision_width"] == 32 and state["config"]["context_length"] == 8  # saved resolved
+    tuned = train(unsized, progress=False).model_dir  # resumed the same way: the same sizes, the same config
+    assert "with a changed config" not in caplog.text
+    assert json.loads((tuned / "config.json").read_text()) == json.loads((source / "config.json").read_text())
     # A size flag that is not the checkpoint's is refused, naming each.
-    with pytest.raises(CheckpointError, match=r"leave the size flags out to take the checkpoint's .*"
+    with pytest.raises(CheckpointError, match=r"leave the size flags \(and --config keys\) out to take the checkpoint's .*"
                                               r"--vision-heads 4 \(checkpoint: 2\), "
                                               r"--text-mlp 48 \(checkpoint: 64\)$"):  # heads change no shape
         train(tiny_config(shapes_data, tmp_path / "other", vision_heads=4, text_mlp=48, init=str(source)),

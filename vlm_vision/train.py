@@ -4,7 +4,7 @@
     python -m vlm_vision.train --data mine.jsonl --init runs/emoji/model --out runs/tuned --lr 1e-4  # fine-tune
     torchrun --nproc-per-node 2 -m vlm_vision.train --config run.json      # DDP + distributed loss
 
-Every field of `TrainConfig` is a flag (`--vision-width 256`, `--no-bf16`) and a key of the
+Every field of `TrainConfig` is a flag (`--lr 3e-4`, `--no-bf16`) and a key of the
 optional `--config` JSON file; flags win. Training state is saved every
 `save_every` steps to OUT/checkpoints/last.pt and resumed from there, exactly:
 the data order and augmentation are functions of (seed, epoch, index), so a
@@ -121,9 +121,10 @@ class TrainConfig:
             for name, size in DEFAULT_SIZES.items():
                 if getattr(self, name) is None:
                     object.__setattr__(self, name, size)  # frozen: set once, here
-        for width, heads in ((self.vision_width, self.vision_heads), (self.text_width, self.text_heads)):
+        for tower, width, heads in (("vision", self.vision_width, self.vision_heads),
+                                    ("text", self.text_width, self.text_heads)):
             if width is not None and heads is not None and width % heads:
-                raise ValueError("vision_width and text_width must be divisible by their head counts")
+                raise ValueError(f"{tower}_width {width} must be divisible by {tower}_heads {heads}")
 
     def vision_config(self) -> VisionConfig:
         return VisionConfig(hidden_size=self.vision_width, intermediate_size=self.vision_mlp,
@@ -211,13 +212,19 @@ def _cluster_passes(order: list[int], groups: Sequence[Hashable], clusters: Sequ
     return sorted(order, key=sort_key.__getitem__)
 
 
-def build_model(cfg: TrainConfig, tokenizer: SiglipTokenizer) -> DualEncoder:
-    torch.manual_seed(cfg.seed)
-    init_scale = losses.INIT_LOGIT_SCALE if cfg.loss == "sigmoid" else losses.CLIP_INIT_LOGIT_SCALE
-    model = DualEncoder(
-        VisionTransformer(cfg.vision_config()), SiglipTextModel(cfg.text_config(tokenizer)), tokenizer,
-        ImageProcessor(size=(cfg.image_size, cfg.image_size)), init_scale, losses.INIT_LOGIT_BIAS,
-    )
+def build_model(cfg: TrainConfig, tokenizer: SiglipTokenizer, init: DualEncoder | None = None) -> DualEncoder:
+    """A seeded new DualEncoder of `cfg`'s sizes, or `init` (the --init checkpoint, with its weights, configs and
+    preprocessing) with `tokenizer`."""
+    if init is not None:
+        model = init
+        model.tokenizer = tokenizer
+    else:
+        torch.manual_seed(cfg.seed)
+        init_scale = losses.INIT_LOGIT_SCALE if cfg.loss == "sigmoid" else losses.CLIP_INIT_LOGIT_SCALE
+        model = DualEncoder(
+            VisionTransformer(cfg.vision_config()), SiglipTextModel(cfg.text_config(tokenizer)), tokenizer,
+            ImageProcessor(size=(cfg.image_size, cfg.image_size)), init_scale, losses.INIT_LOGIT_BIAS,
+        )
     model.logit_bias.requires_grad_(cfg.loss == "sigmoid")  # the softmax loss has no bias
     return model
 
@@ -301,7 +308,8 @@ def load_init(cfg: TrainConfig) -> tuple[TrainConfig, DualEncoder]:
               for flag, size in sizes.items() if getattr(cfg, flag) not in (None, size)]
     if differ:
         raise CheckpointError(f"--init {cfg.init}: this run's sizes are not the checkpoint's; leave the size flags "
-                              f"out to take the checkpoint's (as in its config.json): " + ", ".join(differ))
+                              f"(and --config keys) out to take the checkpoint's (as in its config.json): "
+                              + ", ".join(differ))
     return dataclasses.replace(cfg, **sizes), source
 
 
@@ -347,6 +355,12 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     pretrained = None
     if cfg.init:  # before reading the data: a wrong --init fails at once
         cfg, pretrained = load_init(cfg)
+    if state is not None:  # the saved weights fit only the sizes they were trained at
+        differ = [f"--{name.replace('_', '-')} {state['config'][name]} (this run: {getattr(cfg, name)})"
+                  for name in DEFAULT_SIZES if state["config"].get(name, getattr(cfg, name)) != getattr(cfg, name)]
+        if differ:
+            raise ValueError(f"{checkpoint} was trained with " + ", ".join(differ) + ": resume with those size "
+                             "flags, or pass a new --out")
     records = [r for source in cfg.data
                for r in read_records(source, template=cfg.template, cluster_field=cfg.cluster_field or None)]
     if pretrained is not None and not cfg.tokenizer:  # its own: its token embeddings are indexed by that vocabulary
@@ -355,12 +369,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         tokenizer = load_tokenizer(cfg, [c for r in records for c in r.captions], rank)
         if pretrained is not None:
             check_vocabulary(cfg, tokenizer, pretrained.tokenizer)
-    model = build_model(cfg, tokenizer)
-    if pretrained is not None:
-        model.processor = pretrained.processor  # preprocessing travels with the weights
-        if state is None:  # a resumed run restores its own weights below
-            model.load_state_dict(pretrained.state_dict())
-        del pretrained  # the run holds one copy of the weights, not two
+    model = build_model(cfg, tokenizer, init=pretrained)  # a resumed run restores its own weights below
+    del pretrained
     model = model.to(device).train()
     set_attn_implementation(model, cfg.attn_implementation, device)
     optimizer = build_optimizer(model, cfg)
