@@ -39,3 +39,20 @@ def umask_022():
     old = os.umask(0o022)
     yield
     os.umask(old)
+
+
+@pytest.fixture(scope="session")
+def ann_data():
+    """(base vectors, ids, queries) shared by the ANN tests: `tests.vectors.example_data()`."""
+    from tests.vectors import example_data
+
+    return example_data()
+
+
+@pytest.fixture(scope="session")
+def ann_indexes(ann_data):
+    """One index of each type over `ann_data`, shared by the ANN tests, which only read them."""
+    from index import ann
+
+    base, ids, _ = ann_data
+    return {kind: ann.build_ann(base, ids, kind) for kind in ann.INDEX_TYPES}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from index import ann
-from tests.vectors import DIM, clustered, example_data
+from tests.vectors import DIM, clustered
 
 K = 10
 
@@ -27,20 +27,9 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth)) / truth.size
 
 
-@pytest.fixture(scope="module")
-def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return example_data()
-
-
-@pytest.fixture(scope="module")
-def indexes(data) -> dict[str, object]:
-    base, ids, _ = data
-    return {kind: ann.build_ann(base, ids, kind) for kind in ann.INDEX_TYPES}
-
-
-def test_flat_equals_numpy_brute_force(data, indexes):
-    base, ids, queries = data
-    scores, found = ann.search_ann(indexes["flat"], queries, K)
+def test_flat_equals_numpy_brute_force(ann_data, ann_indexes):
+    base, ids, queries = ann_data
+    scores, found = ann.search_ann(ann_indexes["flat"], queries, K)
     want_scores, want_ids = brute_force(base, ids, queries, K)
     assert scores.dtype == np.float32 and found.dtype == np.int64 and found.shape == (len(queries), K)
     np.testing.assert_array_equal(found, want_ids)
@@ -48,26 +37,26 @@ def test_flat_equals_numpy_brute_force(data, indexes):
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_ann_recall_against_flat(data, indexes, kind):
-    _, _, queries = data
-    _, truth = ann.search_ann(indexes["flat"], queries, K)
-    scores, found = ann.search_ann(indexes[kind], queries, K)
-    assert ann.index_type_of(indexes[kind]) == kind
+def test_ann_recall_against_flat(ann_data, ann_indexes, kind):
+    _, _, queries = ann_data
+    _, truth = ann.search_ann(ann_indexes["flat"], queries, K)
+    scores, found = ann.search_ann(ann_indexes[kind], queries, K)
+    assert ann.index_type_of(ann_indexes[kind]) == kind
     assert recall(found, truth) >= 0.9
     assert np.all(np.diff(scores, axis=1) <= 1e-6), "results must come best first"
 
 
 @pytest.mark.parametrize("kind", ann.INDEX_TYPES)
-def test_ids_are_the_callers(data, indexes, kind):
-    base, ids, _ = data
-    _, found = ann.search_ann(indexes[kind], base[:50], 1)
+def test_ids_are_the_callers(ann_data, ann_indexes, kind):
+    base, ids, _ = ann_data
+    _, found = ann.search_ann(ann_indexes[kind], base[:50], 1)
     np.testing.assert_array_equal(found[:, 0], ids[:50])  # each stored vector finds itself
 
 
 @pytest.mark.parametrize("sparse_ids", [True, False], ids=["hash-set", "bitmap"])
 @pytest.mark.parametrize("kind", ann.INDEX_TYPES)
-def test_allowed_ids_restrict_results(data, kind, sparse_ids):
-    base, sparse, queries = data
+def test_allowed_ids_restrict_results(ann_data, kind, sparse_ids):
+    base, sparse, queries = ann_data
     ids = sparse if sparse_ids else np.arange(len(base), dtype=np.int64) * 2 + 1
     index = ann.build_ann(base, ids, kind)
     rows = np.random.default_rng(3).choice(len(base), size=300, replace=False)
@@ -83,28 +72,28 @@ def test_allowed_ids_restrict_results(data, kind, sparse_ids):
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_allowed_ids_through_the_ann_path(data, indexes, kind, monkeypatch):
-    base, ids, queries = data
+def test_allowed_ids_through_the_ann_path(ann_data, ann_indexes, kind, monkeypatch):
+    base, ids, queries = ann_data
     # 2500 allowed ids: HNSW takes its (widened) graph search instead of the exact path;
     # IVF probes twice nprobe lists, not every list.
     monkeypatch.setattr(ann, "EXACT_FILTER_MAX", 10)
     rows = np.arange(0, len(base), 2)
-    scores, found = ann.search_ann(indexes[kind], queries, K, allowed_ids=ids[rows])
+    scores, found = ann.search_ann(ann_indexes[kind], queries, K, allowed_ids=ids[rows])
     assert np.isin(found, ids[rows]).all()
     assert recall(found, brute_force(base[rows], ids[rows], queries, K)[1]) >= 0.9
 
 
 @pytest.mark.parametrize("kind", ann.INDEX_TYPES)
-def test_allowed_ids_matching_nothing(data, indexes, kind):
-    _, _, queries = data
+def test_allowed_ids_matching_nothing(ann_data, ann_indexes, kind):
+    _, _, queries = ann_data
     for allowed in (np.array([], dtype=np.int64), np.array([-5, 12345])):  # empty; ids not in the index
-        scores, found = ann.search_ann(indexes[kind], queries[:3], K, allowed_ids=allowed)
+        scores, found = ann.search_ann(ann_indexes[kind], queries[:3], K, allowed_ids=allowed)
         assert (found == -1).all() and np.isneginf(scores).all()
 
 
-def test_few_allowed_ids_pad_with_minus_one(data, indexes):
-    base, ids, queries = data
-    scores, found = ann.search_ann(indexes["flat"], queries[:2], K, allowed_ids=ids[:3])
+def test_few_allowed_ids_pad_with_minus_one(ann_data, ann_indexes):
+    base, ids, queries = ann_data
+    scores, found = ann.search_ann(ann_indexes["flat"], queries[:2], K, allowed_ids=ids[:3])
     assert set(found[0, :3]) == set(ids[:3])
     assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
 
@@ -165,15 +154,15 @@ def test_bad_build_inputs_raise(vectors, ids, message):
         ann.build_ann(vectors, ids, "flat")
 
 
-def test_bad_search_inputs_raise(indexes):
+def test_bad_search_inputs_raise(ann_indexes):
     with pytest.raises(ValueError, match=r"queries must have shape \(Q, 64\)"):
-        ann.search_ann(indexes["flat"], np.zeros((2, 32), np.float32), K)
+        ann.search_ann(ann_indexes["flat"], np.zeros((2, 32), np.float32), K)
     with pytest.raises(ValueError, match="k must be a positive integer"):
-        ann.search_ann(indexes["flat"], np.zeros((2, DIM), np.float32), 0)
+        ann.search_ann(ann_indexes["flat"], np.zeros((2, DIM), np.float32), 0)
 
 
-def test_update_ann_removes_and_adds_without_retraining(data):
-    base, ids, queries = data
+def test_update_ann_removes_and_adds_without_retraining(ann_data):
+    base, ids, queries = ann_data
     index = ann.build_ann(base[:4500], ids[:4500], "ivf")
     centroids = index.quantizer.reconstruct_n(0, index.nlist).copy()
     keep = ids[500:]  # the first 500 go, the last 500 (not indexed yet) come
@@ -201,10 +190,10 @@ def test_update_ann_removes_and_adds_without_retraining(data):
 
 
 @pytest.mark.parametrize(("unlike", "declined"), [(10, False), (20, False), (30, True), (500, True)])
-def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, unlike, declined, caplog):
+def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(ann_data, unlike, declined, caplog):
     """Of 500 new vectors, `unlike` come from other clusters, far from every trained centre: more than 5% of them,
     and at least 20, call for a rebuild (10: too few to be worth it; 20: 4%)."""
-    base, ids, _ = data
+    base, ids, _ = ann_data
     index = ann.build_ann(base[:4500], ids[:4500], "ivf")
     vectors = base.copy()
     vectors[4500:] = base[:500]  # the first 500 photos come back under new ids: they fit as the held ones do
@@ -220,11 +209,11 @@ def test_update_ann_declines_new_vectors_unlike_those_it_was_trained_on(data, un
 
 
 @pytest.mark.parametrize(("crowd", "declined"), [(60, False), (400, True)])
-def test_update_ann_declines_when_the_lists_would_grow_uneven(data, crowd, declined, caplog):
+def test_update_ann_declines_when_the_lists_would_grow_uneven(ann_data, crowd, declined, caplog):
     """New vectors that all go to one list, inside the code ranges (copies of its photos under new ids: the
     outside check passes), crowd it: past 1.2 times the imbalance after training, the update declines before
     changing the index."""
-    base, ids, _ = data
+    base, ids, _ = ann_data
     index = ann.build_ann(base[:4000], ids[:4000], "ivf")
     trained = ann.imbalance(index)
     inner = ann._inner(index)
@@ -245,10 +234,10 @@ def test_update_ann_declines_when_the_lists_would_grow_uneven(data, crowd, decli
 
 
 @pytest.mark.parametrize("side", [-1, 1])
-def test_the_imbalance_check_predicts_what_the_update_leaves(data, side, monkeypatch):
+def test_the_imbalance_check_predicts_what_the_update_leaves(ann_data, side, monkeypatch):
     """The imbalance update_ann computes before changing the index, for an update that removes and adds, is what
     faiss counts after it: with the bound a hair below that value it declines, a hair above it updates."""
-    base, ids, _ = data
+    base, ids, _ = ann_data
     index = ann.build_ann(base[:4500], ids[:4500], "ivf")
     trained, keep = ann.imbalance(index), ids[500:]
     row = {int(i): r for r, i in enumerate(ids)}
@@ -285,11 +274,11 @@ def test_count_outside_counts_vectors_beyond_the_trained_code_ranges():
     assert ann._count_outside(inner, rows[2:4].astype(np.float32), lists[:2]) == 2
 
 
-def test_update_ann_declines_what_a_rebuild_does_better(data, indexes):
-    base, ids, _ = data
+def test_update_ann_declines_what_a_rebuild_does_better(ann_data, ann_indexes):
+    base, ids, _ = ann_data
     never = pytest.fail  # no vectors are read when the answer is "rebuild"
-    assert ann.update_ann(indexes["flat"], ids, never, trained_imbalance=math.nan) is None
-    assert ann.update_ann(indexes["hnsw"], ids, never, trained_imbalance=math.nan) is None
+    assert ann.update_ann(ann_indexes["flat"], ids, never, trained_imbalance=math.nan) is None
+    assert ann.update_ann(ann_indexes["hnsw"], ids, never, trained_imbalance=math.nan) is None
     ivf = ann.build_ann(base, ids, "ivf")  # 128 lists for 5000 vectors
     trained = ann.imbalance(ivf)
     assert ann.update_ann(ivf, ids, never, "flat", trained_imbalance=trained) is None  # the type setting changed

@@ -12,20 +12,9 @@ import numpy as np
 import pytest
 
 from index import ann, ann_file
-from tests.vectors import example_data, first_format_file
+from tests.vectors import first_format_file
 
 K = 10
-
-
-@pytest.fixture(scope="module")
-def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return example_data()
-
-
-@pytest.fixture(scope="module")
-def indexes(data) -> dict[str, object]:
-    base, ids, _ = data
-    return {kind: ann.build_ann(base, ids, kind) for kind in ann.INDEX_TYPES}
 
 
 def write(index, path, stamp: str) -> None:
@@ -34,31 +23,31 @@ def write(index, path, stamp: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ann.INDEX_TYPES)
-def test_write_read_roundtrip(data, indexes, kind, tmp_path):
-    _, ids, queries = data
+def test_write_read_roundtrip(ann_data, ann_indexes, kind, tmp_path):
+    _, ids, queries = ann_data
     path = tmp_path / "photos.faiss"
-    write(indexes[kind], path, "db-v1")
+    write(ann_indexes[kind], path, "db-v1")
     loaded = ann_file.read_ann(path, "db-v1")
     assert loaded is not None and ann.index_type_of(loaded) == kind
     for allowed in (None, ids[::7]):
-        want = ann.search_ann(indexes[kind], queries, K, allowed_ids=allowed)
+        want = ann.search_ann(ann_indexes[kind], queries, K, allowed_ids=allowed)
         got = ann.search_ann(loaded, queries, K, allowed_ids=allowed)
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_array_equal(got[0], want[0])
     assert [p.name for p in tmp_path.iterdir()] == ["photos.faiss"]  # no temporary file left behind
 
 
-def test_write_replaces_an_existing_file(data, indexes, tmp_path):
+def test_write_replaces_an_existing_file(ann_data, ann_indexes, tmp_path):
     path = tmp_path / "photos.faiss"
-    write(indexes["flat"], path, "old")
-    write(indexes["ivf"], path, "new")
+    write(ann_indexes["flat"], path, "old")
+    write(ann_indexes["ivf"], path, "new")
     assert ann_file.read_ann(path, "old") is None
     assert ann.index_type_of(ann_file.read_ann(path, "new")) == "ivf"
 
 
-def test_read_with_another_stamp_is_stale(indexes, tmp_path, caplog):
+def test_read_with_another_stamp_is_stale(ann_indexes, tmp_path, caplog):
     path = tmp_path / "photos.faiss"
-    write(indexes["flat"], path, "db-v1")
+    write(ann_indexes["flat"], path, "db-v1")
     with caplog.at_level(logging.INFO, logger=ann_file.__name__):
         assert ann_file.read_ann(path, "db-v2") is None
     assert "stale" in caplog.text
@@ -91,12 +80,12 @@ HEADER_V2 = HEADER_V1 + 8  # ... and the trained imbalance before the payload le
     ids=["truncated", "header-only", "stamp-cut", "v1-header-cut", "v2-header-cut", "trailing", "bit-flip", "zeros",
          "empty"],
 )
-def test_read_damaged_file_gives_none(indexes, tmp_path, caplog, damage, message, first_format):
+def test_read_damaged_file_gives_none(ann_indexes, tmp_path, caplog, damage, message, first_format):
     path = tmp_path / "photos.faiss"
     if first_format:
-        first_format_file(path, faiss.serialize_index(indexes["flat"]).tobytes())
+        first_format_file(path, faiss.serialize_index(ann_indexes["flat"]).tobytes())
     else:
-        write(indexes["flat"], path, "db-v1")
+        write(ann_indexes["flat"], path, "db-v1")
     assert ann_file.read_ann(path, "db-v1") is not None
     path.write_bytes(damage(path.read_bytes()))
     with caplog.at_level(logging.WARNING, logger=ann_file.__name__):
@@ -104,9 +93,9 @@ def test_read_damaged_file_gives_none(indexes, tmp_path, caplog, damage, message
     assert message in caplog.text
 
 
-def test_the_crc_covers_the_trained_imbalance(indexes, tmp_path, caplog):
+def test_the_crc_covers_the_trained_imbalance(ann_indexes, tmp_path, caplog):
     path = tmp_path / "photos.faiss"
-    write(indexes["ivf"], path, "db-v1")
+    write(ann_indexes["ivf"], path, "db-v1")
     data = bytearray(path.read_bytes())
     data[HEADER_V1 - 12 + 7] ^= 0x10  # a bit of the imbalance's exponent, just before the payload length
     path.write_bytes(bytes(data))
@@ -123,18 +112,18 @@ def test_read_garbage_file_gives_none(tmp_path, caplog):
     assert "not an ANN index file" in caplog.text
 
 
-def test_read_plain_faiss_file_gives_none(indexes, tmp_path, caplog):
+def test_read_plain_faiss_file_gives_none(ann_indexes, tmp_path, caplog):
     """A file written by faiss.write_index alone (no header, no stamp) is not taken as ours."""
     path = tmp_path / "photos.faiss"
-    faiss.write_index(indexes["flat"], str(path))
+    faiss.write_index(ann_indexes["flat"], str(path))
     with caplog.at_level(logging.WARNING, logger=ann_file.__name__):
         assert ann_file.read_ann(path, "db-v1") is None
     assert "not an ANN index file" in caplog.text
 
 
-def test_a_newer_format_is_named_as_such(indexes, tmp_path, caplog):
+def test_a_newer_format_is_named_as_such(ann_indexes, tmp_path, caplog):
     path = tmp_path / "photos.faiss"
-    write(indexes["flat"], path, "db-v1")
+    write(ann_indexes["flat"], path, "db-v1")
     path.write_bytes(b"VLMANN03" + path.read_bytes()[8:])
     with caplog.at_level(logging.WARNING, logger=ann_file.__name__):
         assert ann_file.read_ann(path, "db-v1") is None
@@ -157,9 +146,9 @@ def test_valid_header_with_a_payload_faiss_cannot_read(tmp_path, caplog, first_f
     assert "can't be loaded" in caplog.text
 
 
-def test_the_file_records_the_imbalance_after_training(data, tmp_path):
+def test_the_file_records_the_imbalance_after_training(ann_data, tmp_path):
     """`write_ann` records the imbalance it is given and `read_stale_ann` gives it back; flat and HNSW have none."""
-    base, ids, _ = data
+    base, ids, _ = ann_data
     index, path = ann.build_ann(base[:4500], ids[:4500], "ivf"), tmp_path / "photos.faiss"
     sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)])
     assert ann.imbalance(index) == pytest.approx(index.nlist * np.sum(sizes**2) / 4500**2)
@@ -175,22 +164,22 @@ def test_the_file_records_the_imbalance_after_training(data, tmp_path):
 
 
 @pytest.mark.parametrize("impossible", [math.inf, 0.5, -1.0, math.nan])
-def test_an_impossible_recorded_imbalance_reads_as_unknown(indexes, tmp_path, caplog, impossible):
+def test_an_impossible_recorded_imbalance_reads_as_unknown(ann_indexes, tmp_path, caplog, impossible):
     """An imbalance factor is at least 1: anything else (a bug that wrote it) must not switch the check off."""
     path = tmp_path / "photos.faiss"
-    ann_file.write_ann(indexes["ivf"], path, "db-v1", trained_imbalance=impossible)
+    ann_file.write_ann(ann_indexes["ivf"], path, "db-v1", trained_imbalance=impossible)
     with caplog.at_level(logging.WARNING, logger=ann_file.__name__):
         index, trained = ann_file.read_stale_ann(path, lambda stamp: True)
-    assert trained is None and index.ntotal == indexes["ivf"].ntotal
+    assert trained is None and index.ntotal == ann_indexes["ivf"].ntotal
     assert "impossible imbalance" in caplog.text
 
 
-def test_a_first_format_file_is_searched_and_not_updated(data, indexes, tmp_path):
-    base, ids, queries = data
+def test_a_first_format_file_is_searched_and_not_updated(ann_data, ann_indexes, tmp_path):
+    base, ids, queries = ann_data
     path = tmp_path / "photos.faiss"
-    first_format_file(path, faiss.serialize_index(indexes["ivf"]).tobytes())
+    first_format_file(path, faiss.serialize_index(ann_indexes["ivf"]).tobytes())
     loaded = ann_file.read_ann(path, "db-v1")
-    np.testing.assert_array_equal(ann.search_ann(loaded, queries, K)[1], ann.search_ann(indexes["ivf"], queries, K)[1])
+    np.testing.assert_array_equal(ann.search_ann(loaded, queries, K)[1], ann.search_ann(ann_indexes["ivf"], queries, K)[1])
     stale, trained = ann_file.read_stale_ann(path, lambda stamp: True)
     assert trained is None
     assert ann.update_ann(stale, ids, pytest.fail, "ivf", trained_imbalance=trained) is None
