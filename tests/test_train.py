@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -398,7 +399,8 @@ def test_init_fine_tunes_a_checkpoint_with_its_tokenizer_and_preprocessing(shape
 def test_init_takes_the_checkpoints_sizes_and_refuses_other_ones(shapes_data, tmp_path, caplog):
     source = train(tiny_config(shapes_data, tmp_path / "source", steps=1), progress=False).model_dir
     # Size flags left out: the checkpoint's (not the defaults, which are another model's).
-    unsized = tiny_config(shapes_data, tmp_path / "unsized", steps=2, init=str(source),
+    init = shutil.copytree(source, tmp_path / "init")  # replaced below
+    unsized = tiny_config(shapes_data, tmp_path / "unsized", steps=2, init=str(init),
                           **dict.fromkeys(train_module.DEFAULT_SIZES))
     assert unsized.vision_width is None
     train(unsized, progress=False, stop_at=1)
@@ -407,9 +409,14 @@ def test_init_takes_the_checkpoints_sizes_and_refuses_other_ones(shapes_data, tm
     tuned = train(unsized, progress=False).model_dir  # resumed the same way: the same sizes, the same config
     assert "with a changed config" not in caplog.text
     assert json.loads((tuned / "config.json").read_text()) == json.loads((source / "config.json").read_text())
+    # The --init folder replaced by a model of other sizes: its run can't resume on it.
+    other = train(tiny_config(shapes_data, tmp_path / "other_source", steps=1, text_mlp=48), progress=False)
+    shutil.copytree(other.model_dir, init, dirs_exist_ok=True)
+    with pytest.raises(ValueError, match=r"trained with --text-mlp 64 \(this run: 48\): --init's sizes have changed"):
+        train(dataclasses.replace(unsized, steps=3), progress=False)
     # A size flag that is not the checkpoint's is refused, naming each.
-    with pytest.raises(CheckpointError, match=r"leave the size flags \(and --config keys\) out to take the checkpoint's .*"
-                                              r"--vision-heads 4 \(checkpoint: 2\), "
+    with pytest.raises(CheckpointError, match=r"leave the size flags \(and --config keys\) out to take the "
+                                              r"checkpoint's .*--vision-heads 4 \(checkpoint: 2\), "
                                               r"--text-mlp 48 \(checkpoint: 64\)$"):  # heads change no shape
         train(tiny_config(shapes_data, tmp_path / "other", vision_heads=4, text_mlp=48, init=str(source)),
               progress=False)

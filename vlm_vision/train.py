@@ -10,9 +10,10 @@ optional `--config` JSON file; flags win. Training state is saved every
 the data order and augmentation are functions of (seed, epoch, index), so a
 resumed run takes the same next step as an uninterrupted one. The result,
 OUT/model/, is a transformers `SiglipModel` checkpoint. `--init MODEL`
-fine-tunes a SigLIP checkpoint (its weights, its sizes, its tokenizer (a --tokenizer beside it must be the
-same vocabulary), its preprocessing; a fresh optimizer) instead of starting from random weights; size
-flags may be left out (a given one must be the checkpoint's), and a resumed run needs the same --init.
+fine-tunes a SigLIP checkpoint (the loaded model itself: its weights and whole configs, so its sizes; its
+tokenizer (a --tokenizer beside it must be the same vocabulary), its preprocessing; a fresh optimizer)
+instead of starting from random weights; size flags may be left out (a given one must be the checkpoint's).
+A resumed run needs the same --init and the sizes it was trained at (a mismatch stops it, naming them).
 `--preload` decodes the images into memory once and augments whole batches on the
 training device, for small-image corpora where decoding one image at a time in
 workers would starve a GPU.
@@ -215,11 +216,11 @@ def _cluster_passes(order: list[int], groups: Sequence[Hashable], clusters: Sequ
 def build_model(cfg: TrainConfig, tokenizer: SiglipTokenizer, init: DualEncoder | None = None) -> DualEncoder:
     """A seeded new DualEncoder of `cfg`'s sizes, or `init` (the --init checkpoint, with its weights, configs and
     preprocessing) with `tokenizer`."""
+    torch.manual_seed(cfg.seed)
     if init is not None:
         model = init
         model.tokenizer = tokenizer
     else:
-        torch.manual_seed(cfg.seed)
         init_scale = losses.INIT_LOGIT_SCALE if cfg.loss == "sigmoid" else losses.CLIP_INIT_LOGIT_SCALE
         model = DualEncoder(
             VisionTransformer(cfg.vision_config()), SiglipTextModel(cfg.text_config(tokenizer)), tokenizer,
@@ -359,8 +360,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         differ = [f"--{name.replace('_', '-')} {state['config'][name]} (this run: {getattr(cfg, name)})"
                   for name in DEFAULT_SIZES if state["config"].get(name, getattr(cfg, name)) != getattr(cfg, name)]
         if differ:
-            raise ValueError(f"{checkpoint} was trained with " + ", ".join(differ) + ": resume with those size "
-                             "flags, or pass a new --out")
+            fix = "--init's sizes have changed since: pass a new --out" if cfg.init else \
+                "resume with those size flags, or pass a new --out"
+            raise ValueError(f"{checkpoint} was trained with " + ", ".join(differ) + f": {fix}")
     records = [r for source in cfg.data
                for r in read_records(source, template=cfg.template, cluster_field=cfg.cluster_field or None)]
     if pretrained is not None and not cfg.tokenizer:  # its own: its token embeddings are indexed by that vocabulary
