@@ -372,7 +372,6 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
         if pretrained is not None:
             check_vocabulary(cfg, tokenizer, pretrained.tokenizer)
     model = build_model(cfg, tokenizer, init=pretrained)  # a resumed run restores its own weights below
-    del pretrained
     model = model.to(device).train()
     set_attn_implementation(model, cfg.attn_implementation, device)
     optimizer = build_optimizer(model, cfg)
