@@ -23,7 +23,8 @@ from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.errors import CheckpointError
 from vlm_vision.hub import DEFAULT_MODEL
 from vlm_vision.tokenizer import train_tokenizer
-from vlm_vision.train import TrainConfig, epoch_batches, lr_factor, parse_args, train
+from vlm_vision.batching import epoch_batches
+from vlm_vision.train import TrainConfig, lr_factor, parse_args, train
 from vlm_vision.train_projector import ProjectorTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
