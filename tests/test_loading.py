@@ -196,3 +196,74 @@ def test_hub_id_resolves_from_offline_cache(tiny_vision, tmp_path):
     assert run_offline(tmp_path, "acme/tiny-siglip", "b" * 40) == f"LOADED {round(2 * expected, 4)}"
     assert "not in the local Hugging Face cache" in run_offline(tmp_path, "acme/not-downloaded")
     assert "not in the local Hugging Face cache" in run_offline(tmp_path, "acme/tiny-siglip", "v3")
+
+
+# --- writing: hub.write_safetensors streams the file tensor by tensor -------------------------------------------
+
+
+def test_write_safetensors_writes_what_safetensors_save_does(tiny_siglip, tmp_path):
+    from safetensors.torch import save
+
+    from vlm_vision.hub import write_safetensors
+
+    state = tiny_siglip[1].state_dict()
+    write_safetensors(tmp_path / "model.safetensors", state)
+    assert (tmp_path / "model.safetensors").read_bytes() == save(state, metadata={"format": "pt"})
+
+
+def test_write_safetensors_round_trips_every_dtype_and_layout(tmp_path):
+    from safetensors import safe_open
+
+    from vlm_vision.hub import write_safetensors
+
+    state = {
+        "f32": torch.randn(3, 5), "bf16": torch.randn(7, dtype=torch.bfloat16), "f16": torch.randn(2, dtype=torch.float16),
+        "f64": torch.randn(1, dtype=torch.float64), "i64": torch.arange(5), "i8": torch.tensor([-3, 4], dtype=torch.int8),
+        "bool": torch.tensor([True, False, True]), "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4),
+        "transposed": torch.randn(4, 6).T, "strided": torch.randn(10)[::3],  # made contiguous on the way out
+    }
+    path = tmp_path / "mixed.safetensors"
+    write_safetensors(path, state)
+    back = load_file(path)  # safetensors checks the header's byte ranges cover the data exactly
+    assert back.keys() == state.keys()
+    for name, tensor in state.items():
+        assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
+    with safe_open(path, "pt") as f:
+        assert f.metadata() == {"format": "pt"}  # what transformers checks before loading
+    header_len = int.from_bytes(path.read_bytes()[:8], "little")
+    assert (8 + header_len) % 8 == 0  # tensors start aligned, larger elements first
+    offsets = json.loads(path.read_bytes()[8:8 + header_len])
+    starts = {name: offsets[name]["data_offsets"][0] for name in state}
+    assert all(starts[name] % state[name].element_size() == 0 for name in state)
+
+
+def test_write_safetensors_stores_little_endian_on_a_big_endian_machine(tmp_path, monkeypatch):
+    from vlm_vision import hub
+
+    state = {"w": torch.tensor([1.0, -2.0]), "b": torch.tensor([1, 2], dtype=torch.uint8)}
+    monkeypatch.setattr(hub.sys, "byteorder", "big")  # this host is little-endian: the swap shows as swapped bytes
+    hub.write_safetensors(tmp_path / "be.safetensors", state)
+    monkeypatch.undo()
+    data = (tmp_path / "be.safetensors").read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    header, body = json.loads(data[8:8 + header_len]), data[8 + header_len:]
+
+    def stored(name: str) -> bytes:
+        start, end = header[name]["data_offsets"]
+        return body[start:end]
+
+    assert stored("w") == state["w"].numpy().byteswap().tobytes()
+    assert stored("b") == state["b"].numpy().tobytes()  # single bytes have no order
+
+
+def test_write_safetensors_refuses_shared_memory_and_unknown_dtypes_and_writes_nothing(tmp_path):
+    from vlm_vision.hub import write_safetensors
+
+    weight = torch.randn(4, 4)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"old")
+    with pytest.raises(ValueError, match=r"embed\.weight and head\.weight share memory.*\.clone\(\)"):
+        write_safetensors(path, {"embed.weight": weight, "head.weight": weight[:2]})
+    with pytest.raises(ValueError, match=r"z is torch\.complex64.*convert it"):
+        write_safetensors(path, {"z": torch.zeros(2, dtype=torch.complex64)})
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
