@@ -92,7 +92,8 @@ class Backend:
     # -- search ---------------------------------------------------------------------------------------------
 
     def search(self, text: str = "", image: str | None = None, negative: str = "", k: int = 12,
-               under: str = "") -> list[Result]:
+               under: str = "", since: str = "", until: str = "", camera: str = "") -> list[Result]:
+        """The `k` best matches; `since`, `until` (a day, month or year, both included) and `camera` filter by EXIF."""
         if self.index is None:
             raise UserError(self.index_problem or "No index loaded. Index a folder first (below).")
         if not text.strip() and not image:
@@ -108,9 +109,12 @@ class Backend:
         with self._lock:
             try:
                 hits = self.index.search(text or None, image=query_image, negative=negative or None, k=int(k),
-                                         under=under.strip() or None)
+                                         under=under.strip() or None, since=since.strip() or None,
+                                         until=until.strip() or None, camera=camera or None)
             except ModelMismatchError as e:
                 raise UserError(str(e)) from e
+            except ValueError as e:  # what the query asks can't be done: a date that isn't one, terms that cancel
+                raise UserError(f"{e}.") from e
             return [Result(h.path, h.score, str(self.thumbnails.get(h.path, h.file.hash))) for h in hits]
 
     # -- classify and explain ---------------------------------------------------------------------------------

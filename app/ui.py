@@ -66,18 +66,19 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
     template_default = "{}" if backend.model_name == "default" else "This is a photo of {}."
 
     @friendly
-    def search(text, image, negative, k, under):
-        results = backend.search(text or "", image, negative or "", int(k), under or "")
+    def search(text, image, negative, k, under, since, until, camera):
+        results = backend.search(text or "", image, negative or "", int(k), under or "", since or "", until or "",
+                                 camera or "")
         if not results:
-            gr.Info("No results. Try other words, or remove the folder filter.")
+            gr.Info("No results. Try other words, or remove the filters.")
         gallery = [(r.thumbnail, f"{r.score:.3f}  {Path(r.path).name}") for r in results]
         return gallery, [r.path for r in results], None, ""
 
     @friendly
-    def more_like_this(selected, k, under):
+    def more_like_this(selected, k, *filters):
         if not selected:
             raise UserError("Click a result first, then 'More like this'.")
-        return search("", selected, "", k, under)
+        return search("", selected, "", k, *filters)
 
     def select(paths, evt: gr.SelectData):
         path = paths[evt.index] if paths and evt.index is not None and evt.index < len(paths) else None
@@ -118,6 +119,12 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
                         negative = gr.Textbox(label="But not", placeholder="e.g. night", elem_id="negative")
                         under = gr.Textbox(label="Only in this folder", placeholder="/home/me/Pictures/2024",
                                            elem_id="under")
+                        with gr.Row():  # EXIF date taken and camera; photos without a date drop out of date filters
+                            since = gr.Textbox(label="Taken from", placeholder="2024-06 (or 2024, 2024-06-15)",
+                                               elem_id="since")
+                            until = gr.Textbox(label="Taken until (included)", placeholder="2024-08",
+                                               elem_id="until")
+                            camera = gr.Textbox(label="Camera", placeholder="e.g. pixel", elem_id="camera")
                         k = gr.Slider(1, 100, value=12, step=1, label="Number of results", elem_id="k")
             gallery = gr.Gallery(label="Results (score, file name)", columns=6, height="auto", object_fit="contain",
                                  elem_id="results")
@@ -170,12 +177,13 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
                                 label="Sample images")
             describe_button.click(describe, [describe_image], [description], api_name="describe")
 
-        search_inputs = [query, image_query, negative, k, under]
+        filters = [under, since, until, camera]
+        search_inputs = [query, image_query, negative, k, *filters]
         search_outputs = [gallery, paths, selected, selected_text]
         search_button.click(search, search_inputs, search_outputs, api_name="search")
         query.submit(search, search_inputs, search_outputs, api_name=False)
         gallery.select(select, [paths], [selected, selected_text], api_name=False)
-        more_button.click(more_like_this, [selected, k, under], search_outputs, api_name=False)
+        more_button.click(more_like_this, [selected, k, *filters], search_outputs, api_name=False)
         explain_button.click(explain_result, [selected], [result_heatmap], api_name=False)
         build_button.click(build, [folder], [build_result, status], api_name="index_folder")
         classify_button.click(classify, [image, labels, template], [probabilities, heatmap], api_name="classify")

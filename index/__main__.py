@@ -29,8 +29,10 @@ SEARCH_EXAMPLE = """examples:
   python -m index search "red apple" --db /tmp/samples.db
   python -m index search "a dog on the beach" -k 20 --under ~/Pictures/2024
   python -m index search --image ~/Pictures/cat.jpg --not "indoors" --json
+  python -m index search "snow" --since 2023-12 --until 2024-02 --camera pixel
 
-Scores are cosine similarities between the query and each image."""
+Scores are cosine similarities between the query and each image. Dates are
+the EXIF date taken: with --since or --until, photos without one are left out."""
 
 STATS_EXAMPLE = """example:
   python -m index stats --db /tmp/samples.db"""
@@ -69,9 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="text to steer away from (repeatable)")
     search.add_argument("-k", type=int, default=10, help="number of results (10)")
     search.add_argument("--under", default=None, help="only results inside this folder")
+    search.add_argument("--since", default=None, metavar="DATE",
+                        help="only photos taken from the start of this day, month or year (YYYY-MM-DD, YYYY-MM, YYYY)")
+    search.add_argument("--until", default=None, metavar="DATE",
+                        help="only photos taken up to the end of this day, month or year (included)")
+    search.add_argument("--camera", default=None, help='only photos whose EXIF camera contains this, e.g. "pixel"')
+    search.add_argument("--min-score", type=float, default=None,
+                        help="only results at least this similar (a cosine; its useful range depends on the model)")
     search.add_argument("--model", default=None, help=MODEL_HELP)
     search.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    search.add_argument("--json", action="store_true", help='print JSON lines {"path": ..., "score": ...}')
+    search.add_argument("--json", action="store_true",
+                        help='print JSON lines {"path": ..., "score": ..., "taken_at": ..., "camera": ...}')
 
     stats = command("stats", "show what an index holds: files, vectors, model, index type, sizes", STATS_EXAMPLE)
     stats.add_argument("--json", action="store_true", help="print one JSON object")
@@ -122,9 +132,11 @@ def run_search(args: argparse.Namespace) -> None:
     # batch-1 searches several times slower (benchmarks/README.md, "Photo index: FAISS level").
     faiss.omp_set_num_threads(1)
     with PhotoIndex(args.db, args.model, device=args.device) as index:
-        hits = index.search(args.query, image=args.image, negative=args.negative, k=args.k, under=args.under)
+        hits = index.search(args.query, image=args.image, negative=args.negative, k=args.k, under=args.under,
+                            since=args.since, until=args.until, camera=args.camera, min_score=args.min_score)
         for hit in hits:
-            print(json.dumps({"path": hit.path, "score": round(hit.score, 6)}) if args.json
+            print(json.dumps({"path": hit.path, "score": round(hit.score, 6), "taken_at": hit.file.taken_at,
+                              "camera": hit.file.camera}) if args.json
                   else f"{hit.score:.4f}  {hit.path}")
         if not hits and not args.json:
             print("No results.", file=sys.stderr)

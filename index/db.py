@@ -33,6 +33,7 @@ import numpy as np
 import sqlite_utils
 
 from .errors import IndexNotFoundError, SchemaError
+from .filters import SearchFilter
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,23 @@ class Database:
             params += [stored, len(stored) + 1, stored + "/"]
         return "(" + " OR ".join(clauses or ["0"]) + ")", params
 
+    def _matching(self, only: SearchFilter) -> tuple[str, list]:
+        """SQL condition (and parameters) on `files` for the files that pass `only`."""
+        clauses, params = ["1"], []
+        if only.folders:
+            under, params = self._under(only.folders)
+            clauses.append(under)
+        if only.taken_from:  # ISO 8601 strings of one form compare as the dates do
+            clauses.append("taken_at >= ?")
+            params.append(only.taken_from)
+        if only.taken_before:
+            clauses.append("taken_at < ?")
+            params.append(only.taken_before)
+        if only.camera:  # instr, not LIKE, so that % and _ in the name are plain characters
+            clauses.append("instr(lower(camera), ?) > 0")
+            params.append(only.camera.lower())
+        return " AND ".join(clauses), params
+
     # -- meta -----------------------------------------------------------------------------------------------
 
     def _meta(self, key: str) -> str | None:
@@ -298,12 +316,12 @@ class Database:
             [self.to_stored(path)]).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32)
 
-    def files_of_ids(self, ids: Iterable[int], folders: Sequence[str] = ()) -> dict[int, list[IndexedFile]]:
-        """Vector id -> the indexed files with that content (optionally only those under `folders`)."""
+    def files_of_ids(self, ids: Iterable[int], only: SearchFilter = SearchFilter()) -> dict[int, list[IndexedFile]]:
+        """Vector id -> the indexed files with that content (those that pass `only`)."""
         ids = [int(i) for i in ids]
         if not ids:
             return {}
-        where, params = self._under(folders) if folders else ("1", [])
+        where, params = self._matching(only)
         marks = ",".join("?" * len(ids))
         rows = self.db.execute(
             f"SELECT v.id, f.path, f.hash, f.size, f.mtime_ns, f.width, f.height, f.taken_at, f.camera "
@@ -314,8 +332,9 @@ class Database:
             out.setdefault(vid, []).append(IndexedFile(self.to_absolute(path), *rest))
         return out
 
-    def ids_under(self, folders: Sequence[str]) -> np.ndarray:
-        where, params = self._under(folders)
+    def ids_matching(self, only: SearchFilter) -> np.ndarray:
+        """The distinct vector ids of the files that pass `only`."""
+        where, params = self._matching(only)
         rows = self.db.execute(
             f"SELECT DISTINCT v.id FROM files f JOIN vectors v ON v.hash = f.hash WHERE {where}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64)

@@ -25,6 +25,7 @@ from . import ann, ann_file
 from .build import BuildProgress, BuildSummary, run_build
 from .db import Database, IndexedFile, ModelInfo, SkippedFile
 from .errors import ModelMismatchError
+from .filters import SearchFilter
 from .lock import BuildLock
 from .photos import DEFAULT_MAX_PIXELS, register_plugins
 
@@ -239,20 +240,27 @@ class PhotoIndex:
         return (query / norm).astype(np.float32)
 
     def search(self, text: str | Sequence[str] | None = None, *, image: str | os.PathLike | Image.Image | None = None,
-               negative: str | Sequence[str] | None = None, k: int = 10,
-               under: str | os.PathLike | None = None) -> list[SearchHit]:
-        """The `k` indexed files most similar to the query, best first (duplicates count one each)."""
+               negative: str | Sequence[str] | None = None, k: int = 10, under: str | os.PathLike | None = None,
+               since: str | None = None, until: str | None = None, camera: str | None = None,
+               min_score: float | None = None) -> list[SearchHit]:
+        """The `k` indexed files most similar to the query, best first (duplicates count one each).
+
+        Only files `under` a folder, taken `since` the start of a day, month or year and `until` the end of one
+        ("2024-06", "2024-08-31", "2023": both ends included; EXIF date taken, so files without one are left out),
+        by a `camera` whose EXIF make and model contain the text (any case), and scoring at least `min_score`.
+        """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        only = SearchFilter.of(under, since, until, camera)
         query = self.query_vector(text, image, negative)
-        folders = [os.path.abspath(os.path.expanduser(under))] if under is not None else []
-        allowed = self.db.ids_under(folders) if folders else None
+        allowed = self.db.ids_matching(only) if only else None
         if allowed is not None and len(allowed) == 0:
             return []
         index = self._ann_index()
         scores, ids = ann.search_ann(index, query[None], k, allowed)
-        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
-        files = self.db.files_of_ids([i for _, i in found], folders)
+        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0])
+                 if i >= 0 and (min_score is None or s >= min_score)]
+        files = self.db.files_of_ids([i for _, i in found], only)
         hits = [SearchHit(f.path, score, f) for score, i in found for f in files.get(i, [])]
         return hits[:k]
 

@@ -135,3 +135,18 @@ def disc(colour: tuple[int, int, int], size: int = 64) -> Image.Image:
     image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     ImageDraw.Draw(image).ellipse((8, 8, size - 9, size - 9), fill=(*colour, 255))
     return load_image(image)
+
+
+def exif_photo(path: Path, seed: int, taken: str | None = None, make: str | None = None,
+               model: str | None = None) -> Path:
+    """A JPEG with EXIF date taken (`taken` as "YYYY:MM:DD HH:MM:SS", how cameras write it) and camera make/model."""
+    exif = Image.Exif()
+    if make:
+        exif[0x010F] = make
+    if model:
+        exif[0x0110] = model
+    if taken:
+        exif.get_ifd(0x8769)[0x9003] = taken  # DateTimeOriginal
+    path.parent.mkdir(parents=True, exist_ok=True)
+    noise_image(seed, size=(64, 48)).save(path, exif=exif, quality=90)
+    return path

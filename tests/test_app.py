@@ -56,6 +56,8 @@ def test_search_finds_the_emoji_and_makes_thumbnails(backend, photos):
     assert Path(similar[0].path).name == "pizza.png" and similar[0].score == pytest.approx(1, abs=1e-5)
     only_noise = backend.search("red apple", k=5, under=str(photos[0] / "noise"))
     assert len(only_noise) == 3 and all("/noise/" in r.path for r in only_noise)
+    assert backend.search("red apple", since="2024", until="2024-06-30") == []  # the PNGs have no date taken
+    assert backend.search("red apple", camera="pixel") == []
 
 
 @pytest.mark.parametrize("sample, label", [("pizza.png", "pizza"), ("rocket.png", "rocket"),
@@ -80,6 +82,9 @@ def test_heatmap_is_drawn_over_the_image(backend):
     (lambda b, tmp: b.classify(None, "cat", "{}"), "Upload an image"),
     (lambda b, tmp: b.search("   "), "Type what to look for"),
     (lambda b, tmp: b.search("cat", under=str(tmp / "nowhere")), "not a folder"),
+    (lambda b, tmp: b.search("cat", since="June"), r"since 'June' is not a date: give a day, month or year"),
+    (lambda b, tmp: b.search("cat", since="2024-09", until="2024-08"), "the date range is empty"),
+    (lambda b, tmp: b.search("cat", negative="cat"), "cancel out"),
     (lambda b, tmp: b.build(str(tmp / "nowhere")), "not a folder"),
 ])
 def test_bad_input_gets_a_message(backend, tmp_path, call, message):
@@ -165,8 +170,10 @@ def test_gradio_client_search_and_classify(server):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    gallery, _selected = client.predict("red apple", None, "", 3, "", api_name="/search")
+    gallery, _selected = client.predict("red apple", None, "", 3, "", "", "", "", api_name="/search")
     assert gallery[0]["caption"].endswith("red_apple.png") and len(gallery) == 3
+    with pytest.raises(Exception, match="until '2024-8-' is not a date"):
+        client.predict("red apple", None, "", 3, "", "", "2024-8-", "", api_name="/search")
     assert httpx.get(f"{server}/gradio_api/file={gallery[0]['image']}").status_code == 200
     result, heatmap = client.predict(handle_file(str(SAMPLES / "pizza.png")), "pizza, rocket, sun", "{}",
                                      api_name="/classify")

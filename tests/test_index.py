@@ -14,7 +14,7 @@ import pytest
 
 from index import IndexedFile, IndexNotFoundError, ModelMismatchError, PhotoIndex, SchemaError
 from index import ann, ann_file
-from tests.photos import SAMPLES, noise_image, write_images
+from tests.photos import SAMPLES, exif_photo, noise_image, write_images
 from tests.vectors import first_format_file
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.hub import DEFAULT_MODEL
@@ -169,6 +169,48 @@ def test_under_filter_negative_and_k(tmp_path, emoji_model):
             index.search("   ")
         with pytest.raises(ValueError, match="k must be"):
             index.search("cat", k=0)
+
+
+def test_date_camera_and_score_filters(tmp_path, emoji_model):
+    photos = tmp_path / "photos"
+    shot = {  # name -> (EXIF date taken, make, model)
+        "may": ("2024:05:31 23:59:59", "Google", "Pixel 8"),
+        "june_first": ("2024:06:01 00:00:00", "Google", "Pixel 8"),
+        "july": ("2024:07:14 18:30:05", "Canon", "Canon EOS R5"),
+        "august_last": ("2024:08:31 23:59:59", "Google", "Pixel 8 Pro"),
+        "september": ("2024:09:01 00:00:00", "Canon", "Canon EOS R5"),
+        "no_exif": (None, None, None),
+    }
+    for seed, (name, (taken, make, model)) in enumerate(shot.items()):
+        exif_photo(photos / ("trip" if name in ("july", "august_last") else "home") / f"{name}.jpg", seed, taken,
+                   make, model)
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([photos], workers=0)
+
+        def names(**filters) -> set[str]:
+            return {Path(h.path).stem for h in index.search("a photo", k=10, **filters)}
+
+        assert names() == set(shot)
+        assert names(since="2024-06", until="2024-08") == {"june_first", "july", "august_last"}  # both ends included
+        assert names(since="2024-06-01", until="2024-06-01") == {"june_first"}
+        assert names(until="2024-05") == {"may"} and names(since="2024-09") == {"september"}
+        assert names(since="2024") == set(shot) - {"no_exif"}  # a date condition leaves out files without one
+        assert names(camera="pixel") == {"may", "june_first", "august_last"}  # any case, part of make and model
+        assert names(camera="PIXEL 8 PRO") == {"august_last"} and names(camera="Nikon") == set()
+        assert names(camera="canon", since="2024-07", under=photos / "trip") == {"july"}
+        assert names(since="2025") == set()
+
+        hits = index.search(image=photos / "home" / "may.jpg", k=10)
+        assert hits[0].score == pytest.approx(1, abs=1e-5) and hits[-1].score < 0.99
+        cutoff = (hits[1].score + hits[2].score) / 2
+        kept = index.search(image=photos / "home" / "may.jpg", k=10, min_score=cutoff)
+        assert [h.path for h in kept] == [h.path for h in hits[:2]]
+        assert kept[0].file.taken_at == "2024-05-31T23:59:59" and kept[0].file.camera == "Google Pixel 8"
+
+        with pytest.raises(ValueError, match="the date range is empty"):
+            index.search("a photo", since="2024-09", until="2024-06")
+        with pytest.raises(ValueError, match="since '31/12/2024' is not a date"):
+            index.search("a photo", since="31/12/2024")
 
 
 def test_missing_folder_changes_nothing(tmp_path, emoji_model):

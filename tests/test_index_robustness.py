@@ -265,8 +265,12 @@ def test_cli_search_stats_and_errors(tmp_path):
     cli("build", str(SAMPLES), "--db", str(db), "--workers", "0")
     lines = [json.loads(line) for line in cli("search", "red apple", "--db", str(db), "-k", "3", "--json").stdout
              .splitlines()]
-    assert len(lines) == 3 and set(lines[0]) == {"path", "score"}
-    assert Path(lines[0]["path"]).name == "red_apple.png"
+    assert len(lines) == 3 and set(lines[0]) == {"path", "score", "taken_at", "camera"}
+    assert Path(lines[0]["path"]).name == "red_apple.png" and lines[0]["taken_at"] is None  # PNGs have no EXIF
+    dated = cli("search", "red apple", "--db", str(db), "--since", "2024-06", "--camera", "pixel")
+    assert dated.stdout == "" and "No results." in dated.stderr  # no sample has a date taken
+    bad_date = cli("search", "red apple", "--db", str(db), "--until", "June", check=False)
+    assert bad_date.returncode == 1 and "error: until 'June' is not a date" in bad_date.stderr
     text = cli("search", "--image", str(SAMPLES / "pizza.png"), "--not", "food", "--db", str(db), "-k", "2").stdout
     score, path = text.splitlines()[0].split(maxsplit=1)
     assert path == str(SAMPLES / "pizza.png") and 0 < float(score) < 0.99  # steered away from "food"
