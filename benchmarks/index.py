@@ -8,6 +8,7 @@
     python benchmarks/index.py --part build --model b16 --dtype bfloat16 --n 96 --workers 0 1
     python benchmarks/index.py --part rescan --n 10000      # an unchanged folder
     python benchmarks/index.py --part query --n 100000      # text query latency, model loaded
+    python benchmarks/index.py --part filters --n 100000    # ... with folder, date and camera filters
     python benchmarks/index.py --part decode --model b16    # camera-size JPEGs: reduced vs full decode
 
 The faiss part lives in index_faiss.py (its docstring describes the data and the
@@ -26,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository first: `index` is the package
 from index import ann  # noqa: E402
 from index_faiss import part_drift, part_faiss, part_update  # noqa: E402
-from index_pipeline import part_build, part_decode, part_query, part_rescan  # noqa: E402
+from index_pipeline import part_build, part_decode, part_filters, part_query, part_rescan  # noqa: E402
 
 PARTS: dict[str, Callable[[argparse.Namespace], None]] = {
     "faiss": part_faiss,
@@ -35,6 +36,7 @@ PARTS: dict[str, Callable[[argparse.Namespace], None]] = {
     "build": part_build,
     "rescan": part_rescan,
     "query": part_query,
+    "filters": part_filters,
     "decode": part_decode,
 }
 
@@ -43,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=sorted(PARTS), required=True)
     parser.add_argument("--n", type=int, default=None,
-                        help="vectors (faiss, update: 1M; query: 100k) or image files (build: 2000, rescan: 10k, "
+                        help="vectors (faiss, update: 1M; query, filters: 100k) or image files (build: 2000, rescan: 10k, "
                              "decode: 8 per size)")
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--clusters", type=int, default=None, help="default: N / 250")

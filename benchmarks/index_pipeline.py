@@ -1,8 +1,9 @@
-"""The pipeline parts of benchmarks/index.py: `--part build`, `--part rescan`, `--part query`.
+"""The pipeline parts of benchmarks/index.py: `--part build`, `--part rescan`, `--part query`, `--part filters`.
 
 build: `PhotoIndex.build` over generated JPEGs against the model alone on the same images (target >= 0.9);
 rescan: an unchanged folder of N files, in process and as a whole command; query: end-to-end text search
-latency with the model loaded over N vectors (target p95 < 50 ms at 100k); decode: one camera-size JPEG read
+latency with the model loaded over N vectors (target p95 < 50 ms at 100k); filters: the same with folder, date
+and camera filters; decode: one camera-size JPEG read
 for the index, reduced decode (`open_image(draft_min_side=...)`) against the full decode, time and difference.
 Results: benchmarks/README.md.
 """
@@ -177,11 +178,91 @@ def part_rescan(args: argparse.Namespace) -> None:
           f"{np.median(commands):.2f} s (runs {', '.join(f'{t:.2f}' for t in commands)})")
 
 
+def add_synthetic_photos(index, n: int, dim: int, seed: int) -> None:
+    """n files with synthetic clustered vectors (as in the faiss part: what a query costs depends on n, the
+    dimension and the index type, not on where the vectors lie) and metadata: 1,000 files a folder
+    (/photos/000, /photos/001, ...), dates taken spread over 2015-2024, camera "Sony ILCE-7M4" for 1% of them,
+    else "Google Pixel 8" (2 in 3) or "Apple iPhone 15"."""
+    from datetime import date, timedelta
+
+    from index import IndexedFile
+
+    base, _ = synthetic_embeddings(n, 1, dim, max(1, n // 250), seed)
+    days = (date(2025, 1, 1) - date(2015, 1, 1)).days
+    for start in range(0, n, 10_000):
+        stop = min(start + 10_000, n)
+        files = [IndexedFile(
+            f"/photos/{i // 1000:03d}/photo_{i:06d}.jpg", f"{i:032x}", 1, 1, 320, 240,
+            (date(2015, 1, 1) + timedelta(days=i * 7919 % days)).isoformat() + "T12:00:00",
+            "Sony ILCE-7M4" if i % 100 == 0 else "Google Pixel 8" if i % 3 else "Apple iPhone 15",
+        ) for i in range(start, stop)]
+        index.db.commit_batch(files, {f.hash: v for f, v in zip(files, base[start:stop])}, [])
+
+
+# What `--part filters` times, on add_synthetic_photos' metadata.
+FILTERS = {
+    "one folder": dict(under="/photos/002"),
+    "one month": dict(since="2019-03", until="2019-03"),
+    "one year": dict(since="2021", until="2021"),
+    "since 2016": dict(since="2016"),
+    "a rare camera": dict(camera="sony"),
+    "a common camera": dict(camera="pixel"),
+}
+
+
+def part_filters(args: argparse.Namespace) -> None:
+    """Filtered text searches (folder, date taken, camera) end to end over N synthetic photos, as shipped (the best
+    1,000 without the filter first, then the allowed ids only if too few pass) against listing the allowed ids
+    first, with and without schema 3's date and camera indexes, in the same run."""
+    import index.photo_index as photo_index
+    from index import PhotoIndex
+
+    faiss.omp_set_num_threads(1)
+    n = args.n or 100_000
+    model = load_model(args)
+    labels = (Path(__file__).resolve().parents[1] / "data" / "emoji-eval" / "labels.txt").read_text().splitlines()
+    queries = [q for q in labels if q.strip()][: args.queries]
+    variants = ("as shipped", "ids listed first", "ids listed first, no date/camera indexes")
+    times: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        with PhotoIndex(Path(tmp) / "index.db", model, create=True) as index:
+            index.model  # loads and fingerprints the model
+            index.db.set_model_info(index._info)
+            add_synthetic_photos(index, n, index.db.model_info().dim, args.seed)
+            index.search("warm-up")  # builds (and writes) the FAISS index once
+            allowed = {name: len(index.db.ids_matching(photo_index.SearchFilter.of(**f)))
+                       for name, f in FILTERS.items()}
+            shipped_candidates = photo_index.FILTER_CANDIDATES
+            for variant in variants:
+                if variant != "as shipped":
+                    photo_index.FILTER_CANDIDATES = 0  # first pass of k: too few pass but for the widest filters
+                if variant.endswith("no date/camera indexes"):
+                    for column in ("taken_at", "camera"):
+                        index.db.db.execute(f"DROP INDEX idx_files_{column}")
+                for name, f in FILTERS.items():
+                    for q in queries:
+                        start = time.perf_counter()
+                        index.search(q, k=20, **f)
+                        times.setdefault((variant, name), []).append((time.perf_counter() - start) * 1e3)
+            photo_index.FILTER_CANDIDATES = shipped_candidates
+            kind = index.stats().index_type
+    print(f"\n## filters: {n} synthetic photos, k 20, {len(queries)} text queries each, model "
+          f"{args.model or 'embedded default'}, FAISS {kind}, load average {load_average()}")
+    print("| filter | photos it allows | " + " | ".join(f"{v}: p50 / p95 ms" for v in variants) +
+          " | p50 listed first / shipped |")
+    print("|---|---|" + "---|" * len(variants) + "---|")
+    for name in FILTERS:
+        cells = [times[(v, name)] for v in variants]
+        print(f"| {name} | {allowed[name]:,} ({allowed[name] / n:.1%}) | " +
+              " | ".join(f"{np.percentile(c, 50):.1f} / {np.percentile(c, 95):.1f}" for c in cells) +
+              f" | {np.percentile(cells[1], 50) / np.percentile(cells[0], 50):.2f} |")
+
+
 def part_query(args: argparse.Namespace) -> None:
     """End-to-end text query latency, model loaded, over an index of N images (target p95 < 50 ms at 100k)."""
     import torch
 
-    from index import IndexedFile, PhotoIndex
+    from index import PhotoIndex
 
     faiss.omp_set_num_threads(1)  # as `python -m index search` and the app search: batch-1 queries
 
@@ -194,14 +275,7 @@ def part_query(args: argparse.Namespace) -> None:
             index.model  # loads and fingerprints the model
             index.db.set_model_info(index._info)
             dim = index.db.model_info().dim
-            # Synthetic clustered vectors (as in the faiss part) stand in for n photos: what a query costs
-            # depends on n, the dimension and the index type, not on where the vectors lie.
-            base, _ = synthetic_embeddings(n, 1, dim, max(1, n // 250), args.seed)
-            for start in range(0, n, 10_000):
-                stop = min(start + 10_000, n)
-                files = [IndexedFile(f"/photos/{i // 1000:03d}/photo_{i:06d}.jpg", f"{i:032x}", 1, 1, 320, 240,
-                                     None, None) for i in range(start, stop)]
-                index.db.commit_batch(files, {f.hash: v for f, v in zip(files, base[start:stop])}, [])
+            add_synthetic_photos(index, n, dim, args.seed)
             built = time.perf_counter()
             index.search("warm-up")  # builds (and writes) the FAISS index once
             build_seconds = time.perf_counter() - built

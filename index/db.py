@@ -8,11 +8,12 @@ Paths under the database's own folder are stored relative to it, so a photo
 folder that holds its index (`--db ~/Photos/.vlm-index.db`) can be moved or
 copied as a whole. Other paths are stored absolute.
 
-Tables (schema version 2):
+Tables (schema version 3):
     meta      key -> value: schema version, database id, vectors version, model name/revision/dim/probe,
               next vector id, the vectors version since which ids are never reused
     vectors   one row per distinct file content: id (the FAISS id, never reused), hash, float32 vector
     files     one row per indexed path: hash (-> vectors), size, mtime_ns, width, height, taken_at, camera
+              (indexed by hash, taken_at and camera)
     skipped   one row per file the build could not take, with the reason
     roots     folders that were built
 """
@@ -37,7 +38,7 @@ from .filters import SearchFilter
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,20 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO meta SELECT 'ids_unique_since', value FROM meta WHERE key = 'vectors_version'")
 
 
+def _migrate_to_3(db: sqlite_utils.Database) -> None:
+    """Indexes for the date and camera filters of a search: a month of 1M files took 0.56 s to find without one."""
+    db["files"].create_index(["taken_at"], if_not_exists=True)
+    db["files"].create_index(["camera"], if_not_exists=True)
+
+
+# The files of given vector ids, found from the ids: CROSS JOIN keeps the ids the outer loop and INDEXED BY makes
+# each id's files one lookup by hash. Left to itself, SQLite walked the files of a camera or date range that a
+# filter named and tried every id on each (3 s for 1,000 ids of 20,000 files).
+_FILES_OF_IDS = "FROM vectors v CROSS JOIN files f INDEXED BY idx_files_hash ON f.hash = v.hash"
+
+
 # Step-by-step migrations: MIGRATIONS[v] takes a database at version v - 1 to version v.
-MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2}
+MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3}
 
 
 class Database:
@@ -188,8 +201,10 @@ class Database:
             if stored == "" or folder.rstrip(os.sep) == str(self.home):  # the home folder itself: every relative path
                 clauses.append("substr(path, 1, 1) != '/'")
                 continue
-            clauses.append("(path = ? OR substr(path, 1, ?) = ?)")
-            params += [stored, len(stored) + 1, stored + "/"]
+            # The folder itself, or paths from "folder/" up to "folder0" ("0" follows "/"): a range the primary
+            # key's index answers, where substr() read every row (0.56 s at 1M files).
+            clauses.append("(path = ? OR (path > ? AND path < ?))")
+            params += [stored, stored + "/", stored + "0"]
         return "(" + " OR ".join(clauses or ["0"]) + ")", params
 
     def _matching(self, only: SearchFilter) -> tuple[str, list]:
@@ -204,9 +219,10 @@ class Database:
         if only.taken_before:
             clauses.append("taken_at < ?")
             params.append(only.taken_before)
-        if only.camera:  # instr, not LIKE, so that % and _ in the name are plain characters
-            clauses.append("instr(lower(camera), ?) > 0")
-            params.append(only.camera.lower())
+        if only.camera:  # the few camera names that contain the text, then their files through the camera index
+            names = [name for name in self.cameras() if only.camera.lower() in name.lower()]
+            clauses.append(f"camera IN ({','.join('?' * len(names))})" if names else "0")
+            params += names
         return " AND ".join(clauses), params
 
     # -- meta -----------------------------------------------------------------------------------------------
@@ -325,12 +341,32 @@ class Database:
         marks = ",".join("?" * len(ids))
         rows = self.db.execute(
             f"SELECT v.id, f.path, f.hash, f.size, f.mtime_ns, f.width, f.height, f.taken_at, f.camera "
-            f"FROM files f JOIN vectors v ON v.hash = f.hash WHERE v.id IN ({marks}) AND {where} ORDER BY f.path",
+            f"{_FILES_OF_IDS} WHERE v.id IN ({marks}) AND {where} ORDER BY f.path",
             ids + params)
         out: dict[int, list[IndexedFile]] = {}
         for vid, path, *rest in rows:
             out.setdefault(vid, []).append(IndexedFile(self.to_absolute(path), *rest))
         return out
+
+    def cameras(self) -> list[str]:
+        """The distinct camera names, sorted: one index lookup per name, where SELECT DISTINCT reads every row
+        (SQLite's documented skip-scan by a recursive query)."""
+        rows = self.db.execute(
+            "WITH RECURSIVE c(name) AS (SELECT MIN(camera) FROM files UNION ALL "
+            "SELECT (SELECT MIN(camera) FROM files WHERE camera > c.name) FROM c WHERE c.name IS NOT NULL) "
+            "SELECT name FROM c WHERE name IS NOT NULL")
+        return [name for (name,) in rows]
+
+    def ids_passing(self, ids: Sequence[int], only: SearchFilter) -> set[int]:
+        """Those of the vector `ids` that have a file passing `only`."""
+        where, params = self._matching(only)
+        passing: set[int] = set()
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            passing.update(i for (i,) in self.db.execute(
+                f"SELECT DISTINCT v.id {_FILES_OF_IDS} WHERE v.id IN ({marks}) AND {where}", chunk + params))
+        return passing
 
     def ids_matching(self, only: SearchFilter) -> np.ndarray:
         """The distinct vector ids of the files that pass `only`."""

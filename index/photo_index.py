@@ -55,6 +55,10 @@ def probe_image() -> Image.Image:
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
+# A filtered search first ranks this many vectors without the filter (see PhotoIndex.search).
+FILTER_CANDIDATES = 1000
+
+
 @dataclass(frozen=True)
 class SearchHit:
     path: str
@@ -253,16 +257,35 @@ class PhotoIndex:
             raise ValueError(f"k must be at least 1, got {k}")
         only = SearchFilter.of(under, since, until, camera)
         query = self.query_vector(text, image, negative)
-        allowed = self.db.ids_matching(only) if only else None
-        if allowed is not None and len(allowed) == 0:
-            return []
         index = self._ann_index()
-        scores, ids = ann.search_ann(index, query[None], k, allowed)
-        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0])
-                 if i >= 0 and (min_score is None or s >= min_score)]
+        if not only:
+            return self._files(self._ranked(index, query, k, min_score)[0], only)[:k]
+        # The best matches without the filter, those that pass it kept: all it takes when many photos pass (listing
+        # the allowed ids of a wide filter took 0.9 s at 1M files). When fewer than k pass, search again among
+        # the allowed ids only: a narrow filter, which the database's indexes answer quickly.
+        found, complete = self._ranked(index, query, max(k, FILTER_CANDIDATES), min_score)
+        passing = self.db.ids_passing([i for _, i in found], only)
+        found = [(score, i) for score, i in found if i in passing]
+        if len(found) < k and not complete:
+            allowed = self.db.ids_matching(only)
+            if len(allowed) == 0:
+                return []
+            found = self._ranked(index, query, k, min_score, allowed)[0]
+        return self._files(found[:k], only)[:k]  # each vector has at least one file that passes
+
+    def _ranked(self, index, query: np.ndarray, n: int, min_score: float | None,
+                allowed: np.ndarray | None = None) -> tuple[list[tuple[float, int]], bool]:
+        """((score, vector id) of the `n` best vectors (of `allowed`) scoring at least `min_score`, best first;
+        whether no other vector could join them: the index holds at most `n`, or the last was below `min_score`)."""
+        scores, ids = ann.search_ann(index, query[None], n, allowed)
+        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        complete = index.ntotal <= n or (min_score is not None and bool(found) and found[-1][0] < min_score)
+        return [(s, i) for s, i in found if min_score is None or s >= min_score], complete
+
+    def _files(self, found: list[tuple[float, int]], only: SearchFilter) -> list[SearchHit]:
+        """The files (that pass `only`) of the vectors `found`, in its order."""
         files = self.db.files_of_ids([i for _, i in found], only)
-        hits = [SearchHit(f.path, score, f) for score, i in found for f in files.get(i, [])]
-        return hits[:k]
+        return [SearchHit(f.path, score, f) for score, i in found for f in files.get(i, [])]
 
     # -- reporting ------------------------------------------------------------------------------------------
 

@@ -195,6 +195,7 @@ def test_date_camera_and_score_filters(tmp_path, emoji_model):
         assert names(since="2024-06-01", until="2024-06-01") == {"june_first"}
         assert names(until="2024-05") == {"may"} and names(since="2024-09") == {"september"}
         assert names(since="2024") == set(shot) - {"no_exif"}  # a date condition leaves out files without one
+        assert index.db.cameras() == ["Canon EOS R5", "Google Pixel 8", "Google Pixel 8 Pro"]
         assert names(camera="pixel") == {"may", "june_first", "august_last"}  # any case, part of make and model
         assert names(camera="PIXEL 8 PRO") == {"august_last"} and names(camera="Nikon") == set()
         assert names(camera="canon", since="2024-07", under=photos / "trip") == {"july"}
@@ -211,6 +212,32 @@ def test_date_camera_and_score_filters(tmp_path, emoji_model):
             index.search("a photo", since="2024-09", until="2024-06")
         with pytest.raises(ValueError, match="since '31/12/2024' is not a date"):
             index.search("a photo", since="31/12/2024")
+
+
+def test_a_filter_few_photos_pass_searches_again_among_them_with_the_same_results(tmp_path, emoji_model,
+                                                                                   monkeypatch):
+    from index import photo_index
+
+    for seed in range(12):
+        exif_photo(tmp_path / "photos" / f"{seed:02d}.jpg", seed, f"20{10 + seed}:01:01 12:00:00", "Canon",
+                   "EOS R5" if seed % 3 else "EOS R6")
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([tmp_path / "photos"], workers=0)
+        queries = [dict(since="2015", until="2018"), dict(camera="r6"), dict(until="2010"), dict(since="2030"),
+                   dict(camera="canon", min_score=0.5)]
+        listed, ids_matching = [], index.db.ids_matching
+
+        def listing(only):
+            listed.append(only)
+            return ids_matching(only)
+
+        monkeypatch.setattr(index.db, "ids_matching", listing)
+        one_pass = [[h.path for h in index.search("a photo", k=3, **q)] for q in queries]
+        assert listed == []  # 12 photos, 1000 candidates: the first pass saw them all
+        monkeypatch.setattr(photo_index, "FILTER_CANDIDATES", 3)  # the 3 best seldom all pass: a second pass
+        two_pass = [[h.path for h in index.search("a photo", k=3, **q)] for q in queries]
+        assert two_pass == one_pass and len(listed) >= 3
+        assert [len(paths) for paths in one_pass][:4] == [3, 3, 1, 0]
 
 
 def test_missing_folder_changes_nothing(tmp_path, emoji_model):
@@ -386,13 +413,19 @@ def test_schema_1_database_is_migrated_and_its_old_faiss_files_are_not_updated(t
     with open_index(db_path, emoji_model) as index:
         index.build([SAMPLES], workers=0)
         old_stamp = index.db.stamp()
-    conn = sqlite3.connect(db_path)  # back to schema 1, as a database written by the previous version
+    conn = sqlite3.connect(db_path)  # back to schema 1, as a database written by the first version
     conn.execute("DELETE FROM meta WHERE key IN ('next_vector_id', 'ids_unique_since')")
+    conn.execute("DROP INDEX idx_files_taken_at")
+    conn.execute("DROP INDEX idx_files_camera")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     with PhotoIndex(db_path, emoji_model) as index:
-        assert index.db.schema_version() == 2
+        assert index.db.schema_version() == 3
+        plan = " ".join(row[-1] for row in index.db.db.execute(
+            "EXPLAIN QUERY PLAN SELECT path FROM files WHERE taken_at >= '2024' AND taken_at < '2025'"))
+        assert "USING INDEX idx_files_taken_at" in plan  # schema 3's date index
+        assert {"idx_files_taken_at", "idx_files_camera"} <= {i.name for i in index.db.db["files"].indexes}
         assert index.db._meta("next_vector_id") == str(int(index.db.vector_ids().max()) + 1)
         assert index.db.can_update_from(index.db.stamp())
         assert not index.db.can_update_from(old_stamp.rsplit(":", 1)[0] + ":0")  # written before the migration
