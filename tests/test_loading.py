@@ -211,27 +211,43 @@ def test_write_safetensors_writes_what_safetensors_save_does(tiny_siglip, tmp_pa
     assert (tmp_path / "model.safetensors").read_bytes() == save(state, metadata={"format": "pt"})
 
 
-def test_write_safetensors_round_trips_every_dtype_and_layout(tmp_path):
+def bits(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor's bytes, to compare dtypes that torch.equal doesn't (float8) and NaNs exactly."""
+    return tensor.contiguous().reshape(-1).view(torch.uint8)
+
+
+def test_write_safetensors_round_trips_every_dtype_and_layout_as_safetensors_save_does(tmp_path):
     from safetensors import safe_open
+    from safetensors.torch import save
 
     from vlm_vision.hub import write_safetensors
 
-    state = {
-        "f32": torch.randn(3, 5), "bf16": torch.randn(7, dtype=torch.bfloat16), "f16": torch.randn(2, dtype=torch.float16),
-        "f64": torch.randn(1, dtype=torch.float64), "i64": torch.arange(5), "i8": torch.tensor([-3, 4], dtype=torch.int8),
-        "bool": torch.tensor([True, False, True]), "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4),
+    f8 = torch.randn(4) * 4
+    state = {  # by name alone bool, f64 and i32 would go before u8, i64 and f32: safetensors orders by dtype first
+        "f32": torch.randn(3, 5), "bf16": torch.randn(7, dtype=torch.bfloat16), "f16": torch.randn(2).half(),
+        "f64": torch.randn(1, dtype=torch.float64), "i64": torch.arange(5), "i32": torch.arange(3, dtype=torch.int32),
+        "i16": torch.tensor([-7], dtype=torch.int16), "i8": torch.tensor([-3, 4], dtype=torch.int8),
+        "u64": torch.tensor([0, 2**63 + 5], dtype=torch.uint64), "u32": torch.tensor([2**32 - 1], dtype=torch.uint32),
+        "u16": torch.tensor([1, 65535], dtype=torch.uint16), "u8": torch.tensor([255], dtype=torch.uint8),
+        "f8_e4m3": f8.to(torch.float8_e4m3fn), "f8_e5m2": f8.to(torch.float8_e5m2),
+        "f8_e4m3fnuz": f8.to(torch.float8_e4m3fnuz), "f8_e5m2fnuz": f8.to(torch.float8_e5m2fnuz),
+        "c64": torch.randn(2, dtype=torch.complex64), "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4), "ünïcode": torch.ones(2),
         "transposed": torch.randn(4, 6).T, "strided": torch.randn(10)[::3],  # made contiguous on the way out
     }
     path = tmp_path / "mixed.safetensors"
     write_safetensors(path, state)
+    contiguous = {name: tensor.contiguous() for name, tensor in state.items()}  # save() refuses the others
+    assert path.read_bytes() == save(contiguous, metadata={"format": "pt"})
     back = load_file(path)  # safetensors checks the header's byte ranges cover the data exactly
     assert back.keys() == state.keys()
     for name, tensor in state.items():
-        assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
+        assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape, name
+        assert torch.equal(bits(back[name]), bits(tensor)), name
     with safe_open(path, "pt") as f:
         assert f.metadata() == {"format": "pt"}  # what transformers checks before loading
     header_len = int.from_bytes(path.read_bytes()[:8], "little")
-    assert (8 + header_len) % 8 == 0  # tensors start aligned, larger elements first
+    assert (8 + header_len) % 8 == 0  # tensors start aligned, wider dtypes first
     offsets = json.loads(path.read_bytes()[8:8 + header_len])
     starts = {name: offsets[name]["data_offsets"][0] for name in state}
     assert all(starts[name] % state[name].element_size() == 0 for name in state)
@@ -240,7 +256,8 @@ def test_write_safetensors_round_trips_every_dtype_and_layout(tmp_path):
 def test_write_safetensors_stores_little_endian_on_a_big_endian_machine(tmp_path, monkeypatch):
     from vlm_vision import hub
 
-    state = {"w": torch.tensor([1.0, -2.0]), "b": torch.tensor([1, 2], dtype=torch.uint8)}
+    state = {"w": torch.tensor([1.0, -2.0]), "b": torch.tensor([1, 2], dtype=torch.uint8),
+             "c": torch.tensor([1 - 2j, 3 + 4j], dtype=torch.complex64)}
     monkeypatch.setattr(hub.sys, "byteorder", "big")  # this host is little-endian: the swap shows as swapped bytes
     hub.write_safetensors(tmp_path / "be.safetensors", state)
     monkeypatch.undo()
@@ -253,17 +270,39 @@ def test_write_safetensors_stores_little_endian_on_a_big_endian_machine(tmp_path
         return body[start:end]
 
     assert stored("w") == state["w"].numpy().byteswap().tobytes()
+    assert stored("c") == state["c"].numpy().byteswap().tobytes()  # each half of a complex on its own
     assert stored("b") == state["b"].numpy().tobytes()  # single bytes have no order
 
 
-def test_write_safetensors_refuses_shared_memory_and_unknown_dtypes_and_writes_nothing(tmp_path):
+def test_write_safetensors_refuses_overlapping_tensors_and_unknown_dtypes_and_writes_nothing(tmp_path):
+    from safetensors.torch import save
+
     from vlm_vision.hub import write_safetensors
 
     weight = torch.randn(4, 4)
     path = tmp_path / "model.safetensors"
     path.write_bytes(b"old")
-    with pytest.raises(ValueError, match=r"embed\.weight and head\.weight share memory.*\.clone\(\)"):
-        write_safetensors(path, {"embed.weight": weight, "head.weight": weight[:2]})
-    with pytest.raises(ValueError, match=r"z is torch\.complex64.*convert it"):
-        write_safetensors(path, {"z": torch.zeros(2, dtype=torch.complex64)})
+    for pair in ({"embed.weight": weight, "head.weight": weight},  # tied weights
+                 {"embed.weight": weight, "head.weight": weight[:2]},
+                 {"embed.weight": weight[2:], "head.weight": weight[1:3]}):
+        with pytest.raises(RuntimeError, match="share memory"):
+            save(pair)  # safetensors refuses these too
+        with pytest.raises(ValueError, match=r"embed\.weight and head\.weight share memory.*\.clone\(\)"):
+            write_safetensors(path, pair)
+    with pytest.raises(ValueError, match=r"z is torch\.complex128.*convert it"):
+        write_safetensors(path, {"z": torch.zeros(2, dtype=torch.complex128)})
     assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_write_safetensors_writes_disjoint_views_of_one_buffer_as_safetensors_save_does(tmp_path):
+    from safetensors.torch import save
+
+    from vlm_vision.hub import write_safetensors
+
+    qkv = torch.randn(6, 4)
+    state = dict(zip(["q", "k", "v"], qkv.split(2)))  # views of qkv's memory, side by side
+    state["empty"] = qkv[3:3]  # inside k's bytes, but with no bytes of its own
+    write_safetensors(tmp_path / "split.safetensors", state)
+    assert (tmp_path / "split.safetensors").read_bytes() == save(state, metadata={"format": "pt"})
+    back = load_file(tmp_path / "split.safetensors")
+    assert all(torch.equal(back[name], tensor) for name, tensor in state.items())

@@ -92,11 +92,45 @@ def read_json(folder: Path, filename: str) -> dict[str, Any] | None:
         raise CheckpointError(f"{file} is not valid JSON: {e}") from e
 
 
-# torch dtype -> safetensors dtype name (https://huggingface.co/docs/safetensors: "Format").
+# torch dtype -> safetensors dtype name, for the dtypes that safetensors.torch both saves and loads back. Listed in the
+# order of safetensors' own `Dtype` enum (safetensors/src/tensor.rs; checked with safetensors 0.8.0): it writes the
+# tensors by that enum, last first, then by name, and write_safetensors keeps the same order to give the same bytes.
 _SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8",
+    torch.float8_e5m2: "F8_E5M2", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e4m3fnuz: "F8_E4M3FNUZ",
+    torch.float8_e5m2fnuz: "F8_E5M2FNUZ", torch.int16: "I16", torch.uint16: "U16", torch.float16: "F16",
+    torch.bfloat16: "BF16", torch.int32: "I32", torch.uint32: "U32", torch.float32: "F32", torch.complex64: "C64",
+    torch.float64: "F64", torch.int64: "I64", torch.uint64: "U64",
 }
+_SAFETENSORS_RANK = {dtype: rank for rank, dtype in enumerate(_SAFETENSORS_DTYPES)}
+
+
+def _refuse_overlaps(state: dict[str, torch.Tensor]) -> None:
+    """Refuse tensors whose bytes overlap, as `safetensors.torch.save` does, but not disjoint views of one buffer.
+
+    Overlapping tensors would be stored twice and come back apart; disjoint views (q, k and v split from one qkv
+    weight) are just separate tensors. A tensor spans its bytes from its first element to its last, so interleaved
+    views (columns split from a row-major weight) count as overlapping: safetensors refuses those as non-contiguous.
+    """
+    spans: dict[tuple[torch.device, int], list[tuple[int, int, str]]] = {}
+    for name, tensor in state.items():
+        if tensor.nbytes:  # empty tensors store nothing, so share nothing (safetensors lets them through too)
+            start = tensor.data_ptr()
+            last = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
+            stop = start + (last + 1) * tensor.element_size()
+            # device too: each GPU numbers its memory on its own
+            spans.setdefault((tensor.device, tensor.untyped_storage().data_ptr()), []).append((start, stop, name))
+    order = list(state)
+    for group in spans.values():
+        group.sort()
+        end, owner = group[0][1], group[0][2]
+        for start, stop, name in group[1:]:
+            if start < end:
+                first, second = sorted((owner, name), key=order.index)
+                raise ValueError(f"{first} and {second} share memory, and safetensors stores each tensor on its own: "
+                                 f"save one of them, or .clone() the other")
+            if stop > end:
+                end, owner = stop, name
 
 
 def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -105,34 +139,33 @@ def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     `safetensors.torch.save` builds the whole file in memory first (a second copy of the weights: 3.5 GB more for
     an So400m SiglipModel in float32), and `save_file` creates its files owner-only, 0600, whatever the umask.
     The format: an 8-byte little-endian header length, the JSON header (names, dtypes, shapes and byte ranges),
-    spaces to a multiple of 8 bytes, then the tensors' bytes back to back. Larger elements go first, so that every
-    tensor starts aligned to its element size, as safetensors orders them.
+    spaces to a multiple of 8 bytes, then the tensors' bytes back to back. The tensors go in safetensors' own order
+    (see _SAFETENSORS_DTYPES), wider dtypes first, so that each starts aligned to its element size and the file is
+    byte for byte what `safetensors.torch.save(state, metadata={"format": "pt"})` makes of them. That refuses
+    non-contiguous tensors; this writes them contiguous.
     """
-    shared: dict[int, str] = {}
     for name, tensor in state.items():
         if tensor.dtype not in _SAFETENSORS_DTYPES:
-            raise ValueError(f"{name} is {tensor.dtype}, which safetensors can't store; convert it, e.g. .float()")
-        if tensor.nbytes:
-            other = shared.setdefault(tensor.untyped_storage().data_ptr(), name)
-            if other != name:
-                raise ValueError(f"{other} and {name} share memory, and safetensors stores each tensor on its own: "
-                                 f"save one of them, or .clone() it")
-    tensors = sorted(state.items(), key=lambda item: (-item[1].element_size(), item[0]))
+            raise ValueError(f"{name} is {tensor.dtype}, which safetensors (and so this writer) can't store and load "
+                             f"back: convert it first, e.g. with .float()")
+    _refuse_overlaps(state)
+    tensors = sorted(state.items(), key=lambda item: (-_SAFETENSORS_RANK[item[1].dtype], item[0]))
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, tensor in tensors:
         header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
                         "data_offsets": [offset, offset + tensor.nbytes]}
         offset += tensor.nbytes
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")  # as safetensors' serde_json
     head += b" " * (-len(head) % 8)
 
     def write(f: BinaryIO) -> None:
         f.write(struct.pack("<Q", len(head)) + head)
         for _, tensor in tensors:  # a copy of at most one tensor at a time (moved to the CPU, or made contiguous)
             data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-            if sys.byteorder == "big" and tensor.element_size() > 1:  # safetensors stores little-endian
-                data = data.view(-1, tensor.element_size()).flip(1).reshape(-1)
+            width = tensor.element_size() // (2 if tensor.is_complex() else 1)  # a complex is two floats
+            if sys.byteorder == "big" and width > 1:  # safetensors stores little-endian
+                data = data.view(-1, width).flip(1).reshape(-1)
             f.write(memoryview(data.numpy()))
 
     replace_atomically(path, write)
