@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from index import PhotoIndex
-from index.errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
+from index.errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, QueryError, SchemaError
 from vlm_vision.dual_encoder import DualEncoder
 from vlm_vision.errors import ImageLoadError
 from vlm_vision.explain import overlay_heatmap, pooling_attention
@@ -113,8 +113,8 @@ class Backend:
                                          until=until.strip() or None, camera=camera or None)
             except ModelMismatchError as e:
                 raise UserError(str(e)) from e
-            except ValueError as e:  # what the query asks can't be done: a date that isn't one, terms that cancel
-                raise UserError(f"{e}.") from e
+            except QueryError as e:  # a date that isn't one, terms that cancel out, ...
+                raise UserError(str(e)) from e
             return [Result(h.path, h.score, str(self.thumbnails.get(h.path, h.file.hash))) for h in hits]
 
     # -- classify and explain ---------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=sorted(PARTS), required=True)
     parser.add_argument("--n", type=int, default=None,
-                        help="vectors (faiss, update: 1M; query, filters: 100k) or image files (build: 2000, rescan: 10k, "
-                             "decode: 8 per size)")
+                        help="vectors (faiss, update: 1M; query, filters: 100k) or image files (build: 2000, "
+                             "rescan: 10k, decode: 8 per size)")
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--clusters", type=int, default=None, help="default: N / 250")
     parser.add_argument("--change", type=float, default=0.01,

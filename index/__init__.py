@@ -6,7 +6,7 @@ Python: `index.PhotoIndex`.
 
 from .build import BuildProgress, BuildSummary
 from .db import IndexedFile, ModelInfo, SkippedFile
-from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
+from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, QueryError, SchemaError
 from .photo_index import IndexStats, PhotoIndex, SearchHit, default_db_path
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ModelInfo",
     "ModelMismatchError",
     "PhotoIndex",
+    "QueryError",
     "SchemaError",
     "SearchHit",
     "SkippedFile",

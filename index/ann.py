@@ -134,15 +134,17 @@ def build_ann(vectors: np.ndarray, ids: np.ndarray, index_type: str = "auto") ->
 
 
 def search_ann(
-    index: faiss.Index, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    index: faiss.Index, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None, widen: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-`k` (scores (Q, k) float32, ids (Q, k) int64) of each query, best first.
 
     Missing results (fewer than k vectors, or allowed) have id -1 and score -inf.
     `allowed_ids` restricts the results to those ids; the search widens
     (nprobe, efSearch) as the allowed fraction shrinks, so that recall holds.
+    `widen` widens it as much without restricting it: for a caller that will keep
+    only a share of the results (1 / that share).
     """
-    return _search(index, queries, k, allowed_ids, ef_search=HNSW_EF_SEARCH, nprobe=IVF_NPROBE)
+    return _search(index, queries, k, allowed_ids, ef_search=HNSW_EF_SEARCH, nprobe=IVF_NPROBE, widen=widen)
 
 
 def index_type_of(index: faiss.Index) -> str:
@@ -349,6 +351,7 @@ def _search(
     *,
     ef_search: int,
     nprobe: int,
+    widen: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`search_ann` with explicit efSearch and nprobe (the benchmark sweeps them)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -360,12 +363,12 @@ def _search(
 
     sel = None
     n_allowed = index.ntotal
-    widen = 1.0  # 1 / the fraction of the index that the filter allows
+    widen = max(1.0, widen)  # 1 / the fraction of the results that will be kept
     if allowed_ids is not None:
         sel, n_allowed = _selector(allowed_ids)
         if n_allowed == 0:
             return _missing(len(queries), k)
-        widen = max(1.0, index.ntotal / n_allowed)
+        widen = max(widen, index.ntotal / n_allowed)
 
     if kind == "flat":
         params = faiss.SearchParameters(sel=sel) if sel is not None else None

@@ -15,3 +15,7 @@ class ModelMismatchError(ValueError):
 
 class SchemaError(RuntimeError):
     """The database was written by a newer vlm-vision, or is not an index database at all."""
+
+
+class QueryError(ValueError):
+    """A search that can't be run as asked: no query, terms that cancel out, a date that isn't one, an empty range."""

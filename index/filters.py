@@ -1,7 +1,7 @@
 """Which indexed photos a search may return: by folder, by when they were taken, by the camera that took them.
 
-`SearchFilter` holds the conditions; `Database` turns them into SQL over the `files` table, and the ANN search is
-restricted to the vectors of the files that pass (`ann.search_ann(..., allowed_ids=...)`).
+`SearchFilter` holds the conditions; `Database` turns them into SQL over the `files` table, and
+`PhotoIndex.search` keeps the best matches whose files pass.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
+
+from .errors import QueryError
 
 # What `--since` / `--until` accept, most specific first, with the period each names.
 _DATE_FORMATS = (("%Y-%m-%d", "day"), ("%Y-%m", "month"), ("%Y", "year"))
@@ -29,7 +31,7 @@ class SearchFilter:
 
     def __post_init__(self) -> None:
         if self.taken_from and self.taken_before and self.taken_from >= self.taken_before:
-            raise ValueError(f"No date is both at or after {self.taken_from} and before {self.taken_before}: "
+            raise QueryError(f"No date is both at or after {self.taken_from} and before {self.taken_before}: "
                              f"the date range is empty")
 
     def __bool__(self) -> bool:
@@ -49,7 +51,7 @@ class SearchFilter:
 def period(text: str, name: str = "date") -> tuple[datetime, datetime]:
     """(first instant, first instant after) of the day, month or year `text` names (YYYY-MM-DD, YYYY-MM or YYYY).
 
-    ValueError, naming `name` and the forms it takes, for anything else.
+    QueryError, naming `name` and the forms it takes, for anything else. The end of year 9999 is datetime.max.
     """
     text = text.strip()
     for form, unit in _DATE_FORMATS:
@@ -57,10 +59,13 @@ def period(text: str, name: str = "date") -> tuple[datetime, datetime]:
             start = datetime.strptime(text, form)
         except ValueError:
             continue
-        if unit == "day":
-            return start, datetime.fromordinal(start.toordinal() + 1)
-        if unit == "month":
-            return start, start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-        return start, start.replace(year=start.year + 1)
-    raise ValueError(f"{name} {text!r} is not a date: give a day, month or year as YYYY-MM-DD, YYYY-MM or YYYY "
+        try:
+            if unit == "day":
+                return start, datetime.fromordinal(start.toordinal() + 1)
+            if unit == "month":
+                return start, start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+            return start, start.replace(year=start.year + 1)
+        except ValueError:  # past year 9999
+            return start, datetime.max
+    raise QueryError(f"{name} {text!r} is not a date: give a day, month or year as YYYY-MM-DD, YYYY-MM or YYYY "
                      f"(e.g. 2024-06)")

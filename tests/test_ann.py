@@ -83,6 +83,16 @@ def test_allowed_ids_through_the_ann_path(ann_data, ann_indexes, kind, monkeypat
     assert recall(found, brute_force(base[rows], ids[rows], queries, K)[1]) >= 0.9
 
 
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_widen_probes_as_a_filter_of_that_share_would_without_restricting(ann_data, ann_indexes, kind):
+    _, _, queries = ann_data
+    index = ann_indexes[kind]
+    wide = ann.search_ann(index, queries, K, widen=4)
+    assert all(np.array_equal(a, b) for a, b in zip(wide, ann._search(  # the probe of a 25% filter, unfiltered
+        index, queries, K, None, ef_search=4 * ann.HNSW_EF_SEARCH, nprobe=4 * ann.IVF_NPROBE)))
+    assert ann.search_ann(index, queries, K, widen=0.5)[1].tolist() == ann.search_ann(index, queries, K)[1].tolist()
+
+
 @pytest.mark.parametrize("kind", ann.INDEX_TYPES)
 def test_allowed_ids_matching_nothing(ann_data, ann_indexes, kind):
     _, _, queries = ann_data

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 
+from index import QueryError
 from index.filters import SearchFilter, period
 
 
@@ -18,6 +19,7 @@ from index.filters import SearchFilter, period
     ("2024-12", datetime(2024, 12, 1), datetime(2025, 1, 1)),  # December runs into the next year
     (" 2024-6 ", datetime(2024, 6, 1), datetime(2024, 7, 1)),
     ("2023", datetime(2023, 1, 1), datetime(2024, 1, 1)),
+    ("9999", datetime(9999, 1, 1), datetime.max), ("9999-12-31", datetime(9999, 12, 31), datetime.max),
 ])
 def test_period_is_the_day_month_or_year_named(text, start, end):
     assert period(text) == (start, end)
@@ -25,7 +27,7 @@ def test_period_is_the_day_month_or_year_named(text, start, end):
 
 @pytest.mark.parametrize("text", ["2024-13", "2023-02-29", "June 2024", "24-06-01", "", "2024/06/01"])
 def test_period_refuses_what_is_not_a_date_and_says_the_forms(text):
-    with pytest.raises(ValueError, match=r"since .* is not a date: give a day, month or year as YYYY-MM-DD"):
+    with pytest.raises(QueryError, match=r"since .* is not a date: give a day, month or year as YYYY-MM-DD"):
         period(text, "since")
 
 

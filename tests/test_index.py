@@ -184,21 +184,25 @@ def test_date_camera_and_score_filters(tmp_path, emoji_model):
     for seed, (name, (taken, make, model)) in enumerate(shot.items()):
         exif_photo(photos / ("trip" if name in ("july", "august_last") else "home") / f"{name}.jpg", seed, taken,
                    make, model)
+    shutil.copy(photos / "trip" / "july.jpg", photos / "home" / "july_copy.jpg")  # one content, two files
     with open_index(tmp_path / "index.db", emoji_model) as index:
         index.build([photos], workers=0)
 
         def names(**filters) -> set[str]:
             return {Path(h.path).stem for h in index.search("a photo", k=10, **filters)}
 
-        assert names() == set(shot)
-        assert names(since="2024-06", until="2024-08") == {"june_first", "july", "august_last"}  # both ends included
+        assert names() == set(shot) | {"july_copy"}
+        assert names(since="2024-06", until="2024-08") == {"june_first", "july", "july_copy", "august_last"}
+        assert names(since="2024-07", until="2024-07", under=photos / "home") == {"july_copy"}  # the copy that passes
+        assert len(index.search("a photo", k=1, since="2024-07", until="2024-07")) == 1  # k counts files
         assert names(since="2024-06-01", until="2024-06-01") == {"june_first"}
         assert names(until="2024-05") == {"may"} and names(since="2024-09") == {"september"}
-        assert names(since="2024") == set(shot) - {"no_exif"}  # a date condition leaves out files without one
+        assert names(since="2024") == set(shot) - {"no_exif"} | {"july_copy"}  # files without a date drop out
         assert index.db.cameras() == ["Canon EOS R5", "Google Pixel 8", "Google Pixel 8 Pro"]
         assert names(camera="pixel") == {"may", "june_first", "august_last"}  # any case, part of make and model
         assert names(camera="PIXEL 8 PRO") == {"august_last"} and names(camera="Nikon") == set()
         assert names(camera="canon", since="2024-07", under=photos / "trip") == {"july"}
+        assert names(until="9999") == set(shot) - {"no_exif"} | {"july_copy"}
         assert names(since="2025") == set()
 
         hits = index.search(image=photos / "home" / "may.jpg", k=10)
@@ -214,8 +218,8 @@ def test_date_camera_and_score_filters(tmp_path, emoji_model):
             index.search("a photo", since="31/12/2024")
 
 
-def test_a_filter_few_photos_pass_searches_again_among_them_with_the_same_results(tmp_path, emoji_model,
-                                                                                   monkeypatch):
+def test_filtered_search_gives_the_same_results_however_many_candidates_it_ranks(tmp_path, emoji_model,
+                                                                                monkeypatch):
     from index import photo_index
 
     for seed in range(12):
@@ -223,21 +227,78 @@ def test_a_filter_few_photos_pass_searches_again_among_them_with_the_same_result
                    "EOS R5" if seed % 3 else "EOS R6")
     with open_index(tmp_path / "index.db", emoji_model) as index:
         index.build([tmp_path / "photos"], workers=0)
+        scores = [h.score for h in index.search("a photo", k=12)]
+        cut = (scores[4] + scores[5]) / 2  # 5 of the 12 score above it
         queries = [dict(since="2015", until="2018"), dict(camera="r6"), dict(until="2010"), dict(since="2030"),
-                   dict(camera="canon", min_score=0.5)]
+                   dict(camera="canon", min_score=cut), dict(camera="r6", min_score=cut)]
         listed, ids_matching = [], index.db.ids_matching
 
         def listing(only):
             listed.append(only)
             return ids_matching(only)
 
+        def results() -> list[list[str]]:
+            return [[h.path for h in index.search("a photo", k=3, **q)] for q in queries]
+
         monkeypatch.setattr(index.db, "ids_matching", listing)
-        one_pass = [[h.path for h in index.search("a photo", k=3, **q)] for q in queries]
-        assert listed == []  # 12 photos, 1000 candidates: the first pass saw them all
-        monkeypatch.setattr(photo_index, "FILTER_CANDIDATES", 3)  # the 3 best seldom all pass: a second pass
-        two_pass = [[h.path for h in index.search("a photo", k=3, **q)] for q in queries]
-        assert two_pass == one_pass and len(listed) >= 3
-        assert [len(paths) for paths in one_pass][:4] == [3, 3, 1, 0]
+        ranked_all = results()  # 12 photos, 1,000 candidates: the first pass ranks them all
+        assert [len(paths) for paths in ranked_all][:5] == [3, 3, 1, 0, 3] and listed == []
+        monkeypatch.setattr(photo_index, "FILTER_CANDIDATES", 3)  # the 3 best: too few pass, so the allowed ids
+        assert results() == ranked_all and len(listed) >= 3  # are listed and searched
+
+
+def test_on_an_approximate_index_a_filter_ranks_again_as_wide_as_the_share_that_passed(tmp_path, emoji_model,
+                                                                                       monkeypatch):
+    from index.filters import SearchFilter
+    from tests.vectors import clustered
+
+    vectors = clustered(2000, seed=0)[:, :32]
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    files = [IndexedFile(f"/photos/{i:04d}.jpg", f"{i:032x}", 1, 1, None, None, f"20{10 + i % 10}-01-01T00:00:00",
+                         None) for i in range(len(vectors))]
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.db.commit_batch(files, dict(zip((f.hash for f in files), vectors)), [])
+        ids, stored = index.db.vector_ids(), vectors  # ids in commit order
+        ivf = ann.build_ann(stored, ids, "ivf")
+        assert ann.index_type_of(ivf) == "ivf"
+        widened = []
+        search_ann = ann.search_ann
+        monkeypatch.setattr(ann, "search_ann", lambda *a, widen=1.0, **kw: widened.append(widen) or search_ann(
+            *a, widen=widen, **kw))
+        only = SearchFilter.of(since="2012", until="2012")  # a tenth of the photos
+        allowed = np.isin(ids, index.db.ids_matching(only))
+        for query in clustered(20, seed=5)[:, :32]:
+            query /= np.linalg.norm(query)
+            found = index._filtered(ivf, query.astype(np.float32), 10, only, None)
+            exact = ids[allowed][np.argsort(-(stored[allowed] @ query))[:10]]
+            assert len(found) == 10 and len({i for _, i in found} & set(exact.tolist())) >= 9
+        assert widened[:2] == [1.0, pytest.approx(10, rel=0.3)]  # the second pass probes about 10 times wider
+
+
+def test_under_is_each_folder_and_what_is_below_it_stored_relative_or_absolute(tmp_path):
+    from index.db import Database, IndexedFile
+    from index.filters import SearchFilter
+
+    db = Database(tmp_path / "Photos" / "index.db", create=True)  # paths below Photos are stored relative
+    paths = {"a": tmp_path / "Photos" / "a.jpg", "c": tmp_path / "Photos" / "b" / "c.jpg",
+             "d": tmp_path / "other" / "d.jpg", "e": tmp_path / "Photos-old" / "e.jpg",
+             "f": tmp_path / "Photos" / "b0" / "f.jpg", "g": tmp_path / "Photos" / "b.jpg"}
+    files = [IndexedFile(str(path), f"{i:032x}", 1, 1, None, None, None, None) for i, path in enumerate(paths.values())]
+    db.commit_batch(files, {f.hash: np.ones(4, dtype=np.float32) / 2 for f in files}, [])
+    ids = dict(zip(paths, db.vector_ids()))  # ids in commit order
+
+    def under(*folders) -> set[str]:
+        found = db.ids_matching(SearchFilter(tuple(str(f) for f in folders)))
+        return {key for key, i in ids.items() if i in set(found.tolist())}
+
+    assert {f.path for f in db.files_of_ids(ids.values())[ids["a"]]} == {str(paths["a"])}
+    assert under(tmp_path / "Photos") == {"a", "c", "f", "g"}  # the database's folder: every relative path
+    assert under(tmp_path) == set(paths) and under("/") == set(paths)  # folders above it, too
+    assert under(tmp_path / "Photos" / "b") == {"c"}  # not b0/ nor b.jpg beside it
+    assert under(tmp_path / "Photos" / "b" / "c.jpg") == {"c"}  # a file is its own folder
+    assert under(tmp_path / "Photos-old") == {"e"} and under(tmp_path / "Photo") == set()
+    assert under(tmp_path / "other", tmp_path / "Photos" / "b0") == {"d", "f"}
+    db.close()
 
 
 def test_missing_folder_changes_nothing(tmp_path, emoji_model):
