@@ -8,12 +8,12 @@ Paths under the database's own folder are stored relative to it, so a photo
 folder that holds its index (`--db ~/Photos/.vlm-index.db`) can be moved or
 copied as a whole. Other paths are stored absolute.
 
-Tables (schema version 3):
+Tables (schema version 4):
     meta      key -> value: schema version, database id, vectors version, model name/revision/dim/probe,
               next vector id, the vectors version since which ids are never reused
     vectors   one row per distinct file content: id (the FAISS id, never reused), hash, float32 vector
-    files     one row per indexed path: hash (-> vectors), size, mtime_ns, width, height, taken_at, camera
-              (indexed by hash, taken_at and camera)
+    files     one row per indexed path: hash (-> vectors), size, mtime_ns, width, height, taken_at, camera,
+              vector_id (the id of the vector with that hash; indexed alone, with taken_at and with camera)
     skipped   one row per file the build could not take, with the reason
     roots     folders that were built
 """
@@ -38,7 +38,7 @@ from .filters import SearchFilter
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -123,14 +123,27 @@ def _migrate_to_3(db: sqlite_utils.Database) -> None:
     db["files"].create_index(["camera"], if_not_exists=True)
 
 
-# The files of given vector ids, found from the ids: CROSS JOIN keeps the ids the outer loop and INDEXED BY makes
-# each id's files one lookup by hash. Left to itself, SQLite walked the files of a camera or date range that a
-# filter named and tried every id on each (3 s for 1,000 ids of 20,000 files).
-_FILES_OF_IDS = "FROM vectors v CROSS JOIN files f INDEXED BY idx_files_hash ON f.hash = v.hash"
+def _migrate_to_4(db: sqlite_utils.Database) -> None:
+    """Each file row names its vector's id, and the date and camera indexes carry it: a filter then lists the
+    allowed vector ids from one index, where it looked up each file's row and then its vector by hash (SQL alone,
+    1M files: 12.6 s against 0.54 s for a 90% date range, 0.91 s against 0.03 s for a 10% one)."""
+    logger.info("Adding vector ids to the files' rows and indexes (once: seconds for a million files)")
+    db.execute("ALTER TABLE files ADD COLUMN vector_id INTEGER REFERENCES vectors(id)")
+    db.execute("UPDATE files SET vector_id = (SELECT id FROM vectors WHERE vectors.hash = files.hash)")
+    for column in ("taken_at", "camera"):
+        db.execute(f"DROP INDEX IF EXISTS idx_files_{column}")
+        db["files"].create_index([column, "vector_id"], index_name=f"idx_files_{column}")
+    db["files"].create_index(["vector_id"])
+
+
+# The files of given vector ids, found from the ids: INDEXED BY makes each id's files one lookup. Left to itself,
+# SQLite may walk the files of a date range or camera that a filter names and try every id on each (through schema
+# 3's join on hash: 3 s for 1,000 ids of 20,000 files of a camera).
+_FILES_OF_IDS = "FROM files INDEXED BY idx_files_vector_id"
 
 
 # Step-by-step migrations: MIGRATIONS[v] takes a database at version v - 1 to version v.
-MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3}
+MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3, 4: _migrate_to_4}
 
 
 class Database:
@@ -349,8 +362,8 @@ class Database:
         where, params = self._matching(only)
         marks = ",".join("?" * len(ids))
         rows = self.db.execute(
-            f"SELECT v.id, f.path, f.hash, f.size, f.mtime_ns, f.width, f.height, f.taken_at, f.camera "
-            f"{_FILES_OF_IDS} WHERE v.id IN ({marks}) AND {where} ORDER BY f.path",
+            f"SELECT vector_id, path, hash, size, mtime_ns, width, height, taken_at, camera "
+            f"{_FILES_OF_IDS} WHERE vector_id IN ({marks}) AND {where} ORDER BY path",
             ids + params)
         out: dict[int, list[IndexedFile]] = {}
         for vid, path, *rest in rows:
@@ -374,15 +387,21 @@ class Database:
             chunk = [int(i) for i in ids[start:start + 500]]
             marks = ",".join("?" * len(chunk))
             passing.update(i for (i,) in self.db.execute(
-                f"SELECT DISTINCT v.id {_FILES_OF_IDS} WHERE v.id IN ({marks}) AND {where}", chunk + params))
+                f"SELECT DISTINCT vector_id {_FILES_OF_IDS} WHERE vector_id IN ({marks}) AND {where}",
+                chunk + params))
         return passing
 
-    def ids_matching(self, only: SearchFilter) -> np.ndarray:
-        """The distinct vector ids of the files that pass `only`."""
+    def ids_matching(self, only: SearchFilter, at_most: int | None = None) -> np.ndarray | None:
+        """The distinct vector ids of the files that pass `only`, ascending; None when more than `at_most` files
+        pass (the listing stops there)."""
         where, params = self._matching(only)
-        rows = self.db.execute(
-            f"SELECT DISTINCT v.id FROM files f JOIN vectors v ON v.hash = f.hash WHERE {where}", params)
-        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+        limit = "" if at_most is None else f" LIMIT {int(at_most) + 1}"
+        # One string of ids parsed by numpy: reading 900,000 rows one by one took 2-3 times as long.
+        (text,) = self.db.execute(
+            f"SELECT group_concat(vector_id, ' ') FROM (SELECT vector_id FROM files WHERE {where}{limit})",
+            params).fetchone()
+        ids = np.fromstring(text or "", dtype=np.int64, sep=" ")
+        return None if at_most is not None and len(ids) > at_most else _distinct(ids)
 
     def count(self, table: str) -> int:
         return self.db[table].count
@@ -426,8 +445,11 @@ class Database:
                 self.db.execute("UPDATE meta SET value = ? WHERE key = 'next_vector_id'", [str(next_id)])
             for f in files:
                 self.db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [self.to_stored(f.path), f.hash, f.size, f.mtime_ns, f.width, f.height, f.taken_at, f.camera, now])
+                    "INSERT OR REPLACE INTO files (path, hash, size, mtime_ns, width, height, taken_at, camera, "
+                    "indexed_at, vector_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "(SELECT id FROM vectors WHERE hash = ?))",
+                    [self.to_stored(f.path), f.hash, f.size, f.mtime_ns, f.width, f.height, f.taken_at, f.camera, now,
+                     f.hash])
                 self.db.execute("DELETE FROM skipped WHERE path = ?", [self.to_stored(f.path)])
             for s in skipped:
                 self.db.execute("DELETE FROM files WHERE path = ?", [self.to_stored(s.path)])
@@ -460,6 +482,12 @@ class Database:
             if cursor.rowcount:
                 dropped.add(h)
         return dropped
+
+
+def _distinct(ids: np.ndarray) -> np.ndarray:
+    """`ids` ascending, each once. (np.unique took 1.2 s for 900,000 ids with numpy 2.4; sorting takes 0.05 s.)"""
+    ids = np.sort(ids)
+    return ids[np.concatenate(([True], ids[1:] != ids[:-1]))] if len(ids) else ids
 
 
 class _Transaction:

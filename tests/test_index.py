@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 import faiss
@@ -14,6 +13,8 @@ import pytest
 
 from index import IndexedFile, IndexNotFoundError, ModelMismatchError, PhotoIndex, SchemaError
 from index import ann, ann_file
+from index import db as db_module
+from index.db import Database
 from tests.photos import SAMPLES, exif_photo, noise_image, write_images
 from tests.vectors import first_format_file
 from vlm_vision.dual_encoder import DualEncoder
@@ -30,10 +31,13 @@ def open_index(db: Path, model) -> PhotoIndex:
 
 
 def assert_consistent(index: PhotoIndex) -> None:
-    """Every file has a vector, every vector a file, and the FAISS file holds exactly the database's vectors."""
+    """Every file has a vector (its vector_id names it), every vector a file, and the FAISS file holds exactly the
+    database's vectors."""
     db = index.db.db
     assert db.execute("SELECT COUNT(*) FROM files WHERE hash NOT IN (SELECT hash FROM vectors)").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM vectors WHERE hash NOT IN (SELECT hash FROM files)").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM files f LEFT JOIN vectors v ON v.hash = f.hash "
+                      "WHERE f.vector_id IS NOT v.id").fetchone()[0] == 0
     faiss_index = ann_file.read_ann(index.ann_path, index.db.stamp())
     assert faiss_index is not None, "the FAISS file is missing or stale after a build"
     ids, vectors, _ = index.db.vectors()
@@ -233,22 +237,28 @@ def test_filtered_search_gives_the_same_results_however_many_candidates_it_ranks
                    dict(camera="canon", min_score=cut), dict(camera="r6", min_score=cut)]
         listed, ids_matching = [], index.db.ids_matching
 
-        def listing(only):
-            listed.append(only)
-            return ids_matching(only)
+        def listing(only, at_most=None):
+            listed.append(at_most)
+            return ids_matching(only, at_most)
 
         def results() -> list[list[str]]:
             return [[h.path for h in index.search("a photo", k=3, **q)] for q in queries]
 
         monkeypatch.setattr(index.db, "ids_matching", listing)
-        ranked_all = results()  # 12 photos, 1,000 candidates: the first pass ranks them all
-        assert [len(paths) for paths in ranked_all][:5] == [3, 3, 1, 0, 3] and listed == []
+        listed_first = results()  # at most LIST_FIRST_MAX files pass: each filter lists them and searches those
+        assert [len(paths) for paths in listed_first][:5] == [3, 3, 1, 0, 3]
+        assert listed == [photo_index.LIST_FIRST_MAX] * len(queries)
+        monkeypatch.setattr(photo_index, "LIST_FIRST_MAX", 0)
+        listed.clear()
+        assert results() == listed_first and None not in listed  # 1,000 candidates: the first pass ranks all 12
         monkeypatch.setattr(photo_index, "FILTER_CANDIDATES", 3)  # the 3 best: too few pass, so the allowed ids
-        assert results() == ranked_all and len(listed) >= 3  # are listed and searched
+        listed.clear()
+        assert results() == listed_first and listed.count(None) >= 3  # are listed after all
 
 
 def test_on_an_approximate_index_a_filter_ranks_again_as_wide_as_the_share_that_passed(tmp_path, emoji_model,
                                                                                        monkeypatch):
+    from index import photo_index
     from index.filters import SearchFilter
     from tests.vectors import clustered
 
@@ -266,6 +276,7 @@ def test_on_an_approximate_index_a_filter_ranks_again_as_wide_as_the_share_that_
         monkeypatch.setattr(ann, "search_ann", lambda *a, widen=1.0, **kw: widened.append(widen) or search_ann(
             *a, widen=widen, **kw))
         only = SearchFilter.of(since="2012", until="2012")  # a tenth of the photos
+        monkeypatch.setattr(photo_index, "LIST_FIRST_MAX", 0)  # too many to list first
         allowed = np.isin(ids, index.db.ids_matching(only))
         for query in clustered(20, seed=5)[:, :32]:
             query /= np.linalg.norm(query)
@@ -294,6 +305,8 @@ def test_under_is_each_folder_and_what_is_below_it_stored_relative_or_absolute(t
     assert {f.path for f in db.files_of_ids(ids.values())[ids["a"]]} == {str(paths["a"])}
     assert under(tmp_path / "Photos") == {"a", "c", "f", "g"}  # the database's folder: every relative path
     assert under(tmp_path) == set(paths) and under("/") == set(paths)  # folders above it, too
+    photos = SearchFilter((str(tmp_path / "Photos"),))
+    assert db.ids_matching(photos, at_most=3) is None and len(db.ids_matching(photos, at_most=4)) == 4
     assert under(tmp_path / "Photos" / "b") == {"c"}  # not b0/ nor b.jpg beside it
     assert under(tmp_path / "Photos" / "b" / "c.jpg") == {"c"}  # a file is its own folder
     assert under(tmp_path / "Photos-old") == {"e"} and under(tmp_path / "Photo") == set()
@@ -469,24 +482,34 @@ def test_vector_ids_are_never_reused(tmp_path, emoji_model):
         assert index.db.can_update_from(stamp) and not index.db.can_update_from("another-database" + stamp[32:])
 
 
-def test_schema_1_database_is_migrated_and_its_old_faiss_files_are_not_updated(tmp_path, emoji_model):
-    db_path = tmp_path / "index.db"
-    with open_index(db_path, emoji_model) as index:
+def test_schema_1_database_is_migrated_and_its_old_faiss_files_are_not_updated(tmp_path, emoji_model, monkeypatch):
+    with open_index(tmp_path / "built.db", emoji_model) as index:
         index.build([SAMPLES], workers=0)
-        old_stamp = index.db.stamp()
-    conn = sqlite3.connect(db_path)  # back to schema 1, as a database written by the first version
-    conn.execute("DELETE FROM meta WHERE key IN ('next_vector_id', 'ids_unique_since')")
-    conn.execute("DROP INDEX idx_files_taken_at")
-    conn.execute("DROP INDEX idx_files_camera")
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
+        model = index.db._meta("model")
+        vectors = index.db.db.execute("SELECT id, hash, vector FROM vectors").fetchall()
+        files = index.db.db.execute("SELECT path, hash, size, mtime_ns, width, height, taken_at, camera, indexed_at "
+                                    "FROM files").fetchall()
+    apple = next(i for i, row in enumerate(files) if row[0].endswith("red_apple.png"))
+    files[apple] = files[apple][:6] + ("2024-05-01T10:00:00", "Canon EOS R5", files[apple][8])
+    db_path = tmp_path / "index.db"
+    monkeypatch.setattr(db_module, "SCHEMA_VERSION", 1)  # a database as the first version wrote it
+    with Database(db_path, create=True).transaction() as conn:
+        conn.execute("INSERT INTO meta VALUES ('model', ?)", [model])
+        conn.executemany("INSERT INTO vectors VALUES (?, ?, ?)", vectors)
+        conn.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", files)
+        version = int(conn.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()[0])
+    monkeypatch.undo()
     with PhotoIndex(db_path, emoji_model) as index:
-        assert index.db.schema_version() == 3
+        assert index.db.schema_version() == 4
         plan = " ".join(row[-1] for row in index.db.db.execute(
-            "EXPLAIN QUERY PLAN SELECT path FROM files WHERE taken_at >= '2024' AND taken_at < '2025'"))
-        assert "USING INDEX idx_files_taken_at" in plan  # schema 3's date index
-        assert {"idx_files_taken_at", "idx_files_camera"} <= {i.name for i in index.db.db["files"].indexes}
+            "EXPLAIN QUERY PLAN SELECT vector_id FROM files WHERE taken_at >= '2024' AND taken_at < '2025'"))
+        assert "USING COVERING INDEX idx_files_taken_at" in plan  # the allowed ids come from the index alone
+        assert {"idx_files_taken_at", "idx_files_camera", "idx_files_vector_id"} <= {
+            i.name for i in index.db.db["files"].indexes}
+        assert [Path(h.path).name for h in index.search("red apple", since="2024", camera="canon")] == ["red_apple.png"]
+        assert_consistent(index)  # also: each file's vector_id (schema 4) names the vector of its hash
         assert index.db._meta("next_vector_id") == str(int(index.db.vector_ids().max()) + 1)
         assert index.db.can_update_from(index.db.stamp())
-        assert not index.db.can_update_from(old_stamp.rsplit(":", 1)[0] + ":0")  # written before the migration
+        database = index.db._meta("database_id")  # a FAISS file from the state at the migration can be updated,
+        assert index.db.can_update_from(f"{database}:{version}")  # one from before it may hold a reused id
+        assert not index.db.can_update_from(f"{database}:{version - 1}")
