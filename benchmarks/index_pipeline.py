@@ -208,6 +208,8 @@ FILTERS = {
     "since 2016": dict(since="2016"),
     "a rare camera": dict(camera="sony"),
     "a common camera": dict(camera="pixel"),
+    "common camera, one year": dict(camera="pixel", since="2021", until="2021"),
+    "one folder, one year": dict(under="/photos/002", since="2021", until="2021"),
 }
 
 
@@ -222,7 +224,7 @@ def listed_first(index, text: str, k: int, join_on_hash: bool = False, **filters
     with index.db.snapshot():
         if join_on_hash:
             where, params = index.db._matching(only)
-            rows = index.db.db.execute(  # the date and camera indexes start as schema 3's did
+            rows = index.db.db.execute(
                 f"SELECT DISTINCT v.id FROM files f JOIN vectors v ON v.hash = f.hash WHERE {where}", params)
             allowed = np.fromiter((r[0] for r in rows), dtype=np.int64)
         else:
@@ -263,6 +265,10 @@ def part_filters(args: argparse.Namespace) -> None:
                 for column, q in enumerate(queries):
                     exact[(name, q)] = set(ids[rows[best[:, column]]].tolist())
             for variant in variants:
+                if variant.endswith("schema 3"):  # last: schema 3's date and camera indexes, without vector ids
+                    for column in ("taken_at", "camera"):
+                        index.db.db.execute(f"DROP INDEX idx_files_{column}")
+                        index.db.db.execute(f"CREATE INDEX idx_files_{column} ON files ({column})")
                 search = index.search if variant == "as shipped" else functools.partial(
                     listed_first, index, join_on_hash=variant.endswith("schema 3"))
                 for name, f in FILTERS.items():

@@ -13,7 +13,8 @@ Tables (schema version 4):
               next vector id, the vectors version since which ids are never reused
     vectors   one row per distinct file content: id (the FAISS id, never reused), hash, float32 vector
     files     one row per indexed path: hash (-> vectors), size, mtime_ns, width, height, taken_at, camera,
-              vector_id (the id of the vector with that hash; indexed alone, with taken_at and with camera)
+              vector_id (the id of the vector with that hash), indexed by hash, vector_id, (taken_at,
+              vector_id) and (camera, taken_at, vector_id)
     skipped   one row per file the build could not take, with the reason
     roots     folders that were built
 """
@@ -125,20 +126,21 @@ def _migrate_to_3(db: sqlite_utils.Database) -> None:
 
 def _migrate_to_4(db: sqlite_utils.Database) -> None:
     """Each file row names its vector's id, and the date and camera indexes carry it: a filter then lists the
-    allowed vector ids from one index, where it looked up each file's row and then its vector by hash (SQL alone,
-    1M files: 12.6 s against 0.54 s for a 90% date range, 0.91 s against 0.03 s for a 10% one)."""
+    allowed vector ids from one index, where it looked up each file's row and then its vector by hash. (The
+    listing's SQL on a database of 1M files: 12.6 s against 0.54 s for a 90% date range, 0.91 s against 0.03 s
+    for a 10% one.) The camera index holds the date too, so a camera and a date range are one range of it."""
     logger.info("Adding vector ids to the files' rows and indexes (once: seconds for a million files)")
     db.execute("ALTER TABLE files ADD COLUMN vector_id INTEGER REFERENCES vectors(id)")
     db.execute("UPDATE files SET vector_id = (SELECT id FROM vectors WHERE vectors.hash = files.hash)")
-    for column in ("taken_at", "camera"):
-        db.execute(f"DROP INDEX IF EXISTS idx_files_{column}")
-        db["files"].create_index([column, "vector_id"], index_name=f"idx_files_{column}")
+    for columns in (["taken_at", "vector_id"], ["camera", "taken_at", "vector_id"]):
+        db.execute(f"DROP INDEX IF EXISTS idx_files_{columns[0]}")
+        db["files"].create_index(columns, index_name=f"idx_files_{columns[0]}")
     db["files"].create_index(["vector_id"])
 
 
-# The files of given vector ids, found from the ids: INDEXED BY makes each id's files one lookup. Left to itself,
-# SQLite may walk the files of a date range or camera that a filter names and try every id on each (through schema
-# 3's join on hash: 3 s for 1,000 ids of 20,000 files of a camera).
+# The files of given vector ids, found from the ids: INDEXED BY makes each id's files one lookup whatever the
+# filter. Left to itself, SQLite picks a plan per filter; with schema 3 it walked the files of the filter's camera
+# and tried every id on each (3 s for 1,000 ids of 20,000 files).
 _FILES_OF_IDS = "FROM files INDEXED BY idx_files_vector_id"
 
 
@@ -179,9 +181,15 @@ class Database:
         if version == 0 and self.db.table_names():
             raise SchemaError(f"{self.path} is an SQLite database but not a vlm-vision index; pick another --db path")
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self.transaction():
-                MIGRATIONS[target](self.db)
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
+            try:
+                with self.transaction():
+                    MIGRATIONS[target](self.db)
+                    self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
+            except sqlite3.DatabaseError as e:  # a read-only file, a full disk: the transaction rolled back
+                raise SchemaError(
+                    f"{self.path} has schema version {target - 1} and could not be updated to {target} ({e}); it was "
+                    f"left as it was. Open it where it can be written, or with the vlm-vision version that wrote it."
+                ) from e
             logger.info("Migrated %s to schema version %d", self.path, target)
 
     def schema_version(self) -> int:
@@ -228,22 +236,25 @@ class Database:
             params += [stored, prefix, prefix[:-1] + "0"]
         return "(" + " OR ".join(clauses or ["0"]) + ")", params
 
-    def _matching(self, only: SearchFilter) -> tuple[str, list]:
-        """SQL condition (and parameters) on `files` for the files that pass `only`."""
+    def _matching(self, only: SearchFilter, by_path: bool = False) -> tuple[str, list]:
+        """SQL condition (and parameters) on `files` for the files that pass `only`. `by_path`: SQLite leads with
+        the folders' path ranges, and checks the date and camera on each of their rows (a unary + on a column
+        keeps its index out of the plan)."""
         clauses, params = ["1"], []
+        unindexed = "+" if by_path else ""
         if only.folders:
             under, under_params = self._under(only.folders)
             clauses.append(under)
             params += under_params
         if only.taken_from:  # ISO 8601 strings of one form compare as the dates do
-            clauses.append("taken_at >= ?")
+            clauses.append(f"{unindexed}taken_at >= ?")
             params.append(only.taken_from)
         if only.taken_before:
-            clauses.append("taken_at < ?")
+            clauses.append(f"{unindexed}taken_at < ?")
             params.append(only.taken_before)
         if only.camera:  # the few camera names that contain the text, then their files through the camera index
             names = [name for name in self.cameras() if only.camera.lower() in name.lower()]
-            clauses.append(f"camera IN ({','.join('?' * len(names))})" if names else "0")
+            clauses.append(f"{unindexed}camera IN ({','.join('?' * len(names))})" if names else "0")
             params += names
         return " AND ".join(clauses), params
 
@@ -393,15 +404,26 @@ class Database:
 
     def ids_matching(self, only: SearchFilter, at_most: int | None = None) -> np.ndarray | None:
         """The distinct vector ids of the files that pass `only`, ascending; None when more than `at_most` files
-        pass (the listing stops there)."""
-        where, params = self._matching(only)
+        pass (the listing stops there).
+
+        A folder that holds at most `at_most` files leads the listing (its rows are few); otherwise SQLite
+        leads with the date or camera index, which hold the vector ids.
+        """
         limit = "" if at_most is None else f" LIMIT {int(at_most) + 1}"
+        by_path = False
+        if at_most is not None and only.folders and (only.taken_from or only.taken_before or only.camera):
+            under, under_params = self._under(only.folders)
+            (in_folders,) = self.db.execute(f"SELECT count(*) FROM (SELECT 1 FROM files WHERE {under}{limit})",
+                                            under_params).fetchone()
+            by_path = in_folders <= at_most
+        where, params = self._matching(only, by_path)
         # One string of ids parsed by numpy: reading 900,000 rows one by one took 2-3 times as long.
-        (text,) = self.db.execute(
-            f"SELECT group_concat(vector_id, ' ') FROM (SELECT vector_id FROM files WHERE {where}{limit})",
+        count, text = self.db.execute(
+            f"SELECT count(*), group_concat(vector_id, ' ') FROM (SELECT vector_id FROM files WHERE {where}{limit})",
             params).fetchone()
-        ids = np.fromstring(text or "", dtype=np.int64, sep=" ")
-        return None if at_most is not None and len(ids) > at_most else _distinct(ids)
+        if at_most is not None and count > at_most:
+            return None
+        return _distinct(np.fromstring(text or "", dtype=np.int64, sep=" "))
 
     def count(self, table: str) -> int:
         return self.db[table].count

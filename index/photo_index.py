@@ -276,9 +276,10 @@ class PhotoIndex:
         HNSW) then ranks again, as deep and as wide as the share that passed asks (the k best of a 10% filter lie
         about 10 times deeper): without this, recall@20 of a 10% filter was 0.82 against 0.95. When fewer than k
         pass (a wide filter that runs against the query: summer photos for "snow"), the allowed ids are listed
-        after all. Measured end to end (`benchmarks/index.py --part filters`): at 1M files, 10,000 allowed cost
-        the same both ways and 100,000 too (27 ms at p50); listing 900,000 took 0.18 s against 13 ms through the
-        candidates; at 100k files the 66-90% filters were about twice as quick through the candidates.
+        after all. Measured end to end (`benchmarks/index.py --part filters`, p50): between 10,000 and 100,000
+        allowed files both ways cost about the same (1M files, 100,000 allowed: 29 ms through the candidates,
+        40 ms listed); above, the candidates win (66-90% of 1M: 21 ms against 0.19-0.26 s); below, listing
+        (1% of 1M: 21-22 ms, where schema 3's candidates and then listing took 74-76 ms).
         """
         listed = self.db.ids_matching(only, at_most=LIST_FIRST_MAX)
         if listed is not None:

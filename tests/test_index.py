@@ -305,12 +305,37 @@ def test_under_is_each_folder_and_what_is_below_it_stored_relative_or_absolute(t
     assert {f.path for f in db.files_of_ids(ids.values())[ids["a"]]} == {str(paths["a"])}
     assert under(tmp_path / "Photos") == {"a", "c", "f", "g"}  # the database's folder: every relative path
     assert under(tmp_path) == set(paths) and under("/") == set(paths)  # folders above it, too
-    photos = SearchFilter((str(tmp_path / "Photos"),))
-    assert db.ids_matching(photos, at_most=3) is None and len(db.ids_matching(photos, at_most=4)) == 4
     assert under(tmp_path / "Photos" / "b") == {"c"}  # not b0/ nor b.jpg beside it
     assert under(tmp_path / "Photos" / "b" / "c.jpg") == {"c"}  # a file is its own folder
     assert under(tmp_path / "Photos-old") == {"e"} and under(tmp_path / "Photo") == set()
     assert under(tmp_path / "other", tmp_path / "Photos" / "b0") == {"d", "f"}
+    photos = SearchFilter((str(tmp_path / "Photos"),))
+    copy = IndexedFile(str(tmp_path / "Photos" / "copy.jpg"), files[0].hash, 1, 1, None, None, None, None)
+    db.commit_batch([copy], {}, [])  # five files, four contents: `at_most` counts files
+    assert db.ids_matching(photos, at_most=4) is None
+    assert db.ids_matching(photos, at_most=5).tolist() == sorted(ids[key] for key in ("a", "c", "f", "g"))
+    db.close()
+
+
+def test_a_folder_of_few_files_leads_the_listing_of_a_combined_filter(tmp_path, monkeypatch):
+    from index.filters import SearchFilter
+
+    db = Database(tmp_path / "index.db", create=True)
+    files = [IndexedFile(f"/photos/{'trip' if i < 5 else 'home'}/{i:03d}.jpg", f"{i:032x}", 1, 1, None, None,
+                         f"20{10 + i % 10}-06-01T00:00:00", "Canon EOS R5" if i % 2 else "Google Pixel 8")
+             for i in range(40)]
+    db.commit_batch(files, {f.hash: np.ones(4, dtype=np.float32) / 2 for f in files}, [])
+    ids = db.vector_ids()  # in commit order
+    only = SearchFilter.of(under="/photos/trip", since="2012", camera="canon")
+    leads, matching = [], db._matching
+    monkeypatch.setattr(db, "_matching", lambda only, by_path=False: leads.append(by_path) or matching(only, by_path))
+    for at_most in (None, 5, 4):  # the folder holds 5 files
+        assert db.ids_matching(only, at_most).tolist() == [ids[3]]  # trip, 2013, Canon
+    assert leads == [False, True, False]
+    where, params = matching(only, by_path=True)
+    plan = " ".join(row[-1] for row in db.db.execute(f"EXPLAIN QUERY PLAN SELECT vector_id FROM files WHERE {where}",
+                                                       params))
+    assert "sqlite_autoindex_files_1" in plan and "idx_files_taken_at" not in plan and "idx_files_camera" not in plan
     db.close()
 
 
@@ -364,6 +389,27 @@ def test_newer_schema_is_refused(tmp_path):
     conn.close()
     with pytest.raises(SchemaError, match="schema version 99.*Upgrade vlm-vision"):
         PhotoIndex(tmp_path / "index.db")
+
+
+def test_a_migration_that_fails_leaves_the_database_as_it_was(tmp_path, monkeypatch):
+    import sqlite3
+
+    path = tmp_path / "index.db"
+    PhotoIndex(path, create=True).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+    def failing(db):  # as on a read-only file: a first change, then SQLite refuses the next
+        db["files"].create_index(["size"])
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setitem(db_module.MIGRATIONS, 4, failing)
+    with pytest.raises(SchemaError, match=r"schema version 3 and could not be updated to 4 \(attempt to write a "
+                                          r"readonly database\); it was left as it was"):
+        PhotoIndex(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert "idx_files_size" not in {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
 
 
 def test_stale_or_damaged_faiss_file_is_rebuilt(tmp_path, emoji_model):
