@@ -85,6 +85,8 @@ def main() -> None:
     pipeline.add_argument("--device", default="cpu")
     pipeline.add_argument("--workers", type=int, nargs="+", default=[1], help="build: decoding processes to try")
     pipeline.add_argument("--torch-threads", type=int, default=None)
+    pipeline.add_argument("--index-type", default="auto", choices=["auto", *ann.INDEX_TYPES],
+                          help="filters: the FAISS index type (as `index build --index-type`)")
     pipeline.add_argument("--photo-sizes", nargs="+", default=["4000x3000", "4032x3024", "6000x4000", "4000x2250"],
                           help="decode: camera photo sizes WIDTHxHEIGHT")
     pipeline.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "vlm-index-bench"),

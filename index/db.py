@@ -180,17 +180,19 @@ class Database:
                 f"({SCHEMA_VERSION}). Upgrade vlm-vision to use it.")
         if version == 0 and self.db.table_names():
             raise SchemaError(f"{self.path} is an SQLite database but not a vlm-vision index; pick another --db path")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            try:
-                with self.transaction():
+        if version == SCHEMA_VERSION:
+            return
+        try:
+            with self.transaction():  # every step or none
+                for target in range(version + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[target](self.db)
                     self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
-            except sqlite3.DatabaseError as e:  # a read-only file, a full disk: the transaction rolled back
-                raise SchemaError(
-                    f"{self.path} has schema version {target - 1} and could not be updated to {target} ({e}); it was "
-                    f"left as it was. Open it where it can be written, or with the vlm-vision version that wrote it."
-                ) from e
-            logger.info("Migrated %s to schema version %d", self.path, target)
+        except sqlite3.DatabaseError as e:  # a read-only file, a full disk: the transaction rolled back
+            raise SchemaError(
+                f"{self.path} has schema version {version} and could not be updated to {SCHEMA_VERSION} ({e}); it "
+                f"was left as it was. Open it where it can be written, or with the vlm-vision version that wrote it."
+            ) from e
+        logger.info("Migrated %s from schema version %d to %d", self.path, version, SCHEMA_VERSION)
 
     def schema_version(self) -> int:
         if "meta" not in self.db.table_names():
@@ -523,4 +525,7 @@ class _Transaction:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:  # SQLite ends it itself on some errors (a full disk): keep that error
+            self.conn.execute("ROLLBACK")

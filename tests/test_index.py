@@ -317,6 +317,19 @@ def test_under_is_each_folder_and_what_is_below_it_stored_relative_or_absolute(t
     db.close()
 
 
+def test_a_full_disk_is_reported_as_such_and_the_batch_is_not_stored(tmp_path):
+    import sqlite3
+
+    db = Database(tmp_path / "index.db", create=True)
+    (pages,) = db.db.execute("PRAGMA page_count").fetchone()
+    db.db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk were full
+    files = [IndexedFile(f"/photos/{i}.jpg", f"{i:032x}", 1, 1, None, None, None, None) for i in range(200)]
+    with pytest.raises(sqlite3.OperationalError, match="full"):  # SQLite's own error, not a failed ROLLBACK's
+        db.commit_batch(files, {f.hash: np.ones(192, dtype=np.float32) for f in files}, [])
+    assert db.count("files") == 0 and db.count("vectors") == 0 and not db.db.conn.in_transaction
+    db.close()
+
+
 def test_a_folder_of_few_files_leads_the_listing_of_a_combined_filter(tmp_path, monkeypatch):
     from index.filters import SearchFilter
 
