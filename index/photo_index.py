@@ -281,21 +281,21 @@ class PhotoIndex:
         22.3 ms listed); above, the candidates win (66-90% of 1M: 14 ms against 0.14-0.16 s); below, listing
         (1% of 1M: 14 ms, where schema 3's candidates and then listing took 74-76 ms).
         """
-        listed = self.db.ids_matching(only, at_most=LIST_FIRST_MAX)
-        if listed is not None:
-            return self._ranked(index, query, k, min_score, listed)[0] if len(listed) else []
-        found, complete = self._ranked(index, query, max(k, FILTER_CANDIDATES), min_score)
-        kept = self._passing(found, only)
-        if len(kept) >= k and not complete and ann.index_type_of(index) != "flat":
-            share = len(kept) / len(found)
-            again = self._ranked(index, query, min(len(found), math.ceil(2 * k / share)), min_score, widen=1 / share)[0]
-            # Both passes are approximate: keep the best of either (HNSW's first pass, efSearch 1,000 for its 1,000
-            # candidates, can search deeper than the second).
-            best = {i: score for score, i in kept + self._passing(again, only)}
-            kept = sorted(((score, i) for i, score in best.items()), reverse=True)
-        if len(kept) >= k or complete:
-            return kept[:k]
-        allowed = self.db.ids_matching(only)
+        allowed = self.db.ids_matching(only, at_most=LIST_FIRST_MAX)
+        if allowed is None:  # many pass: the best matches without the filter first
+            found, complete = self._ranked(index, query, max(k, FILTER_CANDIDATES), min_score)
+            kept = self._passing(found, only)
+            if len(kept) >= k and not complete and ann.index_type_of(index) != "flat":
+                share = len(kept) / len(found)
+                again = self._ranked(index, query, min(len(found), math.ceil(2 * k / share)), min_score,
+                                     widen=1 / share)[0]
+                # Both passes are approximate: keep the best of either (HNSW's first pass, efSearch 1,000 for its
+                # 1,000 candidates, can search deeper than the second).
+                best = {i: score for score, i in kept + self._passing(again, only)}
+                kept = sorted(((score, i) for i, score in best.items()), reverse=True)
+            if len(kept) >= k or complete:
+                return kept[:k]
+            allowed = self.db.ids_matching(only)
         return self._ranked(index, query, k, min_score, allowed)[0] if len(allowed) else []
 
     def _passing(self, found: list[tuple[float, int]], only: SearchFilter) -> list[tuple[float, int]]:
