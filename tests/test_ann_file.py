@@ -179,7 +179,8 @@ def test_a_first_format_file_is_searched_and_not_updated(ann_data, ann_indexes, 
     path = tmp_path / "photos.faiss"
     first_format_file(path, faiss.serialize_index(ann_indexes["ivf"]).tobytes())
     loaded = ann_file.read_ann(path, "db-v1")
-    np.testing.assert_array_equal(ann.search_ann(loaded, queries, K)[1], ann.search_ann(ann_indexes["ivf"], queries, K)[1])
+    expected = ann.search_ann(ann_indexes["ivf"], queries, K)[1]
+    np.testing.assert_array_equal(ann.search_ann(loaded, queries, K)[1], expected)
     stale, trained = ann_file.read_stale_ann(path, lambda stamp: True)
     assert trained is None
     assert ann.update_ann(stale, ids, pytest.fail, "ivf", trained_imbalance=trained) is None
