@@ -92,8 +92,10 @@ class Backend:
     # -- search ---------------------------------------------------------------------------------------------
 
     def search(self, text: str = "", image: str | None = None, negative: str = "", k: int = 12,
-               under: str = "", since: str = "", until: str = "", camera: str = "") -> list[Result]:
-        """The `k` best matches; `since`, `until` (a day, month or year, both included) and `camera` filter by EXIF."""
+               under: str = "", since: str = "", until: str = "", camera: str = "",
+               min_score: float | None = None) -> list[Result]:
+        """The `k` best matches scoring at least `min_score` (a cosine; None: any); `since`, `until` (a day, month or
+        year, both included) and `camera` filter by EXIF."""
         if self.index is None:
             raise UserError(self.index_problem or "No index loaded. Index a folder first (below).")
         if not text.strip() and not image:
@@ -110,7 +112,7 @@ class Backend:
             try:
                 hits = self.index.search(text or None, image=query_image, negative=negative or None, k=int(k),
                                          under=under.strip() or None, since=since.strip() or None,
-                                         until=until.strip() or None, camera=camera or None)
+                                         until=until.strip() or None, camera=camera or None, min_score=min_score)
             except ModelMismatchError as e:
                 raise UserError(str(e)) from e
             except QueryError as e:  # a date that isn't one, terms that cancel out, ...

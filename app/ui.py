@@ -66,11 +66,11 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
     template_default = "{}" if backend.model_name == "default" else "This is a photo of {}."
 
     @friendly
-    def search(text, image, negative, k, under, since, until, camera):
+    def search(text, image, negative, k, under, since, until, camera, min_score):
         results = backend.search(text or "", image, negative or "", int(k), under or "", since or "", until or "",
-                                 camera or "")
+                                 camera or "", min_score)
         if not results:
-            gr.Info("No results. Try other words, or remove the filters.")
+            gr.Info("No results. Try other words, or remove the filters and the minimum score.")
         gallery = [(r.thumbnail, f"{r.score:.3f}  {Path(r.path).name}") for r in results]
         return gallery, [r.path for r in results], None, ""
 
@@ -125,7 +125,11 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
                             until = gr.Textbox(label="Taken until (included)", placeholder="2024-08",
                                                elem_id="until")
                             camera = gr.Textbox(label="Camera", placeholder="e.g. pixel", elem_id="camera")
-                        k = gr.Slider(1, 100, value=12, step=1, label="Number of results", elem_id="k")
+                        with gr.Row():
+                            k = gr.Slider(1, 100, value=12, step=1, label="Number of results", elem_id="k")
+                            # The score shown beside each result; what counts as a good one depends on the model.
+                            min_score = gr.Number(None, label="Minimum score (empty: any)", placeholder="e.g. 0.1",
+                                                  minimum=-1, maximum=1, step=0.01, elem_id="min-score")
             gallery = gr.Gallery(label="Results (score, file name)", columns=6, height="auto", object_fit="contain",
                                  elem_id="results")
             paths = gr.State([])
@@ -177,7 +181,7 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
                                 label="Sample images")
             describe_button.click(describe, [describe_image], [description], api_name="describe")
 
-        filters = [under, since, until, camera]
+        filters = [under, since, until, camera, min_score]
         search_inputs = [query, image_query, negative, k, *filters]
         search_outputs = [gallery, paths, selected, selected_text]
         search_button.click(search, search_inputs, search_outputs, api_name="search")

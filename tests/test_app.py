@@ -60,6 +60,14 @@ def test_search_finds_the_emoji_and_makes_thumbnails(backend, photos):
     assert backend.search("red apple", camera="pixel") == []
 
 
+def test_search_drops_results_below_the_minimum_score(backend):
+    ranked = backend.search("red apple", k=5)
+    cut = (ranked[0].score + ranked[1].score) / 2  # between the first and the second
+    assert [r.path for r in backend.search("red apple", k=5, min_score=cut)] == [ranked[0].path]
+    assert backend.search("red apple", k=5, min_score=None) == ranked
+    assert backend.search("red apple", k=5, min_score=ranked[0].score + 0.01) == []
+
+
 @pytest.mark.parametrize("sample, label", [("pizza.png", "pizza"), ("rocket.png", "rocket"),
                                            ("red_heart.png", "red heart")])
 def test_classify_ranks_the_right_label_first(backend, sample, label):
@@ -170,10 +178,13 @@ def test_gradio_client_search_and_classify(server):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    gallery, _selected = client.predict("red apple", None, "", 3, "", "", "", "", api_name="/search")
+    gallery, _selected = client.predict("red apple", None, "", 3, "", "", "", "", None, api_name="/search")
     assert gallery[0]["caption"].endswith("red_apple.png") and len(gallery) == 3
+    best = float(gallery[0]["caption"].split()[0])  # "0.477  red_apple.png"
+    above, _ = client.predict("red apple", None, "", 3, "", "", "", "", best - 0.0005, api_name="/search")
+    assert [g["caption"] for g in above] == [gallery[0]["caption"]]
     with pytest.raises(Exception, match="until '2024-8-' is not a date"):
-        client.predict("red apple", None, "", 3, "", "", "2024-8-", "", api_name="/search")
+        client.predict("red apple", None, "", 3, "", "", "2024-8-", "", None, api_name="/search")
     assert httpx.get(f"{server}/gradio_api/file={gallery[0]['image']}").status_code == 200
     result, heatmap = client.predict(handle_file(str(SAMPLES / "pizza.png")), "pizza, rocket, sun", "{}",
                                      api_name="/classify")

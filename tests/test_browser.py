@@ -68,17 +68,35 @@ def screenshots(tmp_path_factory) -> Path:
     return folder
 
 
+def result_captions(page) -> list[str]:
+    """The gallery's captions, best first: "0.477  red_apple.png", ..."""
+    lines = page.locator("#results").inner_text().splitlines()
+    return [line.strip() for line in lines if line.strip().endswith(".png")]
+
+
 def test_search_shows_the_apple_first(page, screenshots):
     page.fill("#query textarea", "red apple")
     page.click("#search-button")
     first = page.locator("#results button img").first
     first.wait_for(timeout=30_000)
-    captions = [line.strip() for line in page.locator("#results").inner_text().splitlines()
-                if line.strip().endswith(".png")]  # "0.617 red_apple.png", ... best first
+    captions = result_captions(page)
     assert captions[0].endswith("red_apple.png"), captions
+    assert len(captions) == 12, captions  # the empty minimum score is no minimum (ten of these scores are < 0)
     page.wait_for_timeout(500)  # let thumbnails paint
     page.screenshot(path=str(screenshots / "search.png"), full_page=True, animations="disabled")
     assert (screenshots / "search.png").stat().st_size > 10_000
+
+
+def test_minimum_score_keeps_only_the_close_matches(page):
+    page.get_by_role("tab", name="Search").click()
+    page.get_by_text("More ways to search").click()
+    page.fill("#min-score input", "0.3")  # red apple scores about 0.48 for "red apple", the next about 0.06
+    page.fill("#query textarea", "red apple")
+    page.click("#search-button")
+    page.wait_for_function("document.querySelectorAll('#results button img').length == 1", timeout=30_000)
+    assert [c.split()[-1] for c in result_captions(page)] == ["red_apple.png"]
+    page.fill("#min-score input", "")
+    page.get_by_text("More ways to search").click()  # closed again, as the other tests found it
 
 
 def upload_and_run(page, tab: str, prefix: str, image: Path) -> None:
