@@ -33,6 +33,15 @@ def tiny_siglip(tmp_path_factory):
     return folder, checkpoints.siglip_checkpoint(folder)
 
 
+@pytest.fixture(scope="session")
+def emoji_model():
+    """The embedded default DualEncoder (data/models/siglip-emoji), loaded once; the index tests only read it."""
+    from vlm_vision.dual_encoder import DualEncoder
+    from vlm_vision.hub import DEFAULT_MODEL
+
+    return DualEncoder.from_pretrained(DEFAULT_MODEL)
+
+
 @pytest.fixture
 def umask_022():
     """The usual umask for the test's duration, so that file-mode checks mean the same on every machine."""
