@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     faiss.omp_set_num_threads(1)  # single queries: see index/__main__.py
     try:
         backend = Backend(index, args.model, device=args.device, captioner=args.captioner)
-    except (ModelMismatchError, SchemaError, CheckpointError) as e:
+    except (ModelMismatchError, SchemaError, CheckpointError, ValueError) as e:  # ValueError: a device not here
         print(f"error: {e}", file=sys.stderr)
         return 1
     demo = build_demo(backend=backend)

@@ -45,6 +45,10 @@ def test_classify_json_and_top(tiny_siglip, image, capsys):
     assert len(rows) == 2 and rows[0] == rows[1]
     probabilities = [entry["probability"] for entry in rows[0]["labels"]]
     assert len(probabilities) == 2 and probabilities == sorted(probabilities, reverse=True)
+    for top in ("0", "-1"):  # -1 used to drop the last label
+        with pytest.raises(SystemExit):
+            main(["classify", str(image), "--labels", "cat,dog", "--model", str(folder), "--top", top])
+        assert "--top: must be at least 1" in capsys.readouterr().err
 
 
 def test_errors_are_messages_not_tracebacks(tiny_siglip, tiny_vision, tmp_path, capsys):
@@ -61,9 +65,10 @@ def test_errors_are_messages_not_tracebacks(tiny_siglip, tiny_vision, tmp_path, 
 
 def test_module_entry_point_and_help_example(tiny_siglip, image):
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "vlm_vision", "classify", "--help"], capture_output=True, text=True,
-                          env=env, timeout=120)
-    assert done.returncode == 0 and "examples:" in done.stdout and "--model" in done.stdout
+    for command in (["classify", "--help"], ["--help"]):
+        done = subprocess.run([sys.executable, "-m", "vlm_vision", *command], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert done.returncode == 0 and "examples:" in done.stdout and '--template "{}"' in done.stdout
     done = subprocess.run([sys.executable, "-m", "vlm_vision", "classify", str(image), "--labels", "cat, dog",
                            "--model", str(tiny_siglip[0])], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -157,8 +157,11 @@ def test_class_folders(tmp_path, caplog):
     assert "Skipped class folder" in caplog.text and "empty_class" in caplog.text
     assert "Skipped 1 image(s) directly in" in caplog.text
     assert read_records(root, template="an emoji of {}")[0].caption == "an emoji of blue heart"
-    with pytest.raises(ValueError, match=r"template must contain '\{\}'"):
+    with pytest.raises(ValueError, match=r"needs one \{\} where the class name goes"):
         read_records(root, template="an emoji")
+    png(tmp_path / "loose" / "sun.png")  # images, but no class folders
+    with pytest.raises(ValueError, match="has no class folders of images: put each class's images in a subfolder"):
+        read_records(tmp_path / "loose")
 
 
 def test_source_errors(tmp_path):
@@ -171,7 +174,7 @@ def test_source_errors(tmp_path):
     with pytest.raises(ValueError, match=r"has no images"):
         read_records(write(tmp_path / "e.jsonl", "\n"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"has no images"):
+    with pytest.raises(ValueError, match=r"has no class folders of images"):
         read_records(tmp_path / "empty")
 
 

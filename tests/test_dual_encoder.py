@@ -81,8 +81,9 @@ def test_classify_sorts_sigmoid_probabilities(tiny_siglip, images):
         assert p == pytest.approx(expected[labels.index(label)].item(), abs=1e-6)
     with pytest.raises(ValueError, match="at least one non-empty label"):
         model.classify(images[0], [" ", ""])
-    with pytest.raises(ValueError, match="template must contain '\\{\\}'"):
-        model.classify(images[0], labels, template="a photo")
+    for template in ("a photo", "{} and {}", "a {photo} of {}", "{"):  # no slot, two, other braces
+        with pytest.raises(ValueError, match="needs one \\{\\} where the label goes"):
+            model.classify(images[0], labels, template=template)
     with pytest.raises(ValueError, match="non-empty list of strings"):
         model.encode_texts("a dog")
 
@@ -141,3 +142,12 @@ def test_missing_tokenizer_and_text_weights_are_named(tiny_siglip, tmp_path):
     assert "looks like" not in str(error.value)  # the vision tower's foreign-architecture hints don't apply
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "siglip"
+
+
+def test_fill_template_puts_each_name_in_the_one_slot():
+    from vlm_vision.prompts import fill_template
+
+    assert fill_template("a photo of {}.", ["cat", "red apple"]) == ["a photo of cat.", "a photo of red apple."]
+    assert fill_template("{}", ["{x}"]) == ["{x}"]  # a name is never read as a template
+    with pytest.raises(ValueError, match="where the class name goes"):
+        fill_template("a photo", [], slot="the class name")

@@ -79,6 +79,22 @@ def test_cli_prints_metrics(tiny_siglip, labelled_images, tmp_path, capsys):
     assert metrics["num_images"] == 6 and 0 <= metrics["top1"] <= metrics["top5"] <= 1
 
 
+def test_cli_mistakes_are_messages_not_tracebacks(tiny_siglip, labelled_images, tmp_path, capsys):
+    paths, labels = labelled_images
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps({"path": str(p), "caption": lb, "label": lb}) + "\n"
+                            for p, lb in zip(paths, labels)))
+    model = str(tiny_siglip[0])
+    for args, message in [(["--model", str(tmp_path / "nope")], "No such checkpoint file or folder"),
+                          (["--model", model, "--classes", str(tmp_path / "nope.txt")], "No such file"),
+                          (["--model", model, "--classes", str(data)], "not among the class names"),
+                          (["--model", model, "--templates", "{"], "needs one {} where the label goes"),
+                          (["--model", model, "--templates", "{}", "no slot"], "got 'no slot'")]:
+        assert main([*args, "--data", str(data)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
 def test_cli_per_group(tiny_siglip, labelled_images, tmp_path, capsys):
     """--by FIELD: top-1/top-5 per value of a JSONL key, matching the overall numbers; a record without it is an
     error naming the field."""

@@ -306,3 +306,22 @@ def test_write_safetensors_writes_disjoint_views_of_one_buffer_as_safetensors_sa
     assert (tmp_path / "split.safetensors").read_bytes() == save(state, metadata={"format": "pt"})
     back = load_file(tmp_path / "split.safetensors")
     assert all(torch.equal(back[name], tensor) for name, tensor in state.items())
+
+
+def test_a_device_this_machine_lacks_is_refused_before_loading(tiny_vision, tiny_siglip, monkeypatch):
+    from vlm_vision import DualEncoder
+    from vlm_vision.vision_transformer import as_device
+
+    assert as_device(None) is None and as_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="Unknown device 'gpu0'; use e.g. 'cpu', 'cuda'"):
+        as_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for load, folder in ((VisionTransformer.from_pretrained, tiny_vision[0]), (DualEncoder.from_pretrained,
+                                                                             tiny_siglip[0])):
+        with pytest.raises(ValueError, match="Device 'cuda': CUDA is not available on this machine .*use 'cpu'"):
+            load(folder, device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert as_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="has 2 CUDA device\\(s\\), cuda:0 to cuda:1"):
+        as_device("cuda:2")

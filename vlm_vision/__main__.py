@@ -11,12 +11,15 @@ from .errors import CheckpointError, ImageLoadError
 from .hub import default_model
 
 CLASSIFY_EXAMPLE = """examples:
-  python -m vlm_vision classify data/samples/red_heart.png --labels "red heart, blue heart, pizza"
+  python -m vlm_vision classify data/samples/red_heart.png --labels "red heart, blue heart, pizza" --template "{}"
   python -m vlm_vision classify photo.jpg --labels "cat, dog, a red apple" \\
       --model google/siglip-base-patch16-224
 
 Each label gets its own sigmoid probability (SigLIP scores every label
-independently, so they need not sum to one); labels are printed highest first."""
+independently, so they need not sum to one); labels are printed highest first.
+The embedded emoji model was trained on bare emoji names: prompt it with
+--template "{}" (the default prompt, "This is a photo of {}.", suits the
+pretrained Google checkpoints)."""
 
 
 def split_labels(values: list[str]) -> list[str]:
@@ -24,8 +27,17 @@ def split_labels(values: list[str]) -> list[str]:
     return [label.strip() for value in values for label in value.replace("\n", ",").split(",") if label.strip()]
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vlm_vision", description="SigLIP tools from vlm-vision.")
+    parser = argparse.ArgumentParser(prog="python -m vlm_vision", description="SigLIP tools from vlm-vision.",
+                                     epilog=CLASSIFY_EXAMPLE.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     classify = commands.add_parser(
         "classify", help="zero-shot classify images against text labels", epilog=CLASSIFY_EXAMPLE,
@@ -41,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     classify.add_argument("--template", default=None, help='prompt with {} for the label (default: '
                                                            '"This is a photo of {}.")')
-    classify.add_argument("--top", type=int, default=None, help="print only the K most probable labels")
+    classify.add_argument("--top", type=positive_int, default=None, help="print only the K most probable labels")
     classify.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     classify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     classify.add_argument("--json", action="store_true", help="print one JSON object per image")

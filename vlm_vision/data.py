@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from .augment import Augment, EmojiAugment, StyleAugment, affine_warp
 from .processor import ImageProcessor, load_image
+from .prompts import fill_template
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def read_records(source: str | os.PathLike, template: str = DEFAULT_TEMPLATE,
       (a non-empty list of strings: one record per image, the first caption is the main one;
       the dataset draws one of them per epoch), and an optional `label`.
     - Folder: `root/<class>/**/*.png|jpg|...`; the class name with `_` and `-` turned into
-      spaces is the label, and `template.format(label)` the caption. `template` is used only here.
+      spaces is the label, and `template` with the label in its `{}` the caption. `template` is used only here.
 
     `cluster_field` names a JSONL key or CSV column that every record must fill: its value becomes the
     record's `cluster` (a folder dataset has none to give).
@@ -111,6 +112,10 @@ def read_records(source: str | os.PathLike, template: str = DEFAULT_TEMPLATE,
             f"Unsupported dataset source {str(source)!r}: give a .csv file, a .jsonl file, "
             f"or a folder with one subfolder of images per class"
         )
+    if not records and source.is_dir():
+        raise ValueError(f"Dataset folder {str(source)!r} has no class folders of images: put each class's images "
+                         f"in a subfolder named after it ({source / 'red_apple' / '1.png'}), or list them in a "
+                         f".jsonl or .csv file")
     if not records:
         raise ValueError(f"Dataset {str(source)!r} has no images: a dataset needs at least one record")
     if not source.is_dir():
@@ -212,8 +217,7 @@ def class_caption_text(folder_name: str) -> str:
 
 
 def _read_folder(root: Path, template: str) -> list[CaptionRecord]:
-    if "{}" not in template:
-        raise ValueError(f"template must contain '{{}}' where the class name goes, got {template!r}")
+    fill_template(template, [], slot="the class name")  # checked before the folders are read
     records = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = class_caption_text(class_dir.name)
@@ -229,7 +233,8 @@ def _read_folder(root: Path, template: str) -> list[CaptionRecord]:
             )
         if not images:
             logger.warning("Skipped class folder %s: it has no image files", class_dir)
-        records += [CaptionRecord(path, template.format(label), label) for path in images]
+        caption = fill_template(template, [label])[0]
+        records += [CaptionRecord(path, caption, label) for path in images]
     stray = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if stray:
         logger.warning("Skipped %d image(s) directly in %s: images must be inside a class folder", len(stray), root)

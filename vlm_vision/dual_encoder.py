@@ -23,7 +23,8 @@ from .errors import CheckpointError
 from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json, write_safetensors
 from .losses import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE
 from .processor import ImageProcessor
-from .vision_transformer import VisionTransformer, as_dtype
+from .prompts import fill_template
+from .vision_transformer import VisionTransformer, as_device, as_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,7 @@ class DualEncoder(nn.Module):
         labels = [label.strip() for label in labels if label.strip()]
         if not labels:
             raise ValueError("Give at least one non-empty label")
-        if "{}" not in template:
-            raise ValueError(f"template must contain '{{}}' where the label goes; got {template!r}")
-        probs = torch.sigmoid(self.logits(image, [template.format(label) for label in labels]))[0]
+        probs = torch.sigmoid(self.logits(image, fill_template(template, labels)))[0]
         return sorted(zip(labels, probs.tolist()), key=lambda pair: pair[1], reverse=True)
 
     @classmethod
@@ -136,6 +135,7 @@ class DualEncoder(nn.Module):
         allow_pickle: bool = False,
     ) -> DualEncoder:
         """Load a full SigLIP checkpoint (transformers `SiglipModel` format) in eval mode."""
+        device = as_device(device)
         folder = resolve_checkpoint(name_or_path, revision=revision, allow_pickle=allow_pickle)
         if not folder.is_dir():
             raise CheckpointError(

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .dual_encoder import DualEncoder
+from .errors import CheckpointError, ImageLoadError
+from .prompts import fill_template
 
 # Prompts for the embedded emoji model; "{}" is the class name. It was trained on bare names, and
 # prompts it never saw hurt: averaging five templates ("an emoji of {}." ...) gives 23.3% top-1 on the
@@ -52,7 +54,10 @@ class ZeroShotResult:
 
 def class_embeddings(model: DualEncoder, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """(C, D) normalised mean of each class's normalised template embeddings."""
-    prompts = [template.format(name) for name in class_names for template in templates]
+    if not templates:
+        raise ValueError("Give at least one prompt template, e.g. '{}' or 'a photo of {}.'")
+    filled = [fill_template(template, class_names) for template in templates]  # (T, C)
+    prompts = [prompt for per_class in zip(*filled) for prompt in per_class]  # class by class: (C, T)
     per_prompt = model.encode_texts(prompts).view(len(class_names), len(templates), -1)  # (C, T, D)
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
 
@@ -158,12 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print("error: no labelled images in --data", file=sys.stderr)
         return 2
-    classes = None
-    if args.classes:
-        classes = [line.strip() for line in args.classes.read_text(encoding="utf-8").splitlines() if line.strip()]
-    model = DualEncoder.from_pretrained(args.model)
-    result = zero_shot(model, [r.path for r in records], [r.label for r in records], class_names=classes,
-                       templates=args.templates, groups=[r.cluster for r in records] if args.by else None)
+    try:
+        classes = None
+        if args.classes:
+            classes = [line.strip() for line in args.classes.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for template in args.templates:
+            fill_template(template, [])  # before the model loads
+        model = DualEncoder.from_pretrained(args.model)
+        result = zero_shot(model, [r.path for r in records], [r.label for r in records], class_names=classes,
+                           templates=args.templates, groups=[r.cluster for r in records] if args.by else None)
+    except (CheckpointError, ImageLoadError, ValueError, OSError) as e:  # a checkpoint, a class list, a template
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(asdict(result)))
         return 0

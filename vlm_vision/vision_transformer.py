@@ -190,6 +190,7 @@ class VisionTransformer(nn.Module):
         folder of a `SiglipVisionModel` or `SiglipModel`, or a `.safetensors` file
         (its config comes from a `config.json` beside it, or from `config`).
         """
+        device = as_device(device)
         path = resolve_checkpoint(name_or_path, revision=revision, allow_pickle=allow_pickle)
         folder = path if path.is_dir() else path.parent
         files = weight_files(folder, allow_pickle) if path.is_dir() else [path]
@@ -232,6 +233,28 @@ def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
     if not isinstance(resolved, torch.dtype):
         raise ValueError(f"Unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
+    return resolved
+
+
+def as_device(device: torch.device | str | None) -> torch.device | None:
+    """`device` as a torch.device (None stays None), refused up front with what to use where this machine has none
+    such: otherwise a missing GPU surfaces deep inside `.to()` as "Torch not compiled with CUDA enabled"."""
+    if device is None or isinstance(device, torch.device) and device.type == "cpu":
+        return device
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"Unknown device {device!r}; use e.g. 'cpu', 'cuda' or 'cuda:1'") from e
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"Device {str(device)!r}: CUDA is not available on this machine (torch "
+                             f"{torch.__version__}); use 'cpu'")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"Device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"Device {str(device)!r}: MPS is not available on this machine; use 'cpu'")
     return resolved
 
 

@@ -27,7 +27,7 @@ from .errors import CheckpointError
 from .hub import load_weights, read_json, write_json, write_safetensors
 from .processor import ImageInput, ImageProcessor
 from .projector import Projector, ProjectorConfig, select_features
-from .vision_transformer import VisionTransformer, as_dtype
+from .vision_transformer import VisionTransformer, as_device, as_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -256,6 +256,7 @@ class VisionLanguageModel(nn.Module):
         cls, folder: str | Path, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
     ) -> VisionLanguageModel:
         """Load a folder written by `save_pretrained`, in eval mode (float32 unless `dtype` says otherwise)."""
+        device = as_device(device)
         folder = Path(folder)
         raw = read_json(folder, CONFIG_NAME)
         if raw is None:
