@@ -10,7 +10,7 @@ import sys
 from vlm_vision.errors import CheckpointError, ImageLoadError
 
 from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
-from .photo_index import PhotoIndex
+from .photo_index import PhotoIndex, folder_roots
 
 DB_HELP = ("index database file (default: $VLM_INDEX_DB, else ~/.local/share/vlm-vision/index.db). "
            "Put it inside the photo folder (e.g. --db ~/Photos/.vlm-index.db) and the index moves with the photos")
@@ -42,7 +42,12 @@ ERRORS_EXAMPLE = """example:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m index", description="Search photo folders with SigLIP.")
+    parser = argparse.ArgumentParser(
+        prog="python -m index", description="Search photo folders with SigLIP.",
+        epilog="example:\n  python -m index build data/samples --db /tmp/samples.db\n"
+               "  python -m index search \"red apple\" --db /tmp/samples.db\n\n"
+               "Each command has its own --help (python -m index build --help).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
@@ -96,6 +101,7 @@ def run_build(args: argparse.Namespace) -> None:
 
     from .photos import DEFAULT_MAX_PIXELS
 
+    folder_roots(args.folders)  # a missing folder stops the build before a database is created for it
     index = PhotoIndex(args.db, args.model, device=args.device, dtype=args.dtype, create=True)
     bar = None
 
@@ -139,7 +145,9 @@ def run_search(args: argparse.Namespace) -> None:
                               "camera": hit.file.camera}) if args.json
                   else f"{hit.score:.4f}  {hit.path}")
         if not hits and not args.json:
-            print("No results.", file=sys.stderr)
+            empty = index.db.count("files") == 0
+            print(f"No results: the index is empty. Build it: python -m index build FOLDER --db {index.db.path}"
+                  if empty else "No results.", file=sys.stderr)
 
 
 def run_stats(args: argparse.Namespace) -> None:
@@ -167,9 +175,12 @@ def run_stats(args: argparse.Namespace) -> None:
 
 def run_errors(args: argparse.Namespace) -> None:
     with PhotoIndex(args.db) as index:
-        for skipped in index.errors():
-            print(json.dumps({"path": skipped.path, "reason": skipped.reason}) if args.json
-                  else f"{skipped.path}: {skipped.reason}")
+        skipped_files = index.errors()
+    for skipped in skipped_files:
+        print(json.dumps({"path": skipped.path, "reason": skipped.reason}) if args.json
+              else f"{skipped.path}: {skipped.reason}")
+    if not skipped_files and not args.json:
+        print("No skipped files: every image found was indexed.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

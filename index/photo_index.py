@@ -83,6 +83,20 @@ class IndexStats:
     last_build: dict | None
 
 
+def folder_roots(folders: Sequence[str | os.PathLike]) -> list[str]:
+    """The absolute paths of the folders to build; FileNotFoundError names one that is not a folder."""
+    roots = []
+    for folder in folders:
+        path = os.path.abspath(os.path.expanduser(folder))
+        if not os.path.isdir(path):
+            # Never read a missing folder (an unmounted drive) as "all its photos were deleted".
+            raise FileNotFoundError(f"Not a folder: {folder!r}. Nothing was changed in the index.")
+        roots.append(path)
+    if not roots:
+        raise ValueError("Give at least one folder to index")
+    return roots
+
+
 class PhotoIndex:
     """A photo index at `db` (default: `default_db_path()`), used with `model` (default: the index's own).
 
@@ -148,15 +162,7 @@ class PhotoIndex:
               max_pixels: int | None = DEFAULT_MAX_PIXELS, index_type: str | None = None,
               progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
         """Index the images under `folders`: new and changed files are encoded, deleted ones removed."""
-        roots = []
-        for folder in folders:
-            path = os.path.abspath(os.path.expanduser(folder))
-            if not os.path.isdir(path):
-                # Never read a missing folder (an unmounted drive) as "all its photos were deleted".
-                raise FileNotFoundError(f"Not a folder: {folder!r}. Nothing was changed in the index.")
-            roots.append(path)
-        if not roots:
-            raise ValueError("Give at least one folder to index")
+        roots = folder_roots(folders)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if index_type is not None and index_type not in ("auto", *ann.INDEX_TYPES):
@@ -260,6 +266,8 @@ class PhotoIndex:
             raise QueryError(f"k must be at least 1, got {k}")
         only = SearchFilter.of(under, since, until, camera)
         query = self.query_vector(text, image, negative)
+        if self.db.model_info() is None:  # nothing was ever built into it (a build stopped before its first batch)
+            return []
         index = self._ann_index()
         if not only:
             return self._files(self._ranked(index, query, k, min_score)[0], only)[:k]

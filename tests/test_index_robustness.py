@@ -276,16 +276,24 @@ def test_cli_search_stats_and_errors(tmp_path):
     assert path == str(SAMPLES / "pizza.png") and 0 < float(score) < 0.99  # steered away from "food"
     stats = json.loads(cli("stats", "--db", str(db), "--json").stdout)
     assert (stats["files"], stats["dim"], stats["model"], stats["index_type"]) == (12, 192, "default", "flat")
-    assert cli("errors", "--db", str(db)).stdout == ""
+    none_skipped = cli("errors", "--db", str(db))
+    assert none_skipped.stdout == "" and "No skipped files" in none_skipped.stderr
     missing = cli("search", "cat", "--db", str(tmp_path / "none.db"), check=False)
     assert missing.returncode == 1 and "Build one first" in missing.stderr and "Traceback" not in missing.stderr
-    nowhere = cli("build", str(tmp_path / "no-such-folder"), "--db", str(db), check=False)
+    nowhere = cli("build", str(tmp_path / "no-such-folder"), "--db", str(tmp_path / "new.db"), check=False)
     assert nowhere.returncode == 1 and "Not a folder" in nowhere.stderr
+    assert not (tmp_path / "new.db").exists()  # checked before a database is made for it
+    # A build that stopped before its first batch (here: no such model) leaves an empty index: it searches as one.
+    empty = tmp_path / "empty.db"
+    no_model = cli("build", str(SAMPLES), "--db", str(empty), "--model", str(tmp_path / "no-model"), check=False)
+    assert no_model.returncode == 1 and "No such checkpoint" in no_model.stderr
+    searched = cli("search", "cat", "--db", str(empty))
+    assert searched.stdout == "" and "No results: the index is empty. Build it: python -m index" in searched.stderr
 
 
-@pytest.mark.parametrize("command", ["build", "search", "stats", "errors"])
+@pytest.mark.parametrize("command", ["build", "search", "stats", "errors", None])
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit):
-        build_parser().parse_args([command, "--help"])
+        build_parser().parse_args([command, "--help"] if command else ["--help"])
     out = capsys.readouterr().out
-    assert "example" in out and f"python -m index {command}" in out
+    assert "example" in out and f"python -m index {command or 'build'} " in out
