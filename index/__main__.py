@@ -1,4 +1,4 @@
-"""Command line: `python -m index build|search|stats|errors` (each has --help with examples)."""
+"""Command line: `python -m index build|search|stats|errors|forget` (each has --help with examples)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,14 @@ STATS_EXAMPLE = """example:
 
 ERRORS_EXAMPLE = """example:
   python -m index errors --db /tmp/samples.db"""
+
+FORGET_EXAMPLE = """examples:
+  python -m index forget ~/Pictures/old-name   # renamed: then python -m index build ~/Pictures/new-name
+  python -m index forget /media/usb/photos --db ~/usb.db
+
+A build never removes a folder that is missing (it may be an unmounted drive):
+forget does, for the files, skip records and built folders at or below FOLDER.
+The folder itself need not exist."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     errors = command("errors", "list the files the builds skipped, with the reason for each", ERRORS_EXAMPLE)
     errors.add_argument("--json", action="store_true", help='print JSON lines {"path": ..., "reason": ...}')
+
+    forget = command("forget", "remove what is indexed under folders, such as one renamed or gone", FORGET_EXAMPLE)
+    forget.add_argument("folders", nargs="+", metavar="FOLDER", help="folders whose files leave the index")
     return parser
 
 
@@ -183,10 +194,18 @@ def run_errors(args: argparse.Namespace) -> None:
         print("No skipped files: every image found was indexed.", file=sys.stderr)
 
 
+def run_forget(args: argparse.Namespace) -> None:
+    with PhotoIndex(args.db) as index:
+        files, skipped = index.forget(args.folders)
+        left = index.db.count("files")
+    print(f"Removed {files} files and {skipped} skip records under {', '.join(args.folders)}; {left} files remain.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"build": run_build, "search": run_search, "stats": run_stats, "errors": run_errors}
+    commands = {"build": run_build, "search": run_search, "stats": run_stats, "errors": run_errors,
+                "forget": run_forget}
     try:
         commands[args.command](args)
     except (BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError, CheckpointError, ImageLoadError,

@@ -420,6 +420,25 @@ class Database:
                 self.db.execute("DELETE FROM skipped WHERE path = ?", [self.to_stored(path)])
             self._drop_orphans(old)
 
+    def forget(self, folders: Sequence[str]) -> tuple[int, int]:
+        """Remove the files and skip records under `folders`, the roots at or below them, and the vectors no other
+        file shares, in one transaction; (files, skip records) removed. A folder with nothing under it raises
+        ValueError, and nothing is removed."""
+        with self.transaction():
+            for folder in folders:
+                where, params = self._under([folder])
+                if not self.db.execute(f"SELECT EXISTS (SELECT 1 FROM files WHERE {where}) OR EXISTS "
+                                       f"(SELECT 1 FROM skipped WHERE {where})", params * 2).fetchone()[0]:
+                    raise ValueError(f"Nothing is indexed under {folder!r}; nothing was changed. The index's folders: "
+                                     + (", ".join(self.roots()) or "none"))
+            where, params = self._under(folders)
+            old = {h for (h,) in self.db.execute(f"SELECT DISTINCT hash FROM files WHERE {where}", params)}
+            files = self.db.execute(f"DELETE FROM files WHERE {where}", params).rowcount
+            skipped = self.db.execute(f"DELETE FROM skipped WHERE {where}", params).rowcount
+            self.db.execute(f"DELETE FROM roots WHERE {where}", params)
+            self._drop_orphans(old)
+        return files, skipped
+
     def _hashes_of(self, paths: Sequence[str]) -> set[str]:
         out = set()
         for path in paths:

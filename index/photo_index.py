@@ -181,6 +181,19 @@ class PhotoIndex:
             self.db.set_setting("last_build", summary.as_dict())
         return summary
 
+    def forget(self, folders: Sequence[str | os.PathLike]) -> tuple[int, int]:
+        """Remove what is indexed under `folders` (which need not exist any more: a renamed or retired folder);
+        (files, skip records) removed. A build never does this for a missing folder, which may be an unmounted
+        drive."""
+        paths = [os.path.abspath(os.path.expanduser(folder)) for folder in folders]
+        if not paths:
+            raise ValueError("Give at least one folder to forget")
+        with BuildLock(self.lock_path, "forget"):
+            removed = self.db.forget(paths)
+            if self.db.model_info() is not None:
+                self._ann_index(write=True)
+        return removed
+
     # -- searching ------------------------------------------------------------------------------------------
 
     def _ann_index(self, write: bool = False):

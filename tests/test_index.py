@@ -177,6 +177,32 @@ def test_missing_folder_changes_nothing(tmp_path, emoji_model):
         assert index.db.count("files") == 2
 
 
+def test_forget_removes_a_renamed_folder_and_only_what_no_other_file_shares(tmp_path, emoji_model):
+    photos = tmp_path / "photos"
+    write_images(photos / "old", 3)
+    write_images(photos / "other", 2, start=10)
+    shutil.copy(photos / "old" / "img_0000.png", photos / "other" / "copy.png")  # content shared with old/
+    (photos / "old" / "broken.jpg").write_bytes(b"not a jpeg")
+    with open_index(tmp_path / "index.db", emoji_model) as index:
+        index.build([photos / "old", photos / "other"], workers=0)
+        assert (index.db.count("files"), index.db.count("vectors"), index.db.count("skipped")) == (6, 5, 1)
+        shutil.move(photos / "old", photos / "new")
+        index.build([photos / "new"], workers=0)
+        assert index.db.count("files") == 9  # the renamed folder's old paths stay: it might be unmounted
+        with pytest.raises(ValueError, match="Nothing is indexed under .*nothing was changed"):
+            index.forget([photos / "olf", photos / "old"])  # a typo: neither is forgotten
+        assert index.db.count("files") == 9
+        assert index.forget([photos / "old"]) == (3, 1)
+        assert paths(index) == {str(p) for p in (photos / "new").iterdir() if p.suffix == ".png"} | {
+            str(p) for p in (photos / "other").iterdir()}
+        assert index.db.roots() == [str(photos / "new"), str(photos / "other")]
+        assert_consistent(index)  # vectors shared with new/ and other/ kept, the FAISS file up to date
+        assert all(str(photos / "old") not in h.path for h in index.search("a photo", k=20))
+        assert index.forget([photos / "new", photos / "other"]) == (6, 1)
+        assert index.db.count("vectors") == 0 and index.search("a photo", k=5) == []
+        assert_consistent(index)
+
+
 def test_model_mismatch_is_a_clear_error(tmp_path, emoji_model, tiny_siglip):
     with open_index(tmp_path / "index.db", emoji_model) as index:
         index.build([SAMPLES], workers=0)

@@ -289,9 +289,12 @@ def test_cli_search_stats_and_errors(tmp_path):
     assert no_model.returncode == 1 and "No such checkpoint" in no_model.stderr
     searched = cli("search", "cat", "--db", str(empty))
     assert searched.stdout == "" and "No results: the index is empty. Build it: python -m index" in searched.stderr
+    forgot = cli("forget", str(SAMPLES), "--db", str(db))
+    assert f"Removed 12 files and 0 skip records under {SAMPLES}; 0 files remain." in forgot.stdout
+    assert json.loads(cli("stats", "--db", str(db), "--json").stdout)["roots"] == []
 
 
-@pytest.mark.parametrize("command", ["build", "search", "stats", "errors", None])
+@pytest.mark.parametrize("command", ["build", "search", "stats", "errors", "forget", None])
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, "--help"] if command else ["--help"])
