@@ -10,6 +10,7 @@ import sys
 from vlm_vision.errors import CheckpointError, ImageLoadError
 
 from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
+from . import ann
 from .photo_index import PhotoIndex, folder_roots
 
 DB_HELP = ("index database file (default: $VLM_INDEX_DB, else ~/.local/share/vlm-vision/index.db). "
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     build.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     build.add_argument("--index-type", default=None, choices=["auto", "flat", "hnsw", "ivf"],
-                       help="FAISS index (default auto: exact flat while small, approximate when large)")
+                       help="FAISS index (default auto: exact flat while small, approximate when large; "
+                            "ivf needs 312 vectors to train, and fewer get flat)")
     build.add_argument("--max-pixels", type=int, default=None,
                        help="skip images with more pixels than this, as possible decompression bombs (100 million)")
 
@@ -139,6 +141,10 @@ def run_build(args: argparse.Namespace) -> None:
             print(f"  ... and {len(summary.skipped_files) - 20} more")
         if summary.skipped:
             print(f"All skipped files and reasons: python -m index errors --db {index.db.path}")
+        built = index.stats().index_type
+        if args.index_type not in (None, "auto", built):
+            print(f"FAISS index: {built}, not {args.index_type}: IVF needs at least {ann.IVF_MIN_TRAINING} vectors "
+                  f"to train its lists, and a smaller index is exact and as fast as flat")
         print(f"Index: {index.db.path}")
 
 

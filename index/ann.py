@@ -59,6 +59,7 @@ IVF_NPROBE = 32
 IVF_MIN_POINTS_PER_LIST = 39  # faiss's k-means warns below 39 training points per centroid
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample per list (faiss suggests 39 to 256); 256k vectors at 1M
 IVF_MIN_LISTS = 8  # below this an IVF index is a slower flat index: build flat instead
+IVF_MIN_TRAINING = IVF_MIN_LISTS * IVF_MIN_POINTS_PER_LIST  # 312: fewer vectors than this get flat, even if asked ivf
 # `update_ann` keeps a trained IVF index while the ideal list count for the current size is within this factor
 # of its own: sqrt(2), as lists grow with sqrt(N), is twice or half the vectors it was trained on. (Measured: 1%
 # removed and 1% added at 1M; how recall drifts up to the edges is not.)

@@ -298,3 +298,9 @@ def test_update_ann_declines_what_a_rebuild_does_better(ann_data, ann_indexes):
     for unknown in (None, math.nan):  # a file of the first format
         assert ann.update_ann(ivf, ids, never, "ivf", trained_imbalance=unknown) is None
     assert ivf.ntotal == len(ids)  # declining changed nothing
+
+
+def test_ivf_is_built_from_ivf_min_training_vectors_and_flat_below():
+    assert ann.IVF_MIN_TRAINING == 312  # the number the CLI's --index-type help and the README give
+    assert ann.resolved_index_type("ivf", ann.IVF_MIN_TRAINING, 192) == "ivf"
+    assert ann.resolved_index_type("ivf", ann.IVF_MIN_TRAINING - 1, 192) == "flat"

@@ -300,3 +300,11 @@ def test_every_command_has_help_with_an_example(command, capsys):
         build_parser().parse_args([command, "--help"] if command else ["--help"])
     out = capsys.readouterr().out
     assert "example" in out and f"python -m index {command or 'build'} " in out
+
+
+def test_cli_build_says_when_the_index_type_asked_for_is_not_built(tmp_path, capsys):
+    from index.__main__ import main
+
+    db = tmp_path / "index.db"
+    assert main(["build", str(SAMPLES), "--db", str(db), "--index-type", "ivf", "--workers", "0"]) == 0
+    assert "FAISS index: flat, not ivf: IVF needs at least 312 vectors" in capsys.readouterr().out
