@@ -182,7 +182,10 @@ class Backend:
                 progress(p.done / p.total, f"{p.done} / {p.total} files")
 
         # A connection of its own: the build's transactions must not interleave with searches on this one.
-        builder = PhotoIndex(self.index_path, self.model, create=True)
+        try:
+            builder = PhotoIndex(self.index_path, self.model, create=True)
+        except (IndexNotFoundError, SchemaError) as e:  # --index is a folder, or a file that isn't an index
+            raise UserError(str(e)) from e
         try:
             summary = builder.build([folder], progress=report)
         except (BuildLockedError, ModelMismatchError) as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from vlm_vision.errors import CheckpointError, ImageLoadError
@@ -162,9 +163,17 @@ def run_search(args: argparse.Namespace) -> None:
                               "camera": hit.file.camera}) if args.json
                   else f"{hit.score:.4f}  {hit.path}")
         if not hits and not args.json:
-            empty = index.db.count("files") == 0
-            print(f"No results: the index is empty. Build it: python -m index build FOLDER --db {index.db.path}"
-                  if empty else "No results.", file=sys.stderr)
+            print(no_results_message(index, args.under), file=sys.stderr)
+
+
+def no_results_message(index: PhotoIndex, under: str | None) -> str:
+    """Why a search may have found nothing: an empty index, or an --under that is no folder here (a typo; an
+    unmounted drive's indexed photos are still searched)."""
+    if index.db.count("files") == 0:
+        return f"No results: the index is empty. Build it: python -m index build FOLDER --db {index.db.path}"
+    if under and not os.path.isdir(os.path.expanduser(under)):
+        return f"No results. (--under {under} is not a folder on this machine; is it spelled right?)"
+    return "No results."
 
 
 def run_stats(args: argparse.Namespace) -> None:

@@ -84,11 +84,19 @@ class Database:
     def __init__(self, path: str | os.PathLike, create: bool = False) -> None:
         self.path = Path(os.path.abspath(path))
         self.home = self.path.parent  # paths under it are stored relative to it
-        if not self.path.exists():
+        if self.path.is_dir():
+            raise IndexNotFoundError(f"{self.path} is a folder; the index is a file: give e.g. --db "
+                                     f"{self.path / '.vlm-index.db'}")
+        existed = self.path.exists()
+        if not existed:
             if not create:
                 raise IndexNotFoundError(
                     f"No index at {self.path}. Build one first: python -m index build FOLDER --db {self.path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a file where a folder should be, no permission, a read-only disk
+                raise IndexNotFoundError(f"Can't create an index at {self.path} ({e.strerror}: "
+                                         f"{e.filename}): give a path in a folder you can write to") from e
         try:
             # isolation_level=None: no implicit transactions, so each `transaction()` is exactly one BEGIN/COMMIT.
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -98,6 +106,9 @@ class Database:
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as e:
+            if not existed and not self.path.exists():
+                raise IndexNotFoundError(f"Can't create an index at {self.path} ({e}): give a path in a folder you "
+                                         f"can write to") from e
             raise SchemaError(f"{self.path} is not a vlm-vision index database ({e})") from e
 
     # -- schema ---------------------------------------------------------------------------------------------

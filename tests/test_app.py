@@ -101,6 +101,17 @@ def test_bad_input_gets_a_message(backend, tmp_path, call, message):
         call(backend, tmp_path)
 
 
+def test_an_index_path_that_is_a_folder_is_a_message(tmp_path):
+    folder_backend = Backend(tmp_path)
+    try:
+        assert "is a folder; the index is a file" in folder_backend.status()
+        write_images(tmp_path / "pics", 1)
+        with pytest.raises(UserError, match="is a folder; the index is a file"):
+            folder_backend.build(str(tmp_path / "pics"))
+    finally:
+        folder_backend.close()
+
+
 def test_huge_image_is_refused(backend, tmp_path, monkeypatch):
     import app.backend
 

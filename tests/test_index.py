@@ -230,6 +230,10 @@ def test_missing_and_foreign_databases(tmp_path):
     (tmp_path / "garbage.db").write_bytes(b"not a database at all" * 100)
     with pytest.raises(SchemaError):
         PhotoIndex(tmp_path / "garbage.db")
+    with pytest.raises(IndexNotFoundError, match="is a folder; the index is a file: give e.g. --db .*.vlm-index.db"):
+        PhotoIndex(tmp_path, create=True)
+    with pytest.raises(IndexNotFoundError, match="Can't create an index at .*: give a path in a folder you can"):
+        PhotoIndex(tmp_path / "garbage.db" / "inside.db", create=True)  # below a file
 
 
 def test_newer_schema_is_refused(tmp_path):

@@ -269,6 +269,8 @@ def test_cli_search_stats_and_errors(tmp_path):
     assert Path(lines[0]["path"]).name == "red_apple.png" and lines[0]["taken_at"] is None  # PNGs have no EXIF
     dated = cli("search", "red apple", "--db", str(db), "--since", "2024-06", "--camera", "pixel")
     assert dated.stdout == "" and "No results." in dated.stderr  # no sample has a date taken
+    typo = cli("search", "red apple", "--db", str(db), "--under", str(tmp_path / "Pictrues"))
+    assert typo.stdout == "" and "is not a folder on this machine; is it spelled right?" in typo.stderr
     bad_date = cli("search", "red apple", "--db", str(db), "--until", "June", check=False)
     assert bad_date.returncode == 1 and "error: until 'June' is not a date" in bad_date.stderr
     text = cli("search", "--image", str(SAMPLES / "pizza.png"), "--not", "food", "--db", str(db), "-k", "2").stdout
