@@ -253,6 +253,18 @@ def test_torchrun_two_processes_match_one(shapes_data, tmp_path):
         assert state["losses"][step] == pytest.approx(single.losses[step], abs=1e-5), step
 
 
+def test_help_shows_each_fields_comment_and_default(capsys):
+    comments = cli_config.field_comments(train_module.TrainConfig)
+    assert comments["lr"] == "peak learning rate, after linear warmup, then cosine decay to 0"
+    assert set(comments) <= {f.name for f in dataclasses.fields(train_module.TrainConfig)} and "seed" not in comments
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--lr LR peak learning rate, after linear warmup, then cosine decay to 0 (default: 0.001)" in text
+    assert "--bf16, --no-bf16 bfloat16 autocast for the towers (losses stay float32) (default: on)" in text
+    assert "python -m vlm_vision.train --data" in text  # the module's examples
+
+
 def test_config_file_and_flags(tmp_path, shapes_data):
     (tmp_path / "run.json").write_text(json.dumps({"data": [str(shapes_data)], "steps": 7, "loss": "softmax"}))
     cfg, stop_at = parse_args(["--config", str(tmp_path / "run.json"), "--steps", "9", "--no-bf16",

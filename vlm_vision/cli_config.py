@@ -9,10 +9,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import io
 import json
+import tokenize
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def field_comments(config_class: type[Any]) -> dict[str, str]:
+    """Each field's comment in the class's source (`lr: float = 1e-3  # peak learning rate`): the configs document
+    their fields in place, and --help shows the same words."""
+    comments, name = {}, None
+    for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(config_class)).readline):
+        if token.type == tokenize.NAME and token.start[1] == 4 and name is None:  # a name at the class body's indent
+            name = token.string
+        elif token.type == tokenize.COMMENT and name is not None:
+            comments[name] = token.string.lstrip("# ")
+        if token.type in (tokenize.NEWLINE, tokenize.NL):
+            name = None
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    return {key: text for key, text in comments.items() if key in fields}
 
 
 def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
@@ -26,15 +44,20 @@ def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help=f"JSON file with {config_class.__name__} fields")
     parser.add_argument("--stop-at", type=int, help="end this run after this step (resume later)")
+    comments = field_comments(config_class)
     for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
+        default = "" if f.default in ((), "", None) else f" (default: {f.default})"
+        help_text = (comments.get(f.name, "") + default).strip().replace("%", "%%") or None
         if f.name == "data":
-            parser.add_argument(flag, nargs="+", default=None, help="caption files or class folders")
+            parser.add_argument(flag, nargs="+", default=None, help=help_text)
         elif f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            state = " (default: on)" if f.default else " (default: off)"
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=(comments.get(f.name, "") + state).strip().replace("%", "%%"))
         else:
             parser.add_argument(flag, type={"int": int, "int | None": int, "float": float}.get(f.type, str),
-                                default=None)
+                                default=None, help=help_text)
     args = vars(parser.parse_args(argv))
     stop_at = args.pop("stop_at")
     config_file = args.pop("config")
