@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     build.add_argument("--index-type", default=None, choices=["auto", "flat", "hnsw", "ivf"],
                        help="FAISS index (default auto: exact flat while small, approximate when large; "
-                            "ivf needs 312 vectors to train, and fewer get flat)")
+                            f"ivf needs {ann.IVF_MIN_TRAINING} vectors to train, and fewer get flat)")
     build.add_argument("--max-pixels", type=int, default=None,
                        help="skip images with more pixels than this, as possible decompression bombs (100 million)")
 
@@ -143,9 +143,9 @@ def run_build(args: argparse.Namespace) -> None:
         if summary.skipped:
             print(f"All skipped files and reasons: python -m index errors --db {index.db.path}")
         built = index.stats().index_type
-        if args.index_type not in (None, "auto", built):
-            print(f"FAISS index: {built}, not {args.index_type}: IVF needs at least {ann.IVF_MIN_TRAINING} vectors "
-                  f"to train its lists, and a smaller index is exact and as fast as flat")
+        if args.index_type == "ivf" and built not in (None, "ivf"):
+            print(f"FAISS index: {built}, not ivf: IVF needs at least {ann.IVF_MIN_TRAINING} vectors to train its "
+                  f"lists, so this one was built flat (exact, and as fast at this size)")
         print(f"Index: {index.db.path}")
 
 
@@ -172,7 +172,8 @@ def no_results_message(index: PhotoIndex, under: str | None) -> str:
     if index.db.count("files") == 0:
         return f"No results: the index is empty. Build it: python -m index build FOLDER --db {index.db.path}"
     if under and not os.path.isdir(os.path.expanduser(under)):
-        return f"No results. (--under {under} is not a folder on this machine; is it spelled right?)"
+        return (f"No results. (--under {under} is not a folder on this machine: unless it is an unmounted drive's, "
+                f"check its spelling.)")
     return "No results."
 
 
@@ -206,7 +207,7 @@ def run_errors(args: argparse.Namespace) -> None:
         print(json.dumps({"path": skipped.path, "reason": skipped.reason}) if args.json
               else f"{skipped.path}: {skipped.reason}")
     if not skipped_files and not args.json:
-        print("No skipped files: every image found was indexed.", file=sys.stderr)
+        print("No skipped files.", file=sys.stderr)
 
 
 def run_forget(args: argparse.Namespace) -> None:

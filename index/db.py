@@ -85,7 +85,7 @@ class Database:
         self.path = Path(os.path.abspath(path))
         self.home = self.path.parent  # paths under it are stored relative to it
         if self.path.is_dir():
-            raise IndexNotFoundError(f"{self.path} is a folder; the index is a file: give e.g. --db "
+            raise IndexNotFoundError(f"{self.path} is a folder; the index is a file: give a file's path, e.g. "
                                      f"{self.path / '.vlm-index.db'}")
         existed = self.path.exists()
         if not existed:
@@ -433,13 +433,14 @@ class Database:
 
     def forget(self, folders: Sequence[str]) -> tuple[int, int]:
         """Remove the files and skip records under `folders`, the roots at or below them, and the vectors no other
-        file shares, in one transaction; (files, skip records) removed. A folder with nothing under it raises
-        ValueError, and nothing is removed."""
+        file shares, in one transaction; (files, skip records) removed. A folder with nothing indexed or built
+        under it raises ValueError, and nothing is removed."""
         with self.transaction():
             for folder in folders:
                 where, params = self._under([folder])
-                if not self.db.execute(f"SELECT EXISTS (SELECT 1 FROM files WHERE {where}) OR EXISTS "
-                                       f"(SELECT 1 FROM skipped WHERE {where})", params * 2).fetchone()[0]:
+                found = " OR ".join(f"EXISTS (SELECT 1 FROM {table} WHERE {where})"
+                                    for table in ("files", "skipped", "roots"))
+                if not self.db.execute(f"SELECT {found}", params * 3).fetchone()[0]:
                     raise ValueError(f"Nothing is indexed under {folder!r}; nothing was changed. The index's folders: "
                                      + (", ".join(self.roots()) or "none"))
             where, params = self._under(folders)

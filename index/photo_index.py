@@ -83,11 +83,15 @@ class IndexStats:
     last_build: dict | None
 
 
+def absolute(folder: str | os.PathLike) -> str:
+    return os.path.abspath(os.path.expanduser(folder))
+
+
 def folder_roots(folders: Sequence[str | os.PathLike]) -> list[str]:
     """The absolute paths of the folders to build; FileNotFoundError names one that is not a folder."""
     roots = []
     for folder in folders:
-        path = os.path.abspath(os.path.expanduser(folder))
+        path = absolute(folder)
         if not os.path.isdir(path):
             # Never read a missing folder (an unmounted drive) as "all its photos were deleted".
             raise FileNotFoundError(f"Not a folder: {folder!r}. Nothing was changed in the index.")
@@ -185,7 +189,7 @@ class PhotoIndex:
         """Remove what is indexed under `folders` (which need not exist any more: a renamed or retired folder);
         (files, skip records) removed. A build never does this for a missing folder, which may be an unmounted
         drive."""
-        paths = [os.path.abspath(os.path.expanduser(folder)) for folder in folders]
+        paths = [absolute(folder) for folder in folders]
         if not paths:
             raise ValueError("Give at least one folder to forget")
         with BuildLock(self.lock_path, "forget"):

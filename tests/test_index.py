@@ -203,6 +203,19 @@ def test_forget_removes_a_renamed_folder_and_only_what_no_other_file_shares(tmp_
         assert_consistent(index)
 
 
+def test_forget_the_index_folder_itself_and_a_built_folder_left_empty(tmp_path, emoji_model):
+    photos = tmp_path / "photos"
+    write_images(photos / "trip", 2)
+    (photos / "empty").mkdir()
+    with open_index(photos / ".index.db", emoji_model) as index:  # paths below photos/ are stored relative
+        index.build([photos / "trip", photos / "empty"], workers=0)
+        assert index.forget([photos / "empty"]) == (0, 0)  # nothing in it, but it was built: its root goes
+        assert index.db.roots() == [str(photos / "trip")]
+        assert index.forget([photos]) == (2, 0)
+        assert index.db.count("files") == 0 and index.db.roots() == []
+        assert_consistent(index)
+
+
 def test_model_mismatch_is_a_clear_error(tmp_path, emoji_model, tiny_siglip):
     with open_index(tmp_path / "index.db", emoji_model) as index:
         index.build([SAMPLES], workers=0)
@@ -230,7 +243,7 @@ def test_missing_and_foreign_databases(tmp_path):
     (tmp_path / "garbage.db").write_bytes(b"not a database at all" * 100)
     with pytest.raises(SchemaError):
         PhotoIndex(tmp_path / "garbage.db")
-    with pytest.raises(IndexNotFoundError, match="is a folder; the index is a file: give e.g. --db .*.vlm-index.db"):
+    with pytest.raises(IndexNotFoundError, match="is a folder; the index is a file: give a file's path"):
         PhotoIndex(tmp_path, create=True)
     with pytest.raises(IndexNotFoundError, match="Can't create an index at .*: give a path in a folder you can"):
         PhotoIndex(tmp_path / "garbage.db" / "inside.db", create=True)  # below a file

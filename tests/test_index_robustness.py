@@ -270,7 +270,7 @@ def test_cli_search_stats_and_errors(tmp_path):
     dated = cli("search", "red apple", "--db", str(db), "--since", "2024-06", "--camera", "pixel")
     assert dated.stdout == "" and "No results." in dated.stderr  # no sample has a date taken
     typo = cli("search", "red apple", "--db", str(db), "--under", str(tmp_path / "Pictrues"))
-    assert typo.stdout == "" and "is not a folder on this machine; is it spelled right?" in typo.stderr
+    assert typo.stdout == "" and "is not a folder on this machine: unless it is an unmounted" in typo.stderr
     bad_date = cli("search", "red apple", "--db", str(db), "--until", "June", check=False)
     assert bad_date.returncode == 1 and "error: until 'June' is not a date" in bad_date.stderr
     text = cli("search", "--image", str(SAMPLES / "pizza.png"), "--not", "food", "--db", str(db), "-k", "2").stdout
@@ -310,3 +310,6 @@ def test_cli_build_says_when_the_index_type_asked_for_is_not_built(tmp_path, cap
     db = tmp_path / "index.db"
     assert main(["build", str(SAMPLES), "--db", str(db), "--index-type", "ivf", "--workers", "0"]) == 0
     assert "FAISS index: flat, not ivf: IVF needs at least 312 vectors" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["build", str(tmp_path / "empty"), "--db", str(tmp_path / "e.db"), "--index-type", "hnsw"]) == 0
+    assert "FAISS index" not in capsys.readouterr().out  # nothing built: nothing to say

@@ -265,6 +265,24 @@ def test_help_shows_each_fields_comment_and_default(capsys):
     assert "python -m vlm_vision.train --data" in text  # the module's examples
 
 
+def test_field_comments_are_end_of_line_comments_of_fields():
+    @dataclasses.dataclass(frozen=True)
+    class Example:
+        """A docstring # that is not a comment."""
+
+        # a comment above a field is not its own
+        size: int | None = None
+        names: tuple[str, ...] = (
+            "a", "b")  # after a default that spans lines
+        rate: float = 0.5  # #1 rate
+
+        def method(self) -> None:
+            x = 1  # not a field's
+            del x
+
+    assert cli_config.field_comments(Example) == {"names": "after a default that spans lines", "rate": "#1 rate"}
+
+
 def test_config_file_and_flags(tmp_path, shapes_data):
     (tmp_path / "run.json").write_text(json.dumps({"data": [str(shapes_data)], "steps": 7, "loss": "softmax"}))
     cfg, stop_at = parse_args(["--config", str(tmp_path / "run.json"), "--steps", "9", "--no-bf16",

@@ -63,10 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def classify(args: argparse.Namespace) -> None:
     from .dual_encoder import DEFAULT_TEMPLATE, DualEncoder
+    from .prompts import fill_template
 
     labels = split_labels(args.labels)
     if not labels:
         raise ValueError("--labels has no non-empty label; give e.g. --labels \"cat, dog\"")
+    fill_template(args.template or DEFAULT_TEMPLATE, [])  # before the model loads
     model = DualEncoder.from_pretrained(args.model or default_model(), dtype=args.dtype, device=args.device,
                                         revision=args.revision)
     for image in args.images:

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import io
 import json
+import textwrap
 import tokenize
 from collections.abc import Callable
 from pathlib import Path
@@ -19,15 +20,19 @@ from typing import Any
 
 
 def field_comments(config_class: type[Any]) -> dict[str, str]:
-    """Each field's comment in the class's source (`lr: float = 1e-3  # peak learning rate`): the configs document
-    their fields in place, and --help shows the same words."""
+    """Each field's comment at the end of its line in the class's source (`lr: float = 1e-3  # peak learning
+    rate`): the configs document their fields in place, and --help shows the same words. Empty without source."""
+    try:
+        source = textwrap.dedent(inspect.getsource(config_class))
+    except (OSError, TypeError):  # installed without .py files
+        return {}
     comments, name = {}, None
-    for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(config_class)).readline):
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.NAME and token.start[1] == 4 and name is None:  # a name at the class body's indent
             name = token.string
         elif token.type == tokenize.COMMENT and name is not None:
-            comments[name] = token.string.lstrip("# ")
-        if token.type in (tokenize.NEWLINE, tokenize.NL):
+            comments[name] = token.string.removeprefix("#").strip()
+        if token.type == tokenize.NEWLINE:  # a statement's end, after a default that spans lines
             name = None
     fields = {f.name for f in dataclasses.fields(config_class)}
     return {key: text for key, text in comments.items() if key in fields}
