@@ -45,6 +45,7 @@ class Result:
     path: str
     score: float
     thumbnail: str
+    missing: bool = False  # the file can't be read any more (moved, deleted, on an unmounted drive): a grey tile
 
 
 def split_labels(text: str) -> list[str]:
@@ -117,7 +118,14 @@ class Backend:
                 raise UserError(str(e)) from e
             except QueryError as e:  # a date that isn't one, terms that cancel out, ...
                 raise UserError(str(e)) from e
-            return [Result(h.path, h.score, str(self.thumbnails.get(h.path, h.file.hash))) for h in hits]
+            return [self._result(h.path, h.score, h.file.hash) for h in hits]
+
+    def _result(self, path: str, score: float, content_hash: str) -> Result:
+        try:
+            return Result(path, score, str(self.thumbnails.get(path, content_hash)))
+        except ImageLoadError as e:  # indexed, then moved or deleted: the hit stays, with a grey tile
+            logger.info("No thumbnail for %s: %s", path, e.reason)
+            return Result(path, score, str(self.thumbnails.placeholder()), missing=True)
 
     # -- classify and explain ---------------------------------------------------------------------------------
 
@@ -199,6 +207,20 @@ class Backend:
         return (f"{summary.added} added, {summary.updated} updated, {summary.reused} reused, {summary.removed} "
                 f"removed, {summary.skipped} skipped, {summary.unchanged} unchanged "
                 f"({summary.encoded} images encoded in {summary.seconds:.1f} s).")
+
+    def forget(self, folder: str) -> str:
+        """Remove what the index holds under `folder` (which may be gone: renamed or retired); the summary line."""
+        folder = (folder or "").strip()
+        if not folder:
+            raise UserError("Type the full path of the folder to remove from the index.")
+        if self.index is None:
+            raise UserError(self.index_problem or "No index loaded, so there is nothing to remove.")
+        with self._lock:
+            try:
+                files, skipped = self.index.forget([folder])
+            except (BuildLockedError, ValueError) as e:  # a build running; nothing under it (a typo, most likely)
+                raise UserError(str(e)) from e
+        return f"Removed {files} images and {skipped} skip records under {folder} from the index."
 
     def status(self) -> str:
         """Markdown: the model and the index, with their sizes."""

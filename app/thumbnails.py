@@ -41,3 +41,12 @@ class ThumbnailCache:
             # Two requests racing both write whole files. Owner-only: these are pictures of someone's photos.
             replace_atomically(target, lambda f: image.save(f, "JPEG", quality=85), mode=0o600)
         return target
+
+    def placeholder(self) -> Path:
+        """A plain grey square, shown for a result whose file can't be read any more (moved, deleted, unmounted)."""
+        target = self.folder / f"unavailable-{self.size}.jpg"
+        if not target.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            image = Image.new("RGB", (self.size, self.size), (200, 200, 200))
+            replace_atomically(target, lambda f: image.save(f, "JPEG", quality=85), mode=0o600)
+        return target

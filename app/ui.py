@@ -71,7 +71,8 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
                                  camera or "", min_score)
         if not results:
             gr.Info("No results. Try other words, or remove the filters and the minimum score.")
-        gallery = [(r.thumbnail, f"{r.score:.3f}  {Path(r.path).name}") for r in results]
+        gallery = [(r.thumbnail, f"{r.score:.3f}  {Path(r.path).name}" + ("  (file not found)" if r.missing else ""))
+                   for r in results]
         return gallery, [r.path for r in results], None, ""
 
     @friendly
@@ -102,6 +103,10 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
     def build(folder, progress=gr.Progress()):
         summary = backend.build(folder, lambda fraction, text: progress(fraction, desc=text))
         return summary, backend.status()
+
+    @friendly
+    def forget(folder):
+        return backend.forget(folder), backend.status()
 
     with gr.Blocks(title="vlm-vision", analytics_enabled=False) as demo:
         gr.Markdown("# vlm-vision\nSearch your photos with words or images, and classify images with any labels: "
@@ -142,10 +147,13 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
                                       interactive=False, height=320, elem_id="result-heatmap")
             with gr.Accordion("Index a folder", open=backend.index is None):
                 gr.Markdown("Indexing reads every image under the folder once; later runs only read what changed. "
-                            "From a terminal: `python -m index build FOLDER --db INDEX`.")
+                            "A folder renamed or retired stays in the index (it might be an unmounted drive) "
+                            "until you remove it. From a terminal: `python -m index build FOLDER --db INDEX`, "
+                            "`python -m index forget FOLDER --db INDEX`.")
                 with gr.Row():
                     folder = gr.Textbox(label="Folder", placeholder="/home/me/Pictures", scale=5, elem_id="folder")
                     build_button = gr.Button("Index folder", scale=1, elem_id="build-button")
+                    forget_button = gr.Button("Remove from index", scale=1, elem_id="forget-button")
                 build_result = gr.Markdown(elem_id="build-result")
 
         with gr.Tab("Classify", elem_id="classify-tab"):
@@ -190,5 +198,6 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
         more_button.click(more_like_this, [selected, k, *filters], search_outputs, api_name=False)
         explain_button.click(explain_result, [selected], [result_heatmap], api_name=False)
         build_button.click(build, [folder], [build_result, status], api_name="index_folder")
+        forget_button.click(forget, [folder], [build_result, status], api_name="forget_folder")
         classify_button.click(classify, [image, labels, template], [probabilities, heatmap], api_name="classify")
     return demo

@@ -131,6 +131,19 @@ def test_status_and_indexing_a_folder(tmp_path):
         assert backend.build(str(tmp_path / "pics"), lambda f, text: steps.append(f)).startswith("4 added")
         assert steps and steps[-1] == 1.0
         assert "4 images" in backend.status() and len(backend.search("cat", k=10)) == 4
+        write_images(tmp_path / "old", 2, start=10)
+        backend.build(str(tmp_path / "old"))
+        shutil.rmtree(tmp_path / "old")  # retired: its entries stay until removed, shown as grey tiles
+        results = backend.search("cat", k=10)
+        assert len(results) == 6 and [r.missing for r in results].count(True) == 2
+        grey = [r.thumbnail for r in results if r.missing]
+        assert grey[0] == grey[1] and Image.open(grey[0]).getpixel((5, 5)) == (200, 200, 200)
+        with pytest.raises(UserError, match="Nothing is indexed under"):
+            backend.forget(str(tmp_path / "olf"))
+        assert backend.forget(str(tmp_path / "old")).startswith("Removed 2 images and 0 skip records")
+        assert "4 images" in backend.status() and len(backend.search("cat", k=10)) == 4
+        with pytest.raises(UserError, match="Type the full path"):
+            backend.forget(" ")
     finally:
         backend.close()
 
