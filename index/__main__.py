@@ -10,8 +10,8 @@ import sys
 
 from vlm_vision.errors import CheckpointError, ImageLoadError
 
-from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
 from . import ann
+from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
 from .photo_index import PhotoIndex, folder_roots
 
 DB_HELP = ("index database file (default: $VLM_INDEX_DB, else ~/.local/share/vlm-vision/index.db). "
