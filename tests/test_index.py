@@ -230,6 +230,12 @@ def test_model_mismatch_is_a_clear_error(tmp_path, emoji_model, tiny_siglip):
         assert index.search("pizza", k=1)[0].path.endswith("pizza.png")
 
 
+def test_a_database_never_built_into_searches_as_empty(tmp_path, emoji_model):
+    Database(tmp_path / "index.db", create=True).close()  # as a build that failed before its first batch left it
+    with PhotoIndex(tmp_path / "index.db", emoji_model) as index:
+        assert index.search("a cat", k=3) == [] and index.search("a cat", k=3, since="2024") == []
+
+
 def test_missing_and_foreign_databases(tmp_path):
     with pytest.raises(IndexNotFoundError, match="python -m index build FOLDER --db"):
         PhotoIndex(tmp_path / "none.db")
