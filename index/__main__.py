@@ -7,13 +7,12 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from vlm_vision.errors import CheckpointError, ImageLoadError
 
 from . import ann
 from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
-from .photo_index import PhotoIndex, default_db_path, folder_roots
+from .photo_index import PhotoIndex, folder_roots
 
 DB_HELP = ("index database file (default: $VLM_INDEX_DB, else ~/.local/share/vlm-vision/index.db). "
            "Put it inside the photo folder (e.g. --db ~/Photos/.vlm-index.db) and the index moves with the photos")
@@ -117,7 +116,6 @@ def run_build(args: argparse.Namespace) -> None:
     from .photos import DEFAULT_MAX_PIXELS
 
     folder_roots(args.folders)  # a missing folder stops the build before a database is created for it
-    new = not Path(os.path.abspath(Path(args.db).expanduser() if args.db else default_db_path())).exists()
     index = PhotoIndex(args.db, args.model, device=args.device, dtype=args.dtype, create=True)
     bar = None
 
@@ -130,15 +128,9 @@ def run_build(args: argparse.Namespace) -> None:
             bar.set_postfix_str(f"{p.encoded / p.seconds:.1f} images/s encoded", refresh=False)
 
     with index:
-        try:
-            summary = index.build(args.folders, batch_size=args.batch_size, workers=args.workers,
-                                  max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, index_type=args.index_type,
-                                  progress=progress)
-        except BaseException:
-            if new and index.db.model_info() is None:  # stopped before storing anything (a model that won't load)
-                index.close()
-                remove_database(index.db.path)
-            raise
+        summary = index.build(args.folders, batch_size=args.batch_size, workers=args.workers,
+                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, index_type=args.index_type,
+                              progress=progress)
         if bar is not None:
             bar.close()
         print(f"{summary.added} added, {summary.updated} updated, {summary.reused} reused, {summary.removed} removed, "
@@ -155,12 +147,6 @@ def run_build(args: argparse.Namespace) -> None:
             print(f"FAISS index: {built}, not ivf: IVF needs at least {ann.IVF_MIN_TRAINING} vectors to train its "
                   f"lists, so this one was built flat (exact, and as fast at this size)")
         print(f"Index: {index.db.path}")
-
-
-def remove_database(path: Path) -> None:
-    """Delete an index database this command created and stored nothing in, with the files beside it."""
-    for suffix in ("", "-wal", "-shm", ".lock", ".faiss"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 def run_search(args: argparse.Namespace) -> None:
