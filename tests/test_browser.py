@@ -125,3 +125,18 @@ def test_describe_names_the_emoji(page, screenshots):
     page.wait_for_function("document.querySelector('#description textarea').value.length > 0", timeout=60_000)
     assert page.locator("#description textarea").input_value() == "pizza"
     page.screenshot(path=str(screenshots / "describe.png"), full_page=True, animations="disabled")
+
+
+def test_index_a_folder_then_remove_it_from_the_index(page, tmp_path):
+    from tests.photos import write_images
+
+    write_images(tmp_path / "trip", 2)
+    page.get_by_role("tab", name="Search").click()
+    page.get_by_text("Index a folder").click()
+    page.fill("#folder textarea", str(tmp_path / "trip"))
+    page.click("#build-button")
+    page.get_by_text("2 added").wait_for(timeout=60_000)
+    assert "14 images" in page.locator("#status").inner_text()  # the 12 samples and the trip
+    page.click("#forget-button")
+    page.get_by_text(f"Removed 2 images and 0 skip records under {tmp_path / 'trip'}").wait_for(timeout=30_000)
+    assert "12 images" in page.locator("#status").inner_text()
