@@ -243,6 +243,8 @@ class PhotoIndex:
                         return index, stamp, trained_imbalance
                     del stale  # before the rebuild allocates its own
         ids, vectors, stamp = self.db.vectors()
+        if vectors.shape[1] == 0:  # never built into (a build stopped before its first batch): no size recorded
+            vectors = np.zeros((0, self.model.vision.config.hidden_size), dtype=np.float32)  # the pooled embedding's
         index = ann.build_ann(vectors, ids, index_type)
         return index, stamp, ann.imbalance(index)
 
@@ -283,8 +285,6 @@ class PhotoIndex:
             raise QueryError(f"k must be at least 1, got {k}")
         only = SearchFilter.of(under, since, until, camera)
         query = self.query_vector(text, image, negative)
-        if self.db.model_info() is None:  # nothing was ever built into it (a build stopped before its first batch)
-            return []
         index = self._ann_index()
         if not only:
             return self._files(self._ranked(index, query, k, min_score)[0], only)[:k]
