@@ -265,6 +265,13 @@ def test_help_shows_each_fields_comment_and_default(capsys):
     assert "python -m vlm_vision.train --data" in text  # the module's examples
 
 
+def test_a_device_this_machine_lacks_stops_the_run_at_once(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train_module.init_distributed("cpu")[2] == torch.device("cpu")
+    with pytest.raises(ValueError, match="Device 'cuda': CUDA is not available on this machine"):
+        train_module.init_distributed("cuda")
+
+
 def test_field_comments_are_end_of_line_comments_of_fields():
     @dataclasses.dataclass(frozen=True)
     class Example:

@@ -51,7 +51,7 @@ from .dual_encoder import DualEncoder, token_ids
 from .errors import CheckpointError
 from .processor import ImageProcessor
 from .tokenizer import train_tokenizer
-from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionTransformer
+from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionTransformer, as_device
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if device == "auto":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    return rank, world, torch.device(device)
+    return rank, world, as_device(device)  # a device this machine lacks stops the run here, before any data is read
 
 
 def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -> TrainResult:
