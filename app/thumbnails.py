@@ -37,16 +37,17 @@ class ThumbnailCache:
         if not target.exists():
             image = convert_to_rgb(open_image(path, draft_min_side=DRAFT_SIDES * self.size))  # EXIF orientation
             image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            # Two requests racing both write whole files. Owner-only: these are pictures of someone's photos.
-            replace_atomically(target, lambda f: image.save(f, "JPEG", quality=85), mode=0o600)
+            self._write(target, image)
         return target
 
     def placeholder(self) -> Path:
         """A plain grey square, shown for a result whose file can't be read any more (moved, deleted, unmounted)."""
         target = self.folder / f"unavailable-{self.size}.jpg"
         if not target.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            image = Image.new("RGB", (self.size, self.size), (200, 200, 200))
-            replace_atomically(target, lambda f: image.save(f, "JPEG", quality=85), mode=0o600)
+            self._write(target, Image.new("RGB", (self.size, self.size), (200, 200, 200)))
         return target
+
+    def _write(self, target: Path, image: Image.Image) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # Two requests racing both write whole files. Owner-only: these are pictures of someone's photos.
+        replace_atomically(target, lambda f: image.save(f, "JPEG", quality=85), mode=0o600)
