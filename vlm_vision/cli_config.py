@@ -52,14 +52,15 @@ def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
     comments = field_comments(config_class)
     for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
-        default = "" if f.default in ((), "", None) else f" (default: {f.default})"
+        if f.type == "bool":
+            default = " (default: on)" if f.default else " (default: off)"
+        else:
+            default = "" if f.default in ((), "", None) else f" (default: {f.default})"
         help_text = (comments.get(f.name, "") + default).strip().replace("%", "%%") or None
         if f.name == "data":
             parser.add_argument(flag, nargs="+", default=None, help=help_text)
         elif f.type == "bool":
-            state = " (default: on)" if f.default else " (default: off)"
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=(comments.get(f.name, "") + state).strip().replace("%", "%%"))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(flag, type={"int": int, "int | None": int, "float": float}.get(f.type, str),
                                 default=None, help=help_text)
