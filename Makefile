@@ -24,11 +24,11 @@ test: setup
 # The main job on the embedded default model, offline: the app on http://127.0.0.1:7860,
 # with a demo index of the sample images (or your default index, once you have built one).
 app: setup
-	$(BIN)/python -m app
+	$(BIN)/vlm-app
 
 # Zero-shot classify two sample images from the command line.
 demo: setup
-	$(BIN)/python -m vlm_vision classify data/samples/red_heart.png data/samples/pizza.png \
+	$(BIN)/vlm-vision classify data/samples/red_heart.png data/samples/pizza.png \
 		--labels "red heart, blue heart, pizza, rocket, thumbs up" --template "{}"
 
 bench: setup

@@ -1,4 +1,4 @@
-"""The Gradio app: `python -m app`, or `app.build_demo(index, model)` for a `gr.Blocks` to launch yourself."""
+"""The Gradio app: `vlm-app`, or `vlm_vision.app.build_demo(index, model)` for a `gr.Blocks` to launch yourself."""
 
 
 def build_demo(*args, **kwargs):

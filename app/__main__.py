@@ -1,4 +1,4 @@
-"""`python -m app`: the Gradio app on 127.0.0.1:7860, over the embedded model and a demo index by default."""
+"""`vlm-app`: the Gradio app on 127.0.0.1:7860, over the embedded model and a demo index by default."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ import sys
 from pathlib import Path
 
 EXAMPLE = """examples:
-  python -m app                                   # the embedded model and a demo index of data/samples
-  python -m app --index ~/Pictures/.vlm-index.db  # your own index (python -m index build ~/Pictures --db ...)
-  python -m app --host 0.0.0.0 --auth me:secret   # reachable from other machines: set a password"""
+  vlm-app                                   # the embedded model and a demo index of the sample images
+  vlm-app --index ~/Pictures/.vlm-index.db  # your own index (vlm-index build ~/Pictures --db ...)
+  vlm-app --host 0.0.0.0 --auth me:secret   # reachable from other machines: set a password"""
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m app", description="Photo search and zero-shot classification.",
+    parser = argparse.ArgumentParser(prog="vlm-app", description="Photo search and zero-shot classification.",
                                      epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", default=None,
                         help="index database (default: your default index if it exists, else a demo index of "
-                             "data/samples)")
+                             "the sample images)")
     parser.add_argument("--model", default=None, help="SigLIP model (default: the index's own, else the embedded one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only); anything else is a choice to "
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
     parser.add_argument("--captioner", default=None,
-                        help="vision-language model for the Describe tab (default: data/models/emoji-captioner "
+                        help="vision-language model for the Describe tab (default: the embedded emoji-captioner "
                              "when present)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     parser.add_argument("--max-upload-mb", type=int, default=25, help="largest upload accepted (25 MB)")
@@ -38,14 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def demo_index() -> Path:
-    """A small index of data/samples in the user's cache, built (or brought up to date) now.
+    """A small index of the sample images in the user's cache, built (or brought up to date) now.
 
     It is a cache: built with an earlier embedded model (an older vlm-vision), it is rebuilt.
     """
-    from index import PhotoIndex
-    from index.errors import ModelMismatchError
+    from vlm_vision.index import PhotoIndex
+    from vlm_vision.index import ModelMismatchError
 
-    from .ui import SAMPLES
+    from vlm_vision.checkpoints import SAMPLES
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlm-vision" / "demo"
     db = cache / "samples.db"
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: binding {args.host}: anyone who can reach this machine on port {args.port} can search "
               f"your indexed photos{'' if auth else ' (no --auth set)'}.", file=sys.stderr)
 
-    from index import default_db_path
+    from vlm_vision.index import default_db_path
 
     from .backend import Backend
     from .ui import build_demo
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Index: {index}")
     import faiss
 
-    from index.errors import ModelMismatchError, SchemaError
+    from vlm_vision.index import ModelMismatchError, SchemaError
     from vlm_vision.errors import CheckpointError
 
     faiss.omp_set_num_threads(1)  # single queries: see index/__main__.py
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 def launch_options(backend, host: str, port: int, auth: tuple[str, str] | None = None,
                    max_upload_mb: int = 25) -> dict:
     """`Blocks.launch` arguments: local-only by default, no share link, and only thumbnails and samples served."""
-    from .ui import SAMPLES
+    from vlm_vision.checkpoints import SAMPLES
 
     return dict(server_name=host, server_port=port, auth=auth, share=False, ssr_mode=False,
                 max_file_size=f"{max_upload_mb}mb", allowed_paths=[str(backend.thumbnails.folder), str(SAMPLES)],

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from index import PhotoIndex
-from index.errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, QueryError, SchemaError
-from vlm_vision.dual_encoder import DualEncoder
+from vlm_vision.index import PhotoIndex
+from vlm_vision.index import BuildLockedError, IndexNotFoundError, ModelMismatchError, QueryError, SchemaError
+from vlm_vision.model import DualEncoder
 from vlm_vision.errors import ImageLoadError
 from vlm_vision.explain import overlay_heatmap, pooling_attention
-from vlm_vision.hub import default_model
-from vlm_vision.processor import load_image
+from vlm_vision.checkpoints import DEFAULT_CAPTIONER, default_model
+from vlm_vision.model import load_image
 
 from .thumbnails import ThumbnailCache
 
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 # Uploads above this many pixels are refused (a 12,000 x 8,000 photo is 96 million).
 MAX_UPLOAD_PIXELS = 100_000_000
 MAX_LABELS = 200
-DEFAULT_CAPTIONER = Path(__file__).resolve().parent.parent / "data" / "models" / "emoji-captioner"
 HEATMAP_SIZE = 384  # longest side of the attention picture, pixels
 
 
@@ -168,12 +167,10 @@ class Backend:
             raise UserError("No captioning model: start the app with --captioner PATH.")
         picture = self._open_upload(image)
         if self._captioner is None:
-            from vlm_vision.train_projector import training_prompt
-            from vlm_vision.vlm import VisionLanguageModel
+            from vlm_vision import VisionLanguageModel
 
             self._captioner = VisionLanguageModel.from_pretrained(self.captioner_path, device=self._device)
-            self._prompt = training_prompt(self.captioner_path)
-        return self._captioner.generate([picture], self._prompt, max_new_tokens=max_new_tokens)[0].strip()
+        return self._captioner.generate([picture], max_new_tokens=max_new_tokens)[0].strip()  # its trained prompt
 
     # -- indexing and status ----------------------------------------------------------------------------------
 

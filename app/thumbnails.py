@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlm_vision.atomic import replace_atomically
-from vlm_vision.processor import convert_to_rgb, open_image
+from vlm_vision.checkpoints import replace_atomically
+from vlm_vision.model import convert_to_rgb, open_image
 
 THUMBNAIL_SIZE = 320  # longest side, pixels
 # A camera JPEG decodes at 1/2, 1/4 or 1/8 while its shorter side stays at least twice the thumbnail's longest:

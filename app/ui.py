@@ -14,11 +14,11 @@ from pathlib import Path
 
 import gradio as gr
 
+from vlm_vision.checkpoints import SAMPLES
 from vlm_vision.errors import ImageLoadError
 
 from .backend import Backend, UserError
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 DEFAULT_LABELS = "red heart, blue heart, pizza, rocket, thumbs up, cat face, dog face, red apple, sun, rainbow"
 
 
@@ -148,8 +148,8 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
             with gr.Accordion("Index a folder", open=backend.index is None):
                 gr.Markdown("Indexing reads every image under the folder once; later runs only read what changed. "
                             "A folder renamed or retired stays in the index (it might be an unmounted drive) "
-                            "until you remove it. From a terminal: `python -m index build FOLDER --db INDEX`, "
-                            "`python -m index forget FOLDER --db INDEX`.")
+                            "until you remove it. From a terminal: `vlm-index build FOLDER --db INDEX`, "
+                            "`vlm-index forget FOLDER --db INDEX`.")
                 with gr.Row():
                     folder = gr.Textbox(label="Folder", placeholder="/home/me/Pictures", scale=5, elem_id="folder")
                     build_button = gr.Button("Index folder", scale=1, elem_id="build-button")

@@ -27,7 +27,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from vlm_vision import PRESETS, ImageProcessor, Projector, ProjectorConfig, VisionTransformer
-from vlm_vision.vlm import VisionLanguageModel
+from vlm_vision.vlm.model import VisionLanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONER = ROOT / "data" / "models" / "emoji-captioner"
@@ -38,9 +38,8 @@ SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=3
 def build(name: str) -> tuple[VisionLanguageModel, str]:
     """(model, prompt) of a row."""
     if name == "captioner":
-        from vlm_vision.train_projector import training_prompt
-
-        return VisionLanguageModel.from_pretrained(CAPTIONER), training_prompt(CAPTIONER)
+        model = VisionLanguageModel.from_pretrained(CAPTIONER)
+        return model, model.prompt
     if name != "b16+135m":
         raise ValueError(f"Unknown config {name!r}; use 'captioner' or 'b16+135m'")
     torch.manual_seed(0)

@@ -24,8 +24,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository first: `index` is the package
-from index import ann  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's vlm_vision first
+from vlm_vision.index import ann  # noqa: E402
 from index_faiss import part_drift, part_faiss, part_update  # noqa: E402
 from index_pipeline import part_build, part_decode, part_filters, part_query, part_rescan  # noqa: E402
 

@@ -47,7 +47,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from index import ann, ann_file  # noqa: E402
+from vlm_vision.index import ann, ann_file  # noqa: E402
 
 TARGET_P95_MS = 10.0
 TARGET_RECALL = 0.95

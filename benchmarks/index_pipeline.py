@@ -74,7 +74,7 @@ def b16_checkpoint(folder: Path) -> Path:
     from transformers import SiglipConfig, SiglipModel
 
     from vlm_vision import PRESETS
-    from vlm_vision.hub import DEFAULT_MODEL, read_json
+    from vlm_vision.checkpoints import DEFAULT_MODEL, read_json
 
     if (folder / "model.safetensors").exists():
         return folder
@@ -91,8 +91,8 @@ def b16_checkpoint(folder: Path) -> Path:
 
 
 def load_model(args: argparse.Namespace):
-    from vlm_vision.dual_encoder import DualEncoder
-    from vlm_vision.hub import DEFAULT_MODEL
+    from vlm_vision.model.dual_encoder import DualEncoder
+    from vlm_vision.checkpoints import DEFAULT_MODEL
 
     name = args.model
     if name == "b16":
@@ -116,9 +116,9 @@ def part_build(args: argparse.Namespace) -> None:
     """Build throughput over real JPEG files, divided by the model's own throughput (target >= 0.9)."""
     import torch
 
-    from index import PhotoIndex
-    from index.photos import read_photo
-    from index.scan import FoundFile
+    from vlm_vision.index import PhotoIndex
+    from vlm_vision.index.photos import read_photo
+    from vlm_vision.index.scan import FoundFile
 
     torch.set_num_threads(args.torch_threads or torch.get_num_threads())
     n = args.n or 2000
@@ -149,7 +149,7 @@ def part_rescan(args: argparse.Namespace) -> None:
     """Seconds to bring an index of an unchanged folder up to date: in process, and the whole CLI command."""
     import subprocess
 
-    from index import PhotoIndex
+    from vlm_vision.index import PhotoIndex
 
     n = args.n or 10_000
     photos = make_photos(Path(args.work) / f"photos-{n}", n)  # a folder of exactly n
@@ -164,7 +164,7 @@ def part_rescan(args: argparse.Namespace) -> None:
                 summary = index.build([folder])
                 calls.append(time.perf_counter() - start)
                 assert summary.unchanged == n and summary.encoded == 0, summary
-        command = [sys.executable, "-m", "index", "build", str(folder), "--db", str(db)]
+        command = [sys.executable, "-m", "vlm_vision.index", "build", str(folder), "--db", str(db)]
         root = Path(__file__).resolve().parents[1]
         commands = []
         for _ in range(args.repeats):
@@ -175,7 +175,7 @@ def part_rescan(args: argparse.Namespace) -> None:
     print(f"first build: {first.seconds:.1f} s ({first.images_per_second:.1f} images/s)")
     print(f"PhotoIndex.build() over the unchanged folder: median {np.median(calls):.3f} s "
           f"(runs {', '.join(f'{t:.3f}' for t in calls)})")
-    print(f"`python -m index build` over it, whole command (imports, model load, scan): median "
+    print(f"`vlm-index build` over it, whole command (imports, model load, scan): median "
           f"{np.median(commands):.2f} s (runs {', '.join(f'{t:.2f}' for t in commands)})")
 
 
@@ -186,7 +186,7 @@ def add_synthetic_photos(index, n: int, dim: int, seed: int) -> None:
     else "Google Pixel 8" (2 in 3) or "Apple iPhone 15"."""
     from datetime import date, timedelta
 
-    from index import IndexedFile
+    from vlm_vision.index import IndexedFile
 
     base, _ = synthetic_embeddings(n, 1, dim, max(1, n // 250), seed)
     days = (date(2025, 1, 1) - date(2015, 1, 1)).days
@@ -217,8 +217,8 @@ def listed_first(index, text: str, k: int, join_on_hash: bool = False, **filters
     """A reference: list the allowed vector ids from SQLite, search among them, read their files (what every
     filtered search did before the candidate passes). `join_on_hash`: list them as schema 3 did, through each
     file's row and its vector's (schema 4 reads them from the date or camera index alone)."""
-    from index import ann
-    from index.filters import SearchFilter
+    from vlm_vision.index import ann
+    from vlm_vision.index.filters import SearchFilter
 
     only = SearchFilter.of(**filters)
     with index.db.snapshot():
@@ -237,8 +237,8 @@ def listed_first(index, text: str, k: int, join_on_hash: bool = False, **filters
 def part_filters(args: argparse.Namespace) -> None:
     """Filtered text searches (folder, date taken, camera) end to end over N synthetic photos: `PhotoIndex.search`
     as shipped against `listed_first` (listing the ids as shipped, and as schema 3 did), in the same run."""
-    import index.photo_index as photo_index
-    from index import PhotoIndex
+    import vlm_vision.index.photo_index as photo_index
+    from vlm_vision.index import PhotoIndex
 
     faiss.omp_set_num_threads(1)
     n = args.n or 100_000
@@ -300,9 +300,9 @@ def part_query(args: argparse.Namespace) -> None:
     """End-to-end text query latency, model loaded, over an index of N images (target p95 < 50 ms at 100k)."""
     import torch
 
-    from index import PhotoIndex
+    from vlm_vision.index import PhotoIndex
 
-    faiss.omp_set_num_threads(1)  # as `python -m index search` and the app search: batch-1 queries
+    faiss.omp_set_num_threads(1)  # as `vlm-index search` and the app search: batch-1 queries
 
     n = args.n or 100_000
     model = load_model(args)
@@ -342,8 +342,8 @@ def part_decode(args: argparse.Namespace) -> None:
     """One camera-size JPEG read for the index: reduced decode vs full decode, both resized for the model."""
     import torch
 
-    from index.photos import draft_min_side
-    from vlm_vision.processor import DRAFT_SCALE, convert_to_rgb, open_image
+    from vlm_vision.index.photos import draft_min_side
+    from vlm_vision.model.processor import DRAFT_SCALE, convert_to_rgb, open_image
 
     torch.set_num_threads(1)  # one decoding process's view; the model only scores the difference
     model = load_model(args)

@@ -91,8 +91,8 @@ def step_part(min_time: float) -> None:
     from transformers import SiglipConfig, SiglipModel
 
     from vlm_vision import losses
-    from vlm_vision.convert import ours_to_hf
-    from vlm_vision.train import TrainConfig, build_model, build_optimizer, set_attn_implementation
+    from vlm_vision.checkpoints.convert import ours_to_hf
+    from vlm_vision.training.train import TrainConfig, build_model, build_optimizer, set_attn_implementation
 
     class _Tokenizer:  # the step benchmark feeds token ids directly; only the size matters
         pad_token_id, eos_token_id = 0, 1
@@ -161,10 +161,10 @@ def data_part(data: str | None, batch: int, workers: int, min_time: float, devic
 
     from PIL import Image, ImageDraw
 
-    from vlm_vision.augment import EmojiAugment
-    from vlm_vision.data import CaptionRecord, ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
-    from vlm_vision.processor import ImageProcessor
-    from vlm_vision.train import process_batches
+    from vlm_vision.training.augment import EmojiAugment
+    from vlm_vision.training.data import CaptionRecord, ImageCaptionDataset, PreloadedImageCaptionDataset, read_records
+    from vlm_vision.model.processor import ImageProcessor
+    from vlm_vision.training.train import process_batches
 
     with tempfile.TemporaryDirectory() as folder:
         if data:

@@ -1,7 +1,7 @@
 """Photo index: encode photo folders with a SigLIP model into FAISS + SQLite, and search them.
 
-Command line: `python -m index build FOLDER`, `python -m index search "a dog"`;
-Python: `index.PhotoIndex`.
+Command line: `vlm-index build FOLDER`, `vlm-index search "a dog"`;
+Python: `vlm_vision.index.PhotoIndex`.
 """
 
 from .build import BuildProgress, BuildSummary

@@ -1,4 +1,4 @@
-"""Command line: `python -m index build|search|stats|errors|forget` (each has --help with examples)."""
+"""Command line: `vlm-index build|search|stats|errors|forget` (each has --help with examples)."""
 
 from __future__ import annotations
 
@@ -20,31 +20,31 @@ MODEL_HELP = ("Hub id (e.g. google/siglip-base-patch16-224) or local SigLIP chec
               "the index was built with; for a new index the embedded emoji model)")
 
 BUILD_EXAMPLE = """examples:
-  python -m index build data/samples --db /tmp/samples.db
-  python -m index build ~/Pictures ~/Phone --model google/siglip-base-patch16-224 --dtype bfloat16
+  vlm-index build data/samples --db /tmp/samples.db
+  vlm-index build ~/Pictures ~/Phone --model google/siglip-base-patch16-224 --dtype bfloat16
 
 Incremental: unchanged files (same size and mtime) are not read again, renamed
 and duplicated files reuse their vectors, deleted files leave the index. Files
-that can't be indexed are skipped and listed (`python -m index errors`)."""
+that can't be indexed are skipped and listed (`vlm-index errors`)."""
 
 SEARCH_EXAMPLE = """examples:
-  python -m index search "red apple" --db /tmp/samples.db
-  python -m index search "a dog on the beach" -k 20 --under ~/Pictures/2024
-  python -m index search --image ~/Pictures/cat.jpg --not "indoors" --json
-  python -m index search "snow" --since 2023-12 --until 2024-02 --camera pixel
+  vlm-index search "red apple" --db /tmp/samples.db
+  vlm-index search "a dog on the beach" -k 20 --under ~/Pictures/2024
+  vlm-index search --image ~/Pictures/cat.jpg --not "indoors" --json
+  vlm-index search "snow" --since 2023-12 --until 2024-02 --camera pixel
 
 Scores are cosine similarities between the query and each image. Dates are
 the EXIF date taken: with --since or --until, photos without one are left out."""
 
 STATS_EXAMPLE = """example:
-  python -m index stats --db /tmp/samples.db"""
+  vlm-index stats --db /tmp/samples.db"""
 
 ERRORS_EXAMPLE = """example:
-  python -m index errors --db /tmp/samples.db"""
+  vlm-index errors --db /tmp/samples.db"""
 
 FORGET_EXAMPLE = """examples:
-  python -m index forget ~/Pictures/old-name   # renamed: then python -m index build ~/Pictures/new-name
-  python -m index forget /media/usb/photos --db ~/usb.db
+  vlm-index forget ~/Pictures/old-name   # renamed: then vlm-index build ~/Pictures/new-name
+  vlm-index forget /media/usb/photos --db ~/usb.db
 
 A build never removes a folder that is missing (it may be an unmounted drive):
 forget does, for the files, skip records and built folders at or below FOLDER.
@@ -53,10 +53,10 @@ The folder itself need not exist."""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m index", description="Search photo folders with SigLIP.",
-        epilog="example:\n  python -m index build data/samples --db /tmp/samples.db\n"
-               "  python -m index search \"red apple\" --db /tmp/samples.db\n\n"
-               "Each command has its own --help (python -m index build --help).",
+        prog="vlm-index", description="Search photo folders with SigLIP.",
+        epilog="example:\n  vlm-index build data/samples --db /tmp/samples.db\n"
+               "  vlm-index search \"red apple\" --db /tmp/samples.db\n\n"
+               "Each command has its own --help (vlm-index build --help).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -141,7 +141,7 @@ def run_build(args: argparse.Namespace) -> None:
         if len(summary.skipped_files) > 20:
             print(f"  ... and {len(summary.skipped_files) - 20} more")
         if summary.skipped:
-            print(f"All skipped files and reasons: python -m index errors --db {index.db.path}")
+            print(f"All skipped files and reasons: vlm-index errors --db {index.db.path}")
         built = index.stats().index_type
         if args.index_type == "ivf" and built not in (None, "ivf"):
             print(f"FAISS index: {built}, not ivf: IVF needs at least {ann.IVF_MIN_TRAINING} vectors to train its "
@@ -170,7 +170,7 @@ def no_results_message(index: PhotoIndex, under: str | None) -> str:
     """Why a search may have found nothing: an empty index, or an --under that is no folder here (a typo; an
     unmounted drive's indexed photos are still searched)."""
     if index.db.count("files") == 0:
-        return f"No results: the index is empty. Build it: python -m index build FOLDER --db {index.db.path}"
+        return f"No results: the index is empty. Build it: vlm-index build FOLDER --db {index.db.path}"
     if under and not os.path.isdir(os.path.expanduser(under)):
         return (f"No results. (--under {under} is not a folder on this machine: unless it is an unmounted drive's, "
                 f"check its spelling.)")

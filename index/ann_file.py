@@ -25,7 +25,7 @@ from typing import BinaryIO
 import faiss
 
 from .ann import index_type_of
-from vlm_vision.atomic import replace_atomically
+from vlm_vision.checkpoints import replace_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vlm_vision.processor import ImageProcessor
+from vlm_vision.model import ImageProcessor
 
 from .db import Database, IndexedFile, SkippedFile
 from .photos import DEFAULT_MAX_PIXELS, PhotoRecord, read_photo
@@ -50,7 +50,7 @@ class BuildSummary:
     updated: int = 0  # changed paths, content re-encoded
     reused: int = 0  # new or changed paths whose content was already indexed (renames, duplicates)
     removed: int = 0  # paths gone from disk, dropped from the index
-    skipped: int = 0  # files that can't be indexed; reasons in `skipped_files` and `python -m index errors`
+    skipped: int = 0  # files that can't be indexed; reasons in `skipped_files` and `vlm-index errors`
     unchanged: int = 0  # same size and mtime as at the last build: not read
     encoded: int = 0  # images run through the model
     seconds: float = 0.0

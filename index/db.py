@@ -91,7 +91,7 @@ class Database:
         if not existed:
             if not create:
                 raise IndexNotFoundError(
-                    f"No index at {self.path}. Build one first: python -m index build FOLDER --db {self.path}")
+                    f"No index at {self.path}. Build one first: vlm-index build FOLDER --db {self.path}")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:  # a file where a folder should be, no permission, a read-only disk

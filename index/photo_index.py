@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vlm_vision.hub import DEFAULT_MODEL, default_model, resolve_checkpoint
+from vlm_vision.checkpoints import DEFAULT_MODEL, default_model, resolve_checkpoint
 
 from . import ann, ann_file
 from .build import BuildProgress, BuildSummary, run_build
@@ -31,11 +31,11 @@ from .lock import BuildLock
 from .photos import DEFAULT_MAX_PIXELS, register_plugins
 
 if TYPE_CHECKING:
-    from vlm_vision.dual_encoder import DualEncoder
+    from vlm_vision.model import DualEncoder
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "default"  # the embedded model, data/models/siglip-emoji
+DEFAULT_MODEL_NAME = "default"  # the embedded model, vlm_vision.checkpoints.DEFAULT_MODEL
 # Two loads of one model (fp32 and bf16, CPU and GPU) embed the probe image with cosine > 0.999;
 # different models land far below this.
 PROBE_MIN_COSINE = 0.99
@@ -138,7 +138,7 @@ class PhotoIndex:
                     name = DEFAULT_MODEL_NAME
             folder = default_model() if name == DEFAULT_MODEL_NAME else resolve_checkpoint(name)
             if self._model is None:
-                from vlm_vision.dual_encoder import DualEncoder  # imports transformers: only when a model is needed
+                from vlm_vision.model import DualEncoder  # imports transformers: only when a model is needed
 
                 self._model = DualEncoder.from_pretrained(folder, dtype=self.dtype, device=self.device)
             model = self._model

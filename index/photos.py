@@ -17,7 +17,7 @@ import torch
 from PIL import ExifTags, Image
 
 from vlm_vision.errors import ImageLoadError
-from vlm_vision.processor import DRAFT_SCALE, ImageProcessor, convert_to_rgb, open_image
+from vlm_vision.model import DRAFT_SCALE, ImageProcessor, convert_to_rgb, open_image
 
 from .scan import FoundFile
 

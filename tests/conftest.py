@@ -11,7 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or ve
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tests import checkpoints  # noqa: E402
+from tests.helpers import checkpoints  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +36,8 @@ def tiny_siglip(tmp_path_factory):
 @pytest.fixture(scope="session")
 def emoji_model():
     """The embedded default DualEncoder (data/models/siglip-emoji), loaded once; the index tests only read it."""
-    from vlm_vision.dual_encoder import DualEncoder
-    from vlm_vision.hub import DEFAULT_MODEL
+    from vlm_vision.model.dual_encoder import DualEncoder
+    from vlm_vision.checkpoints import DEFAULT_MODEL
 
     return DualEncoder.from_pretrained(DEFAULT_MODEL)
 
@@ -53,7 +53,7 @@ def umask_022():
 @pytest.fixture(scope="session")
 def ann_data():
     """(base vectors, ids, queries) shared by the ANN tests: `tests.vectors.example_data()`."""
-    from tests.vectors import example_data
+    from tests.helpers.vectors import example_data
 
     return example_data()
 
@@ -61,7 +61,7 @@ def ann_data():
 @pytest.fixture(scope="session")
 def ann_indexes(ann_data):
     """One index of each type over `ann_data`, shared by the ANN tests, which only read them."""
-    from index import ann
+    from vlm_vision.index import ann
 
     base, ids, _ = ann_data
     return {kind: ann.build_ann(base, ids, kind) for kind in ann.INDEX_TYPES}

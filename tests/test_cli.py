@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vlm_vision.__main__ import main, split_labels
-from vlm_vision.dual_encoder import DualEncoder
+from vlm_vision.model.dual_encoder import DualEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 

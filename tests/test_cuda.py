@@ -10,14 +10,14 @@ import torch
 from torch.utils.data import default_collate
 from transformers import SiglipModel
 
-from tests import checkpoints
-from tests.photos import SAMPLES
+from tests.helpers import checkpoints
+from tests.helpers.photos import SAMPLES
 from vlm_vision import VisionTransformer
-from vlm_vision.augment import EmojiAugment
-from vlm_vision.data import CaptionRecord, PreloadedImageCaptionDataset
-from vlm_vision.dual_encoder import DualEncoder
-from vlm_vision.hub import DEFAULT_MODEL
-from vlm_vision.processor import ImageProcessor
+from vlm_vision.training.augment import EmojiAugment
+from vlm_vision.training.data import CaptionRecord, PreloadedImageCaptionDataset
+from vlm_vision.model.dual_encoder import DualEncoder
+from vlm_vision.checkpoints import DEFAULT_MODEL
+from vlm_vision.model.processor import ImageProcessor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 GPU_FP32_ATOL = 1e-4  # CPU parity is 1e-5; GPU kernels sum in other orders (measured on an H200: see the note)
@@ -81,7 +81,7 @@ def test_dual_encoder_logits_on_cuda_match_transformers(tiny_siglip):
 
 
 def test_photo_index_builds_on_cuda_with_the_cpu_vectors(tmp_path):
-    from index import PhotoIndex
+    from vlm_vision.index import PhotoIndex
 
     vectors = {}
     for device in ("cpu", "cuda"):

@@ -12,10 +12,10 @@ import pytest
 from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
-from tests.checkpoints import siglip_checkpoint
-from vlm_vision.data import read_records
-from vlm_vision.dual_encoder import DualEncoder
-from vlm_vision.evaluate import EMOJI_TEMPLATES, zero_shot
+from tests.helpers.checkpoints import siglip_checkpoint
+from vlm_vision.training.data import read_records
+from vlm_vision.model.dual_encoder import DualEncoder
+from vlm_vision.training.evaluate import EMOJI_TEMPLATES, zero_shot
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "zero_shot_eval.ipynb"

@@ -1,10 +1,20 @@
-"""vlm-vision: a readable, from-scratch SigLIP vision encoder with exact transformers parity."""
+"""vlm-vision: a readable, from-scratch SigLIP vision encoder with exact transformers parity.
 
-from .config import PRESETS, VisionConfig
+The package in layers, each importing only those below it:
+- `model`: the vision transformer, its processor, tokenizer and the image-text dual encoder;
+- `checkpoints`: names resolved to files, transformers' weights converted both ways, the embedded default model;
+- `training`: losses, data, the train loop and evaluation;
+- `vlm`: projectors and the wrapper that feeds patch tokens to a causal LM, and their training;
+- `emoji`: the open-emoji corpus builder that the default model was trained on;
+- `explain`: attention heatmaps. The photo index (`vlm_vision.index`) and the app (`vlm_vision.app`) sit on top.
+"""
+
 from .errors import CheckpointError, ImageLoadError
-from .processor import ImageProcessor, load_image
-from .projector import Projector, ProjectorConfig, select_features
-from .vision_transformer import VisionOutput, VisionTransformer
+from .lazy import lazy_attributes
+from .model import PRESETS, ImageProcessor, VisionConfig, VisionOutput, VisionTransformer, load_image
+from .vlm import Projector, ProjectorConfig, select_features
+
+_LAZY = {"DualEncoder": "model", "VisionLanguageModel": "vlm"}  # they import transformers (seconds): on first use
 
 __all__ = [
     "PRESETS",
@@ -22,15 +32,4 @@ __all__ = [
     "select_features",
 ]
 
-
-def __getattr__(name: str):
-    # These import transformers (seconds to import): load them on first use only.
-    if name == "DualEncoder":
-        from .dual_encoder import DualEncoder
-
-        return DualEncoder
-    if name == "VisionLanguageModel":
-        from .vlm import VisionLanguageModel
-
-        return VisionLanguageModel
-    raise AttributeError(f"module 'vlm_vision' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

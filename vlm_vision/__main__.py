@@ -1,18 +1,23 @@
-"""Command line: `python -m vlm_vision classify IMAGE --labels ... --model NAME_OR_PATH`."""
+"""The `vlm-vision` command: `classify` here; `train`, `eval`, `train-projector` and `emoji` in their modules.
+
+    vlm-vision classify IMAGE --labels ... --model NAME_OR_PATH
+    vlm-vision train --help
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 
+from .checkpoints import default_model
 from .errors import CheckpointError, ImageLoadError
-from .hub import default_model
 
 CLASSIFY_EXAMPLE = """examples:
-  python -m vlm_vision classify data/samples/red_heart.png --labels "red heart, blue heart, pizza" --template "{}"
-  python -m vlm_vision classify photo.jpg --labels "cat, dog, a red apple" \\
+  vlm-vision classify data/samples/red_heart.png --labels "red heart, blue heart, pizza" --template "{}"
+  vlm-vision classify photo.jpg --labels "cat, dog, a red apple" \\
       --model google/siglip-base-patch16-224
 
 Each label gets its own sigmoid probability (SigLIP scores every label
@@ -20,6 +25,15 @@ independently, so they need not sum to one); labels are printed highest first.
 The embedded emoji model was trained on bare emoji names: prompt it with
 --template "{}" (the default prompt, "This is a photo of {}.", suits the
 pretrained Google checkpoints)."""
+
+
+# Commands whose own module parses the rest of the command line: (module, help).
+COMMANDS = {
+    "train": ("vlm_vision.training.train", "train a SigLIP dual encoder on image-caption data"),
+    "eval": ("vlm_vision.training.evaluate", "zero-shot top-1/top-5 and text-to-image recall of a model"),
+    "train-projector": ("vlm_vision.vlm.train", "teach a language model to see: train a projector (and the LM)"),
+    "emoji": ("vlm_vision.emoji.corpus", "build the image-caption corpus of open emoji art"),
+}
 
 
 def split_labels(values: list[str]) -> list[str]:
@@ -35,7 +49,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vlm_vision", description="SigLIP tools from vlm-vision.",
+    parser = argparse.ArgumentParser(prog="vlm-vision", description="SigLIP tools from vlm-vision.",
                                      epilog=CLASSIFY_EXAMPLE.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,13 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     classify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     classify.add_argument("--json", action="store_true", help="print one JSON object per image")
+    for name, (_, help_text) in COMMANDS.items():  # listed for --help; `main` hands them their arguments
+        commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 
 def classify(args: argparse.Namespace) -> None:
-    from .dual_encoder import DEFAULT_TEMPLATE, DualEncoder
-    from .prompts import fill_template
+    from .model import DEFAULT_TEMPLATE, DualEncoder, fill_template
 
     labels = split_labels(args.labels)
     if not labels:
@@ -82,6 +97,9 @@ def classify(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .vision_transformer import VisionTransformer
+from .model import VisionTransformer
 
 # Anchor colours of a dark-to-bright ramp (close to matplotlib's "inferno"), so the library needs no matplotlib.
 _RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)

@@ -1,0 +1,84 @@
+"""Small random SigLIP checkpoints built with transformers itself, for offline tests.
+
+Every parameter is perturbed after transformers' init, so LayerNorm weights
+aren't all ones and biases aren't all zeros: a swapped or skipped tensor shows
+up as a numeric difference, not a silent pass.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import torch
+from transformers import (
+    SiglipConfig,
+    SiglipImageProcessorPil,
+    SiglipModel,
+    SiglipTokenizer,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+from vlm_vision.model import tokenizer
+
+B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+           image_size=224, patch_size=16)
+TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   image_size=32, patch_size=8)
+TINY_TEXT = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 projection_size=64)  # the text head projects into the vision width
+
+_WORDS = dict(
+    adj="red green blue yellow small big happy sad old young bright dark shiny striped spotted wooden".split(),
+    noun="cat dog bird fish horse cow sheep lion tiger bear apple banana car tree house flower boat".split(),
+    place="beach street grass table sofa forest river snow road kitchen".split(),
+)
+
+
+@torch.no_grad()
+def perturb_(model: torch.nn.Module, seed: int, std: float = 0.02) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.add_(torch.randn(p.shape, generator=generator) * std)
+
+
+def sentences(n: int = 400, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        f"a photo of a {rng.choice(_WORDS['adj'])} {rng.choice(_WORDS['noun'])} on the {rng.choice(_WORDS['place'])}."
+        for _ in range(n)
+    ]
+
+
+def train_tokenizer(folder: Path, vocab_size: int = 64) -> SiglipTokenizer:
+    """A real SentencePiece unigram model, trained on a few hundred captions, as a SiglipTokenizer."""
+    return tokenizer.train_tokenizer(sentences(), folder, vocab_size=vocab_size)
+
+
+def vision_checkpoint(folder: Path, seed: int = 0, **config) -> SiglipVisionModel:
+    """Save a random transformers `SiglipVisionModel` (tiny unless told otherwise) to `folder`."""
+    torch.manual_seed(seed)
+    model = SiglipVisionModel(SiglipVisionConfig(**(TINY_VISION | config))).eval()
+    perturb_(model, seed)
+    model.save_pretrained(folder)
+    return model
+
+
+def siglip_checkpoint(folder: Path, seed: int = 0, vision: dict | None = None, text: dict | None = None) -> SiglipModel:
+    """Save a random transformers `SiglipModel` with a trained tokenizer and its preprocessor config."""
+    tokenizer = train_tokenizer(folder)
+    text_config = TINY_TEXT | dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                   eos_token_id=tokenizer.eos_token_id, bos_token_id=None) | (text or {})
+    vision_config = TINY_VISION | (vision or {})
+    torch.manual_seed(seed)
+    model = SiglipModel(SiglipConfig(vision_config=vision_config, text_config=text_config)).eval()
+    perturb_(model, seed)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-2.0)
+    model.save_pretrained(folder)
+    size = vision_config["image_size"]
+    SiglipImageProcessorPil(size={"height": size, "width": size}).save_pretrained(folder)
+    return model

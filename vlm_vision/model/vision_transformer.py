@@ -1,0 +1,266 @@
+"""The SigLIP vision transformer, written from scratch.
+
+pixels (B, C, H, W) -> patch embedding + position embedding -> pre-LN encoder
+blocks -> post-LayerNorm -> attention-pooling head. The output fields mean
+exactly what they mean in transformers' `SiglipVisionModel`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoints import (
+    hf_to_ours, load_weights, ours_to_hf, read_json, resolve_checkpoint, weight_files, write_json, write_safetensors,
+)
+from ..errors import CheckpointError
+from .attention import Attention
+from .attention_pool import AttentionPoolHead
+from .config import VisionConfig
+from .mlp import Mlp
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+@dataclass
+class VisionOutput:
+    last_hidden_state: torch.Tensor  # (B, N, D), after the post-LayerNorm
+    pooler_output: torch.Tensor | None  # (B, D) from the attention-pooling head; None without a head
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, then each block's output (pre-LayerNorm)
+    attentions: tuple[torch.Tensor, ...] | None = None  # each block's weights (B, H, N, N)
+    head_attention: torch.Tensor | None = None  # the probe's weights over patches (B, H, 1, N)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln1(x)), then + mlp(ln2(x))."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        D = config.hidden_size
+        self.norm1 = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.attn = Attention(D, config.num_attention_heads, config.attention_dropout)
+        self.norm2 = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.mlp = Mlp(D, config.intermediate_size, config.hidden_act)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h, weights = self.attn(self.norm1(x), return_weights)
+        x = x + h
+        x = x + self.mlp(self.norm2(x))
+        return x, weights
+
+
+class VisionTransformer(nn.Module):
+    """SigLIP's vision tower. Build with `from_pretrained(...)` or, for random weights, `VisionTransformer(config)`."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        D, p = config.hidden_size, config.patch_size
+        self.patch_embed = nn.Conv2d(config.num_channels, D, kernel_size=p, stride=p)  # non-overlapping patches
+        self.pos_embed = nn.Parameter(torch.empty(config.num_patches, D))  # learned, one per patch, no class token
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.head = (
+            AttentionPoolHead(D, config.num_attention_heads, config.intermediate_size, config.hidden_act,
+                              config.layer_norm_eps)
+            if config.vision_use_head else None
+        )
+        if not self.pos_embed.is_meta:
+            self.init_weights()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pos_embed.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.pos_embed.device
+
+    def set_attn_implementation(self, name: str) -> None:
+        """"sdpa" (fused PyTorch kernel, the default) or "eager" (explicit softmax, can return the weights;
+        on CPU it trains short sequences faster, see vlm_vision.training.train.set_attn_implementation)."""
+        if name not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"Unknown attention implementation {name!r}; choose from {ATTN_IMPLEMENTATIONS}")
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.eager = name == "eager"
+
+    def position_embedding(self, grid_h: int, grid_w: int, interpolate: bool) -> torch.Tensor:
+        """(grid_h * grid_w, D) position embeddings, resized bicubically from the trained grid if asked."""
+        g = self.config.grid_size
+        if (grid_h, grid_w) == (g, g):
+            return self.pos_embed
+        if not interpolate:
+            size = self.config.image_size
+            raise ValueError(
+                f"Input is {grid_h * self.config.patch_size}x{grid_w * self.config.patch_size} px but the model "
+                f"was trained at {size}x{size}: resize the images to {size}x{size}, or pass "
+                f"interpolate_pos_encoding=True to resize the position embeddings instead."
+            )
+        pos = self.pos_embed.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
+        pos = F.interpolate(pos, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        return pos.permute(0, 2, 3, 1).reshape(grid_h * grid_w, -1)  # (grid_h * grid_w, D)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
+    ) -> VisionOutput:
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must be (B, {self.config.num_channels}, H, W); got {tuple(pixel_values.shape)}. "
+                f"Use vlm_vision.ImageProcessor to turn images into pixel values."
+            )
+        p = self.config.patch_size
+        x = self.patch_embed(pixel_values.to(self.dtype))  # (B, D, H/p, W/p)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        x = x + self.position_embedding(pixel_values.shape[2] // p, pixel_values.shape[3] // p,
+                                         interpolate_pos_encoding)
+        # Keep intermediate tensors only when asked: holding them all defeats the allocator's reuse.
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for block in self.blocks:
+            x, weights = block(x, return_weights=output_attentions)
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if attentions is not None:
+                attentions.append(weights)
+        x = self.norm(x)
+        pooled, head_attention = self.head(x, output_attentions) if self.head is not None else (None, None)
+        return VisionOutput(
+            last_hidden_state=x,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+            head_attention=head_attention,
+        )
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Random init following transformers' `SiglipPreTrainedModel._init_weights` scheme."""
+        D = self.config.hidden_size
+        nn.init.normal_(self.pos_embed, std=1 / math.sqrt(D))
+        _lecun_normal_(self.patch_embed.weight)
+        nn.init.zeros_(self.patch_embed.bias)
+        for module in self.modules():
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, Attention):
+                for w in module.qkv.weight.chunk(3):  # as three separate D x D projections
+                    nn.init.xavier_uniform_(w)
+                nn.init.xavier_uniform_(module.proj.weight)
+                nn.init.zeros_(module.qkv.bias)
+                nn.init.zeros_(module.proj.bias)
+            elif isinstance(module, Mlp):
+                for fc in (module.fc1, module.fc2):
+                    nn.init.xavier_uniform_(fc.weight)
+                    nn.init.normal_(fc.bias, std=1e-6)
+        if self.head is not None:
+            head = self.head
+            nn.init.xavier_uniform_(head.probe)
+            bound = math.sqrt(6 / (D + 3 * D))  # xavier over the (3D, D) in_proj of nn.MultiheadAttention
+            nn.init.uniform_(head.q.weight, -bound, bound)
+            nn.init.uniform_(head.kv.weight, -bound, bound)
+            nn.init.zeros_(head.q.bias)
+            nn.init.zeros_(head.kv.bias)
+            _lecun_normal_(head.proj.weight)
+            nn.init.zeros_(head.proj.bias)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        *,
+        revision: str | None = None,
+        config: VisionConfig | None = None,
+        allow_pickle: bool = False,
+    ) -> VisionTransformer:
+        """Load a SigLIP vision tower in eval mode (float32 unless `dtype` says otherwise).
+
+        `name_or_path` is a Hub id (e.g. "google/siglip-base-patch16-224"), a checkpoint
+        folder of a `SiglipVisionModel` or `SiglipModel`, or a `.safetensors` file
+        (its config comes from a `config.json` beside it, or from `config`).
+        """
+        device = as_device(device)
+        path = resolve_checkpoint(name_or_path, revision=revision, allow_pickle=allow_pickle)
+        folder = path if path.is_dir() else path.parent
+        files = weight_files(folder, allow_pickle) if path.is_dir() else [path]
+        if config is None:
+            raw = read_json(folder, "config.json")
+            if raw is None:
+                raise CheckpointError(
+                    f"No config.json in {folder}, so the architecture of {path.name} is unknown: "
+                    f"pass config=VisionConfig(...) (see vlm_vision.PRESETS)."
+                )
+            config = VisionConfig.from_hf_dict(raw)
+        model = cls.from_hf_state_dict(load_weights(files, allow_pickle=allow_pickle), config)
+        return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()
+
+    @classmethod
+    def from_hf_state_dict(cls, state: dict[str, torch.Tensor], config: VisionConfig) -> VisionTransformer:
+        """A tower holding transformers-format weights (strictly checked), built without random init."""
+        with torch.device("meta"):  # no memory, no random init: every tensor comes from `state`
+            model = cls(config)
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        model.load_state_dict(hf_to_ours(state, config, shapes), strict=True, assign=True)
+        return model
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """Our weights under transformers' keys, `vision_model.`-prefixed as SigLIP checkpoints store them."""
+        return {f"vision_model.{k}": v for k, v in ours_to_hf(self.state_dict(), self.config).items()}
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write config.json and model.safetensors that transformers' `SiglipVisionModel` loads."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_safetensors(folder / "model.safetensors", self.hf_state_dict())
+        write_json(folder / "config.json", self.config.to_hf_dict())
+
+
+def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """Accept torch dtypes and their names ("bfloat16", "float16", "float32")."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"Unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
+    return resolved
+
+
+def as_device(device: torch.device | str | None) -> torch.device | None:
+    """`device` as a torch.device (None stays None), refused up front with what to use where this machine has none
+    such: otherwise a missing GPU surfaces deep inside `.to()` as "Torch not compiled with CUDA enabled"."""
+    if device is None or isinstance(device, torch.device) and device.type == "cpu":
+        return device
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"Unknown device {device!r}; use e.g. 'cpu', 'cuda' or 'cuda:1'") from e
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"Device {str(device)!r}: CUDA is not available on this machine (torch "
+                             f"{torch.__version__}); use 'cpu'")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"Device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"Device {str(device)!r}: MPS is not available on this machine; use 'cpu'")
+    return resolved
+
+
+def _lecun_normal_(weight: torch.Tensor) -> None:
+    """Truncated normal with variance 1/fan_in (flax's lecun_normal, as transformers uses for SigLIP)."""
+    fan_in = weight[0].numel()
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # undo the truncation's variance loss
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
