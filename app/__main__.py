@@ -42,10 +42,8 @@ def demo_index() -> Path:
 
     It is a cache: built with an earlier embedded model (an older vlm-vision), it is rebuilt.
     """
-    from vlm_vision.index import PhotoIndex
-    from vlm_vision.index import ModelMismatchError
-
     from vlm_vision.checkpoints import SAMPLES
+    from vlm_vision.index import ModelMismatchError, PhotoIndex
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlm-vision" / "demo"
     db = cache / "samples.db"
@@ -88,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Index: {index}")
     import faiss
 
-    from vlm_vision.index import ModelMismatchError, SchemaError
     from vlm_vision.errors import CheckpointError
+    from vlm_vision.index import ModelMismatchError, SchemaError
 
     faiss.omp_set_num_threads(1)  # single queries: see index/__main__.py
     try:

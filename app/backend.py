@@ -17,13 +17,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlm_vision.index import PhotoIndex
-from vlm_vision.index import BuildLockedError, IndexNotFoundError, ModelMismatchError, QueryError, SchemaError
-from vlm_vision.model import DualEncoder
+from vlm_vision.checkpoints import DEFAULT_CAPTIONER, default_model
 from vlm_vision.errors import ImageLoadError
 from vlm_vision.explain import overlay_heatmap, pooling_attention
-from vlm_vision.checkpoints import DEFAULT_CAPTIONER, default_model
-from vlm_vision.model import load_image
+from vlm_vision.index import (
+    BuildLockedError,
+    IndexNotFoundError,
+    ModelMismatchError,
+    PhotoIndex,
+    QueryError,
+    SchemaError,
+)
+from vlm_vision.model import DualEncoder, load_image
 
 from .thumbnails import ThumbnailCache
 

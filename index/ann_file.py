@@ -24,8 +24,9 @@ from typing import BinaryIO
 
 import faiss
 
-from .ann import index_type_of
 from vlm_vision.checkpoints import replace_atomically
+
+from .ann import index_type_of
 
 logger = logging.getLogger(__name__)
 

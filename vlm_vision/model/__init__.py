@@ -4,7 +4,13 @@ image processor, the text tokenizer and prompt templates, and the image-text dua
 from ..lazy import lazy_attributes
 from .config import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, PRESETS, VisionConfig
 from .processor import (
-    DEFAULT_MAX_PIXELS, DRAFT_SCALE, ImageInput, ImageProcessor, convert_to_rgb, load_image, open_image,
+    DEFAULT_MAX_PIXELS,
+    DRAFT_SCALE,
+    ImageInput,
+    ImageProcessor,
+    convert_to_rgb,
+    load_image,
+    open_image,
 )
 from .prompts import fill_template
 from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionOutput, VisionTransformer, as_device, as_dtype

@@ -18,7 +18,14 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel, SiglipTokenizer
 
 from ..checkpoints import (
-    check_keys, default_model, load_weights, mismatch_message, read_json, resolve_checkpoint, weight_files, write_json,
+    check_keys,
+    default_model,
+    load_weights,
+    mismatch_message,
+    read_json,
+    resolve_checkpoint,
+    weight_files,
+    write_json,
     write_safetensors,
 )
 from ..errors import CheckpointError

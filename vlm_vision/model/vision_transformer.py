@@ -16,7 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import (
-    hf_to_ours, load_weights, ours_to_hf, read_json, resolve_checkpoint, weight_files, write_json, write_safetensors,
+    hf_to_ours,
+    load_weights,
+    ours_to_hf,
+    read_json,
+    resolve_checkpoint,
+    weight_files,
+    write_json,
+    write_safetensors,
 )
 from ..errors import CheckpointError
 from .attention import Attention

@@ -43,8 +43,16 @@ from transformers import PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextMo
 from ..checkpoints import replace_atomically
 from ..errors import CheckpointError
 from ..model import (
-    ATTN_IMPLEMENTATIONS, INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, DualEncoder, ImageProcessor, VisionConfig,
-    VisionTransformer, as_device, token_ids, train_tokenizer,
+    ATTN_IMPLEMENTATIONS,
+    INIT_LOGIT_BIAS,
+    INIT_LOGIT_SCALE,
+    DualEncoder,
+    ImageProcessor,
+    VisionConfig,
+    VisionTransformer,
+    as_device,
+    token_ids,
+    train_tokenizer,
 )
 from . import losses
 from .augment import EmojiAugment, StyleAugment

@@ -40,8 +40,17 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from ..checkpoints import default_model, resolve_checkpoint, write_json
 from ..model import VisionTransformer, load_processor
 from ..training import (
-    CaptionRecord, EmojiAugment, ImageCaptionDataset, finish, init_distributed, lr_factor, optimizer_step,
-    parse_config, process_batches, read_records, save_atomically,
+    CaptionRecord,
+    EmojiAugment,
+    ImageCaptionDataset,
+    finish,
+    init_distributed,
+    lr_factor,
+    optimizer_step,
+    parse_config,
+    process_batches,
+    read_records,
+    save_atomically,
 )
 from .model import IGNORE_INDEX, VisionLanguageModel
 from .projector import FEATURE_TYPES, PROJECTOR_TYPES, Projector, ProjectorConfig
