@@ -9,6 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from vlm_vision.model import AUTO, DTYPE_CHOICES, DTYPE_HELP
+
 EXAMPLE = """examples:
   vlm-app                                   # the embedded model and a demo index of the sample images
   vlm-app --index ~/Pictures/.vlm-index.db  # your own index (vlm-index build ~/Pictures --db ...)
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="vision-language model for the Describe tab (default: the embedded emoji-captioner "
                              "when present)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--dtype", default=AUTO, choices=DTYPE_CHOICES, help=DTYPE_HELP)
     parser.add_argument("--max-upload-mb", type=int, default=25, help="largest upload accepted (25 MB)")
     return parser
 
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(1)  # single queries: see index/__main__.py
     try:
-        backend = Backend(index, args.model, device=args.device, captioner=args.captioner)
+        backend = Backend(index, args.model, device=args.device, dtype=args.dtype, captioner=args.captioner)
     except (ModelMismatchError, SchemaError, CheckpointError, ValueError) as e:  # ValueError: a device not here
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ from vlm_vision.index import (
     QueryError,
     SchemaError,
 )
-from vlm_vision.model import DualEncoder, load_image
+from vlm_vision.model import AUTO, DualEncoder, load_image
 
 from .thumbnails import ThumbnailCache
 
@@ -62,7 +62,7 @@ class Backend:
     """The model and the index, loaded once and shared by every request."""
 
     def __init__(self, index: str | os.PathLike | None, model: str | os.PathLike | None = None, *,
-                 device: str = "cpu", thumbnails: str | os.PathLike | None = None,
+                 device: str = "cpu", dtype: str = AUTO, thumbnails: str | os.PathLike | None = None,
                  captioner: str | os.PathLike | None = None) -> None:
         self.index_path = Path(index) if index is not None else None
         self.index: PhotoIndex | None = None
@@ -70,7 +70,7 @@ class Backend:
         recorded = None
         if self.index_path is not None:
             try:
-                self.index = PhotoIndex(self.index_path, model, device=device)
+                self.index = PhotoIndex(self.index_path, model, device=device, dtype=dtype)
                 recorded = self.index.db.model_info()
             except (IndexNotFoundError, SchemaError) as e:
                 self.index_problem = str(e)
@@ -79,7 +79,7 @@ class Backend:
             self.model = self.index.model  # loads the index's model (or `model`), checked against the index
         else:
             source = default_model() if name in (None, "default") else name
-            self.model = DualEncoder.from_pretrained(source, device=device)
+            self.model = DualEncoder.from_pretrained(source, device=device, dtype=dtype)
             if self.index is not None:  # an empty index: use it with this model
                 self.index = PhotoIndex(self.index_path, self.model)
         self.model_name = str(name or "default")

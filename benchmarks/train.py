@@ -38,7 +38,7 @@ import torch
 
 def time_loss(name: str, batch: int, dim: int, repeats: int) -> tuple[float, float]:
     """(median ms, peak MiB above baseline) of forward + backward of one loss."""
-    from vlm_vision import losses
+    from vlm_vision.training import losses
 
     generator = torch.Generator().manual_seed(0)
     image = torch.nn.functional.normalize(torch.randn(batch, dim, generator=generator), dim=-1).requires_grad_()
@@ -90,7 +90,7 @@ def loss_part(batch_sizes: list[int], dim: int, repeats: int) -> None:
 def step_part(min_time: float) -> None:
     from transformers import SiglipConfig, SiglipModel
 
-    from vlm_vision import losses
+    from vlm_vision.training import losses
     from vlm_vision.checkpoints.convert import ours_to_hf
     from vlm_vision.training.train import TrainConfig, build_model, build_optimizer, set_attn_implementation
 

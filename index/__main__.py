@@ -9,6 +9,7 @@ import os
 import sys
 
 from vlm_vision.errors import CheckpointError, ImageLoadError
+from vlm_vision.model import AUTO, DTYPE_CHOICES, DTYPE_HELP
 
 from . import ann
 from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError
@@ -21,7 +22,7 @@ MODEL_HELP = ("Hub id (e.g. google/siglip-base-patch16-224) or local SigLIP chec
 
 BUILD_EXAMPLE = """examples:
   vlm-index build data/samples --db /tmp/samples.db
-  vlm-index build ~/Pictures ~/Phone --model google/siglip-base-patch16-224 --dtype bfloat16
+  vlm-index build ~/Pictures ~/Phone --model google/siglip-base-patch16-224
 
 Incremental: unchanged files (same size and mtime) are not read again, renamed
 and duplicated files reuse their vectors, deleted files leave the index. Files
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=None,
                        help="decoding processes beside the model (default: CPU cores - 1, at most 8; 0: none)")
     build.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    build.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    build.add_argument("--dtype", default=AUTO, choices=DTYPE_CHOICES, help=DTYPE_HELP)
     build.add_argument("--index-type", default=None, choices=["auto", "flat", "hnsw", "ivf"],
                        help="FAISS index (default auto: exact flat while small, approximate when large; "
                             f"ivf needs {ann.IVF_MIN_TRAINING} vectors to train, and fewer get flat)")

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from vlm_vision.checkpoints import DEFAULT_MODEL, default_model, resolve_checkpoint
+from vlm_vision.model import AUTO
 
 from . import ann, ann_file
 from .build import BuildProgress, BuildSummary, run_build
@@ -102,7 +103,8 @@ def folder_roots(folders: Sequence[str | os.PathLike]) -> list[str]:
 
 
 class PhotoIndex:
-    """A photo index at `db` (default: `default_db_path()`), used with `model` (default: the index's own).
+    """A photo index at `db` (default: `default_db_path()`), used with `model` (default: the index's own) in `dtype`
+    ("auto": bfloat16 where `device` computes it natively, else float32; fp32 and bf16 vectors are interchangeable).
 
     >>> index = PhotoIndex("photos.db", create=True)
     >>> index.build(["~/Pictures"])
@@ -110,7 +112,7 @@ class PhotoIndex:
     """
 
     def __init__(self, db: str | os.PathLike | None = None, model: str | os.PathLike | DualEncoder | None = None, *,
-                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = AUTO,
                  create: bool = False) -> None:
         self.db = Database(Path(db).expanduser() if db is not None else default_db_path(), create=create)
         self.ann_path = self.db.path.with_name(self.db.path.name + ".faiss")

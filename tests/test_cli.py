@@ -33,7 +33,7 @@ def test_classify_prints_ranked_probabilities(tiny_siglip, image, capsys):
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == str(image)
-    expected = DualEncoder.from_pretrained(folder).classify(image, ["red cat", "dog", "tree"])
+    expected = DualEncoder.from_pretrained(folder, dtype="auto").classify(image, ["red cat", "dog", "tree"])
     assert [line.split(maxsplit=1) for line in lines[1:]] == [[f"{p:.4f}", label] for label, p in expected]
 
 

@@ -14,6 +14,7 @@ import sys
 
 from .checkpoints import default_model
 from .errors import CheckpointError, ImageLoadError
+from .model import AUTO, DTYPE_CHOICES, DTYPE_HELP
 
 CLASSIFY_EXAMPLE = """examples:
   vlm-vision classify data/samples/red_heart.png --labels "red heart, blue heart, pizza" --template "{}"
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--template", default=None, help='prompt with {} for the label (default: '
                                                            '"This is a photo of {}.")')
     classify.add_argument("--top", type=positive_int, default=None, help="print only the K most probable labels")
-    classify.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    classify.add_argument("--dtype", default=AUTO, choices=DTYPE_CHOICES, help=DTYPE_HELP)
     classify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     classify.add_argument("--json", action="store_true", help="print one JSON object per image")
     for name, (_, help_text) in COMMANDS.items():  # listed for --help; `main` hands them their arguments

@@ -36,9 +36,23 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(photos):
-    backend = Backend(photos[1])
+    backend = Backend(photos[1], dtype="float32")  # exact: its answers equal Python's to 1e-5 on every CPU
     yield backend
     backend.close()
+
+
+def test_the_model_takes_the_dtype_asked_for_and_auto_by_default(photos, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)  # an AVX2 CPU: auto is float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
+        for index in (photos[1], None):  # the index's model, and the model alone
+            backend = Backend(index, dtype=dtype)
+            try:
+                assert backend.model.vision.dtype == expected
+            finally:
+                backend.close()
 
 
 def test_split_labels():

@@ -310,7 +310,7 @@ def test_write_safetensors_writes_disjoint_views_of_one_buffer_as_safetensors_sa
 
 def test_a_device_this_machine_lacks_is_refused_before_loading(tiny_vision, tiny_siglip, monkeypatch):
     from vlm_vision import DualEncoder
-    from vlm_vision.model.vision_transformer import as_device
+    from vlm_vision.model.device import as_device
 
     assert as_device(None) is None and as_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="Unknown device 'gpu0'; use e.g. 'cpu', 'cuda'"):

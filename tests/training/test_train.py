@@ -261,7 +261,8 @@ def test_help_shows_each_fields_comment_and_default(capsys):
         parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "--lr LR peak learning rate, after linear warmup, then cosine decay to 0 (default: 0.001)" in text
-    assert "--bf16, --no-bf16 bfloat16 autocast for the towers (losses stay float32) (default: on)" in text
+    assert ("--bf16, --no-bf16 bf16 autocast of the towers (losses stay fp32); unset: if the device has bf16 units"
+            in text)
     assert "vlm-vision train --data" in text  # the module's examples
 
 
@@ -318,7 +319,8 @@ def test_config_file_and_flags(tmp_path, shapes_data):
     ('{"data": ["x"], "style_augment": true, "style_p": "0.8"}', "key 'style_p' must be a number, got \"0.8\""),
     ('{"data": ["x"], "steps": true}', "key 'steps' must be a whole number, got true"),
     ('{"data": ["x"], "steps": 7.5}', "key 'steps' must be a whole number, got 7.5"),
-    ('{"data": ["x"], "bf16": "no"}', "key 'bf16' must be true or false, got \"no\""),
+    ('{"data": ["x"], "bf16": "no"}', "key 'bf16' must be true, false or null, got \"no\""),
+    ('{"data": ["x"], "augment": null}', "key 'augment' must be true or false, got null"),
     ('{"data": [1]}', "key 'data' must be a non-empty string or a list of them, got \\[1\\]"),
     ('{"data": ""}', "key 'data' must be a non-empty string or a list of them, got \"\""),
     ('{"data": ["x"], "lr": NaN}', "not valid JSON: NaN is not a number a config can use"),
@@ -346,7 +348,7 @@ def test_size_defaults_are_the_embedded_models(tmp_path):
     sized = {f.name for f in dataclasses.fields(TrainConfig) if f.type == "int | None"}
     assert set(train_module.DEFAULT_SIZES) == sized == set(train_module._VISION_FLAGS) | set(train_module._TEXT_FLAGS)
     defaults = TrainConfig(data=("x",))
-    assert None not in dataclasses.astuple(defaults)
+    assert None not in [getattr(defaults, name) for name in sized]
     resolved, _ = train_module.load_init(TrainConfig(data=("x",), init=str(DEFAULT_MODEL)))
     assert {name: getattr(defaults, name) for name in train_module.DEFAULT_SIZES} == \
         {name: getattr(resolved, name) for name in train_module.DEFAULT_SIZES}

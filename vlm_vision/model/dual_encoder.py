@@ -30,9 +30,10 @@ from ..checkpoints import (
 )
 from ..errors import CheckpointError
 from .config import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, VisionConfig
+from .device import as_device, compute_dtype
 from .processor import ImageInput, ImageProcessor
 from .prompts import fill_template
-from .vision_transformer import VisionTransformer, as_device, as_dtype
+from .vision_transformer import VisionTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class DualEncoder(nn.Module):
         model = cls(vision, text, _load_tokenizer(folder), load_processor(folder, vision_config),
                     state["logit_scale"].item(), state["logit_bias"].item())
         model.name_or_path = str(name_or_path)
-        return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()
+        return model.to(device=device, dtype=compute_dtype(dtype, device)).eval()
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write a transformers `SiglipModel` checkpoint: config, weights, tokenizer and preprocessor config."""

@@ -29,6 +29,7 @@ from ..errors import CheckpointError
 from .attention import Attention
 from .attention_pool import AttentionPoolHead
 from .config import VisionConfig
+from .device import as_device, compute_dtype
 from .mlp import Mlp
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -211,7 +212,7 @@ class VisionTransformer(nn.Module):
                 )
             config = VisionConfig.from_hf_dict(raw)
         model = cls.from_hf_state_dict(load_weights(files, allow_pickle=allow_pickle), config)
-        return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()
+        return model.to(device=device, dtype=compute_dtype(dtype, device)).eval()
 
     @classmethod
     def from_hf_state_dict(cls, state: dict[str, torch.Tensor], config: VisionConfig) -> VisionTransformer:
@@ -232,38 +233,6 @@ class VisionTransformer(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         write_safetensors(folder / "model.safetensors", self.hf_state_dict())
         write_json(folder / "config.json", self.config.to_hf_dict())
-
-
-def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """Accept torch dtypes and their names ("bfloat16", "float16", "float32")."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"Unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
-    return resolved
-
-
-def as_device(device: torch.device | str | None) -> torch.device | None:
-    """`device` as a torch.device (None stays None), refused up front with what to use where this machine has none
-    such: otherwise a missing GPU surfaces deep inside `.to()` as "Torch not compiled with CUDA enabled"."""
-    if device is None or isinstance(device, torch.device) and device.type == "cpu":
-        return device
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"Unknown device {device!r}; use e.g. 'cpu', 'cuda' or 'cuda:1'") from e
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"Device {str(device)!r}: CUDA is not available on this machine (torch "
-                             f"{torch.__version__}); use 'cpu'")
-        if resolved.index is not None and resolved.index >= count:
-            raise ValueError(f"Device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to "
-                             f"cuda:{count - 1}")
-    elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"Device {str(device)!r}: MPS is not available on this machine; use 'cpu'")
-    return resolved
 
 
 def _lecun_normal_(weight: torch.Tensor) -> None:

@@ -42,8 +42,8 @@ def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
                  description: str | None) -> tuple[Any, int | None]:
     """(a config dataclass from an optional JSON --config file overridden by flags named after its fields, --stop-at).
 
-    Fields typed `bool` become --x/--no-x, `int` (or `int | None`, None when left out) and `float` are parsed as
-    such, a field named `data` takes one or more values; every other field is a string.
+    Fields typed `bool` (or `bool | None`, None when left out) become --x/--no-x, `int` (or `int | None`) and
+    `float` are parsed as such, a field named `data` takes one or more values; every other field is a string.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,14 +52,14 @@ def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
     comments = field_comments(config_class)
     for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            default = " (default: on)" if f.default else " (default: off)"
+        if f.type in ("bool", "bool | None"):
+            default = {True: " (default: on)", False: " (default: off)", None: ""}[f.default]
         else:
             default = "" if f.default in ((), "", None) else f" (default: {f.default})"
         help_text = (comments.get(f.name, "") + default).strip().replace("%", "%%") or None
         if f.name == "data":
             parser.add_argument(flag, nargs="+", default=None, help=help_text)
-        elif f.type == "bool":
+        elif f.type in ("bool", "bool | None"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(flag, type={"int": int, "int | None": int, "float": float}.get(f.type, str),
@@ -79,6 +79,7 @@ def parse_config(config_class: type[Any], argv: list[str] | None, prog: str,
 # What a JSON value must be for each declared field type, and how to say it.
 _JSON_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "bool | None": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
     "int | None": (lambda v: v is None or isinstance(v, int) and not isinstance(v, bool), "a whole number or null"),
     "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),

@@ -53,6 +53,7 @@ from ..model import (
     as_device,
     token_ids,
     train_tokenizer,
+    use_bf16_autocast,
 )
 from . import losses
 from .augment import EmojiAugment, StyleAugment
@@ -99,7 +100,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # AdamW, on matrices only (not biases, norms, embeddings, t', b)
     beta2: float = 0.95  # SigLIP paper: lower beta2 stabilises sigmoid-loss training
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
-    bf16: bool = True  # bfloat16 autocast for the towers (losses stay float32)
+    bf16: bool | None = None  # bf16 autocast of the towers (losses stay fp32); unset: if the device has bf16 units
     attn_implementation: str = "auto"  # "sdpa" or "eager"; "auto": eager on CPU, where SDPA's backward is slow
     augment: bool = True  # colour-preserving crops and rotations
     style_augment: bool = False  # also StyleAugment: blur, downscale, thin outlines or median on some images
@@ -350,7 +351,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     if per_epoch == 0:
         raise ValueError(f"{len(records)} training pairs can't fill one batch of {cfg.batch_size}")
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16_autocast(cfg.bf16, device))
     started, samples = time.perf_counter(), 0
     last = min(cfg.steps, stop_at or cfg.steps)
     if step < last:

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..checkpoints import check_keys, load_weights, mismatch_message, read_json, write_json, write_safetensors
 from ..errors import CheckpointError
-from ..model import ImageInput, ImageProcessor, VisionTransformer, as_device, as_dtype
+from ..model import ImageInput, ImageProcessor, VisionTransformer, as_device, compute_dtype
 from .projector import Projector, ProjectorConfig, select_features
 
 logger = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ class VisionLanguageModel(nn.Module):
         if raw is None:
             raise CheckpointError(f"No {CONFIG_NAME} in {folder}: not a folder written by "
                                   f"VisionLanguageModel.save_pretrained")
-        dtype = as_dtype(dtype) or torch.float32
+        dtype = compute_dtype(dtype, device)
         vision_ref = _resolve(raw["vision"], folder, "vision tower")
         lm_ref = _resolve(raw["language_model"], folder, "language model")
         vision = VisionTransformer.from_pretrained(vision_ref or folder / "vision", dtype, device)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from ..checkpoints import default_model, resolve_checkpoint, write_json
-from ..model import VisionTransformer, load_processor
+from ..model import VisionTransformer, load_processor, use_bf16_autocast
 from ..training import (
     CaptionRecord,
     EmojiAugment,
@@ -87,7 +87,7 @@ class ProjectorTrainConfig:
     warmup_steps: int = 30  # linear warmup, then cosine decay to 0 (LLaVA-1.5: warmup ratio 0.03)
     weight_decay: float = 0.0  # AdamW, on matrices only (LLaVA-1.5: 0)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
-    bf16: bool = True  # bfloat16 autocast (the loss is computed in float32)
+    bf16: bool | None = None  # bf16 autocast (the loss stays fp32); unset: where the device has bf16 units
     augment: bool = True  # colour-preserving crops and rotations (EmojiAugment)
     workers: int = 2  # DataLoader worker processes
     seed: int = 0
@@ -321,7 +321,7 @@ def train(cfg: ProjectorTrainConfig, progress: bool = True, stop_at: int | None 
     dataset = ImageCaptionDataset(records, model.processor, augment=EmojiAugment() if cfg.augment else None,
                                   seed=cfg.seed)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16_autocast(cfg.bf16, device))
     started, samples = time.perf_counter(), 0
     last = min(cfg.steps, stop_at or cfg.steps)
     if step < last:
