@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import shutil
@@ -40,20 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def demo_index() -> Path:
+def demo_index(samples: Path | None = None) -> Path:
     """A small index of the sample images in the user's cache, built (or brought up to date) now.
 
-    It is a cache: built with an earlier embedded model (an older vlm-vision), it is rebuilt.
+    It is a cache: built with an earlier embedded model (an older vlm-vision), it is rebuilt. Each copy of the
+    samples (a checkout, an installed wheel) has its own, so that no search shows the same picture twice.
     """
     from vlm_vision.checkpoints import SAMPLES
     from vlm_vision.index import ModelMismatchError, PhotoIndex
 
+    samples = samples or SAMPLES
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlm-vision" / "demo"
-    db = cache / "samples.db"
+    db = cache / f"samples-{hashlib.sha1(str(samples.resolve()).encode()).hexdigest()[:12]}.db"
 
     def build() -> None:
         with PhotoIndex(db, create=True) as index:
-            index.build([SAMPLES], workers=0)
+            index.build([samples], workers=0)
 
     try:
         build()

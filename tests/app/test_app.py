@@ -191,6 +191,21 @@ def test_demo_index_of_an_earlier_embedded_model_is_rebuilt(tmp_path, monkeypatc
         index.search("red apple", k=1)
 
 
+def test_each_copy_of_the_samples_has_its_own_demo_index(tmp_path, monkeypatch):
+    """A checkout and an installed wheel share the user's cache: one index for both showed every sample twice."""
+    from vlm_vision.app.__main__ import demo_index
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    other = tmp_path / "site-packages" / "samples"
+    shutil.copytree(SAMPLES, other)
+    first, second = demo_index(), demo_index(other)
+    assert first != second and first.parent == second.parent
+    for db, folder in ((first, SAMPLES), (second, other)):
+        with PhotoIndex(db) as index:
+            hits = index.search("red apple", k=20)
+            assert [Path(hit.path).parent for hit in hits] == [folder.resolve()] * len(hits) == [folder.resolve()] * 12
+
+
 @pytest.fixture(scope="module")
 def server(backend):
     from vlm_vision.app.__main__ import launch_options
