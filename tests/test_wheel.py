@@ -27,7 +27,7 @@ PROBE = """
 import json, sys, torch
 torch.set_num_threads(1)
 import vlm_vision
-from vlm_vision import DualEncoder
+from vlm_vision import DualEncoder, VisionLanguageModel, VisionTransformer
 from vlm_vision.app import build_demo
 from vlm_vision.checkpoints import DEFAULT_CAPTIONER, SAMPLES
 from vlm_vision.index import PhotoIndex
@@ -36,7 +36,9 @@ model = DualEncoder.from_pretrained()
 images = sorted(SAMPLES.glob("*.png"))
 torch.save(model.logits(images, json.loads(sys.argv[1])), sys.argv[2])
 print(json.dumps({"package": vlm_vision.__file__, "samples": str(SAMPLES), "images": [p.name for p in images],
-                  "captioner": (DEFAULT_CAPTIONER / "vlm_config.json").is_file()}))
+                  "captioner": VisionLanguageModel.from_pretrained().generate([SAMPLES / "rocket.png"]),
+                  "tower": VisionTransformer.from_pretrained().config.hidden_size,
+                  "captioner_folder": str(DEFAULT_CAPTIONER)}))
 """
 
 
@@ -109,7 +111,8 @@ def test_the_installed_wheel_works_outside_the_tree(installed, tmp_path):
                            cwd=outside, env=env))
     site = Path(probe["package"]).parent.parent
     assert site.is_relative_to(bin_dir.parent) and Path(probe["samples"]).is_relative_to(site)
-    assert probe["captioner"]
+    assert probe["captioner"] == ["rocket"] and probe["tower"] == 192
+    assert Path(probe["captioner_folder"]).is_relative_to(site)
 
     from vlm_vision import DualEncoder
     from vlm_vision.checkpoints import SAMPLES

@@ -50,6 +50,17 @@ def test_transformers_and_dual_encoder_agree(model):
     torch.testing.assert_close(model.logits(images, texts), expected, atol=1e-4, rtol=0)
 
 
+def test_loaders_without_a_name_load_the_embedded_models(model):
+    from vlm_vision import VisionLanguageModel, VisionTransformer
+    from vlm_vision.checkpoints import DEFAULT_CAPTIONER
+
+    tower = VisionTransformer.from_pretrained().state_dict()
+    assert all(torch.equal(tower[k], v) for k, v in model.vision.state_dict().items())
+    assert DualEncoder.from_pretrained().logit_bias.item() == model.logit_bias.item()
+    captioner = VisionLanguageModel.from_pretrained()
+    assert captioner.prompt == VisionLanguageModel.from_pretrained(DEFAULT_CAPTIONER).prompt == "<image> name:"
+
+
 def test_held_out_zero_shot_floor(model):
     records = read_records(EVAL / "twitter" / "captions.jsonl")
     classes = (EVAL / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import (
+    default_model,
     hf_to_ours,
     load_weights,
     ours_to_hf,
@@ -185,7 +186,7 @@ class VisionTransformer(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | Path,
+        name_or_path: str | Path | None = None,
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
         *,
@@ -197,9 +198,11 @@ class VisionTransformer(nn.Module):
 
         `name_or_path` is a Hub id (e.g. "google/siglip-base-patch16-224"), a checkpoint
         folder of a `SiglipVisionModel` or `SiglipModel`, or a `.safetensors` file
-        (its config comes from a `config.json` beside it, or from `config`).
+        (its config comes from a `config.json` beside it, or from `config`); with none, the embedded
+        default model's tower.
         """
         device = as_device(device)
+        name_or_path = default_model() if name_or_path is None else name_or_path
         path = resolve_checkpoint(name_or_path, revision=revision, allow_pickle=allow_pickle)
         folder = path if path.is_dir() else path.parent
         files = weight_files(folder, allow_pickle) if path.is_dir() else [path]

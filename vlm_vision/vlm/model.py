@@ -22,7 +22,15 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..checkpoints import check_keys, load_weights, mismatch_message, read_json, write_json, write_safetensors
+from ..checkpoints import (
+    DEFAULT_CAPTIONER,
+    check_keys,
+    load_weights,
+    mismatch_message,
+    read_json,
+    write_json,
+    write_safetensors,
+)
 from ..errors import CheckpointError
 from ..model import ImageInput, ImageProcessor, VisionTransformer, as_device, compute_dtype
 from .projector import Projector, ProjectorConfig, select_features
@@ -258,11 +266,15 @@ class VisionLanguageModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | Path, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
+        cls,
+        folder: str | Path | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
     ) -> VisionLanguageModel:
-        """Load a folder written by `save_pretrained`, in eval mode (float32 unless `dtype` says otherwise)."""
+        """Load a folder written by `save_pretrained` (none: the embedded emoji captioner), in eval mode (float32
+        unless `dtype` says otherwise)."""
         device = as_device(device)
-        folder = Path(folder)
+        folder = Path(DEFAULT_CAPTIONER if folder is None else folder)
         raw = read_json(folder, CONFIG_NAME)
         if raw is None:
             raise CheckpointError(f"No {CONFIG_NAME} in {folder}: not a folder written by "
