@@ -1,0 +1,119 @@
+"""Does "auto" pick the faster precision on this machine? bf16 against fp32, interleaved, for what users run.
+
+    python benchmarks/precision.py                  # about 2 minutes on 2 cores
+    python benchmarks/precision.py --min-time 20
+
+Rows, each in bf16 and in fp32 on the same weights and inputs:
+- training step of the default config (the embedded model's sizes, 64 px, batch 256, eager attention as
+  TrainConfig's "auto" picks on CPU): forward under autocast, sigmoid loss, backward, AdamW;
+- the embedded model's image encoder (weights in the dtype, as `dtype=` loads them), batch 256;
+- a B/16@224 vision tower (random weights), batch 16.
+Each row prints samples/s in both, the bf16/fp32 ratio, what `auto` picks here and whether that is the faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from vlm_vision import PRESETS, VisionTransformer
+from vlm_vision.checkpoints import DEFAULT_MODEL
+from vlm_vision.model import auto_dtype, native_bf16
+
+
+def cpu_line() -> str:
+    name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                platform.processor()) if platform.system() == "Linux" else platform.processor()
+    return (f"{name}, {torch.backends.cpu.get_cpu_capability()}, AVX-512 BF16 "
+            f"{torch.cpu._is_avx512_bf16_supported()}, AMX {torch.cpu._is_amx_tile_supported()}, "
+            f"VNNI {torch.cpu._is_vnni_supported()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+
+def interleaved(runs: dict[str, Callable[[], None]], min_time: float) -> dict[str, float]:
+    """Median seconds of each run, alternating them so that a drift in the machine's speed touches each alike."""
+    for run in runs.values():  # warm-up
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_time or min(map(len, times.values())) < 3:
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def training_steps() -> tuple[int, dict[str, Callable[[], None]]]:
+    from vlm_vision.training import losses
+    from vlm_vision.training.train import TrainConfig, build_model, build_optimizer, set_attn_implementation
+
+    class _Tokenizer:  # token ids are fed directly; only the vocabulary size matters
+        pad_token_id, eos_token_id = 0, 1
+
+        def __len__(self) -> int:
+            return 4000
+
+    cfg = TrainConfig(data=("unused",))
+    model = build_model(cfg, _Tokenizer()).train()
+    set_attn_implementation(model, "eager", torch.device("cpu"))
+    optimizer = build_optimizer(model, cfg)
+    pixels = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size)
+    ids = torch.randint(2, 4000, (cfg.batch_size, cfg.context_length))
+
+    def step(bf16: bool) -> Callable[[], None]:
+        def run() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                image, text = model(pixels, ids)
+            loss = losses.sigmoid_loss(image, text, model.logit_scale, model.logit_bias)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return run
+
+    return cfg.batch_size, {"bf16": step(True), "fp32": step(False)}
+
+
+def encoders(make: Callable[[], VisionTransformer], batch: int) -> dict[str, Callable[[], None]]:
+    runs = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        model = make().to(dtype).eval()
+        size = model.config.image_size
+        pixels = torch.randn(batch, 3, size, size)
+
+        def run(model=model, pixels=pixels) -> None:
+            with torch.inference_mode():
+                model(pixels)
+        runs[name] = run
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--min-time", type=float, default=15.0, help="seconds per row, at least 3 runs of each")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    picks = "bf16" if auto_dtype("cpu") == torch.bfloat16 else "fp32"
+    print(f"# {cpu_line()}\n# native bf16: {native_bf16('cpu')}, so auto picks {picks}\n")
+    print("| what | bf16 samples/s | fp32 samples/s | bf16 / fp32 | auto picks | auto is the faster |")
+    print("|---|---|---|---|---|---|")
+    batch, steps = training_steps()
+    rows = [("training step, default config (D 192, 64 px), batch 256", batch, steps),
+            ("embedded model's image encoder (64 px), batch 256", 256,
+             encoders(lambda: VisionTransformer.from_pretrained(DEFAULT_MODEL), 256)),
+            ("B/16@224 vision tower (random weights), batch 16", 16,
+             encoders(lambda: VisionTransformer(PRESETS["siglip-base-patch16-224"]), 16))]
+    for what, batch, runs in rows:
+        seconds = interleaved(runs, args.min_time)
+        rate = {name: batch / s for name, s in seconds.items()}
+        faster = max(rate, key=rate.get)
+        print(f"| {what} | {rate['bf16']:.1f} | {rate['fp32']:.1f} | {rate['bf16'] / rate['fp32']:.2f} | {picks} | "
+              f"{'yes' if faster == picks else 'no'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
