@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from timing import interleaved  # benchmarks/ is on sys.path when run as a script
 from vlm_vision import PRESETS, ImageProcessor, Projector, ProjectorConfig, VisionTransformer
 from vlm_vision.vlm.model import VisionLanguageModel
 
@@ -50,29 +48,6 @@ def build(name: str) -> tuple[VisionLanguageModel, str]:
     projector = Projector(ProjectorConfig(kind="mlp2x_gelu", vision_dim=768, lm_dim=576))
     model = VisionLanguageModel(vision, projector, lm, tokenizer, ImageProcessor(size=(224, 224)))
     return model.eval(), "<image> name:"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-@torch.inference_mode()
-def time_calls(calls: dict[str, Callable[[], object]], device: torch.device, min_time: float,
-               min_runs: int) -> dict[str, float]:
-    """Median seconds of each call, interleaved run by run, after two warm-up runs each."""
-    for call in calls.values():
-        call(), call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    start = time.perf_counter()
-    while time.perf_counter() - start < min_time or min(len(t) for t in times.values()) < min_runs:
-        for name, call in calls.items():
-            sync(device)
-            t0 = time.perf_counter()
-            call()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -101,11 +76,12 @@ def main() -> None:
                 model.to(device=device, dtype=getattr(torch, dtype_name))
                 pixels = model.processor([args.image]).to(device)  # (1, 3, H, W)
                 input_tokens = model.prepare_inputs(pixels, prompt)["input_ids"].shape[1]
-                seconds = time_calls({
-                    "vision": lambda: model.image_features(pixels),
-                    "first": lambda: model.generate_ids(pixels, prompt, max_new_tokens=1, min_new_tokens=1),
-                    "all": lambda: model.generate_ids(pixels, prompt, max_new_tokens=n, min_new_tokens=n),
-                }, device, args.min_time, args.min_runs)
+                with torch.inference_mode():
+                    seconds = interleaved({
+                        "vision": lambda: model.image_features(pixels),
+                        "first": lambda: model.generate_ids(pixels, prompt, max_new_tokens=1, min_new_tokens=1),
+                        "all": lambda: model.generate_ids(pixels, prompt, max_new_tokens=n, min_new_tokens=n),
+                    }, args.min_time, args.min_runs, device)
                 vision, first, total = seconds["vision"], seconds["first"], seconds["all"]
                 print(f"| {name} | {device_name} | {dtype_name} | {model.num_image_tokens} | {input_tokens} | "
                       f"{vision * 1e3:.1f} | {first * 1e3:.1f} | {vision / first:.0%} | {(n - 1) / (total - first):.0f}"

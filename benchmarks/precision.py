@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
+from timing import interleaved  # benchmarks/ is on sys.path when run as a script
 from vlm_vision import PRESETS, VisionTransformer
 from vlm_vision.checkpoints import DEFAULT_MODEL
 from vlm_vision.model import auto_dtype, native_bf16
@@ -32,20 +31,6 @@ def cpu_line() -> str:
     return (f"{name}, {torch.backends.cpu.get_cpu_capability()}, AVX-512 BF16 "
             f"{torch.cpu._is_avx512_bf16_supported()}, AMX {torch.cpu._is_amx_tile_supported()}, "
             f"VNNI {torch.cpu._is_vnni_supported()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-
-
-def interleaved(runs: dict[str, Callable[[], None]], min_time: float) -> dict[str, float]:
-    """Median seconds of each run, alternating them so that a drift in the machine's speed touches each alike."""
-    for run in runs.values():  # warm-up
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    start = time.perf_counter()
-    while time.perf_counter() - start < min_time or min(map(len, times.values())) < 3:
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def training_steps() -> tuple[int, dict[str, Callable[[], None]]]:
@@ -108,7 +93,7 @@ def main() -> None:
             ("B/16@224 vision tower (random weights), batch 16", 16,
              encoders(lambda: VisionTransformer(PRESETS["siglip-base-patch16-224"]), 16))]
     for what, batch, runs in rows:
-        seconds = interleaved(runs, args.min_time)
+        seconds = interleaved(runs, args.min_time, warmup=1)
         rate = {name: batch / s for name, s in seconds.items()}
         faster = max(rate, key=rate.get)
         print(f"| {what} | {rate['bf16']:.1f} | {rate['fp32']:.1f} | {rate['bf16'] / rate['fp32']:.2f} | {picks} | "

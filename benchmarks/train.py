@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from timing import interleaved  # benchmarks/ is on sys.path when run as a script
 
 
 def time_loss(name: str, batch: int, dim: int, repeats: int) -> tuple[float, float]:
@@ -135,16 +136,7 @@ def step_part(min_time: float) -> None:
     # All four interleaved, so that a drift in the machine's speed touches each alike.
     steps = {(name, kernel): with_kernel(step, kernel) for kernel in ("sdpa", "eager")
              for name, step in (("ours", ours_step), ("transformers", hf_step))}
-    times: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
-    for step in steps.values():  # warm-up
-        step()
-    start = time.perf_counter()
-    while time.perf_counter() - start < min_time or min(map(len, times.values())) < 3:
-        for key, step in steps.items():
-            t0 = time.perf_counter()
-            step()
-            times[key].append(time.perf_counter() - t0)
-    sps = {key: batch / statistics.median(t) for key, t in times.items()}
+    sps = {key: batch / seconds for key, seconds in interleaved(steps, min_time, warmup=1).items()}
     for kernel in ("sdpa", "eager"):
         ours_sps, hf_sps = sps["ours", kernel], sps["transformers", kernel]
         print(f"| default config (D 192, 64 px, batch {batch}, bf16 autocast), attention {kernel} | "

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
+from timing import interleaved  # benchmarks/ is on sys.path when run as a script
 from vlm_vision import PRESETS, VisionTransformer
 
 
@@ -27,30 +26,6 @@ def build_pair(preset: str, attn: str) -> tuple[SiglipVisionModel, VisionTransfo
     ours = VisionTransformer.from_hf_state_dict(hf.state_dict(), config).eval()
     ours.set_attn_implementation(attn)
     return hf, ours
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-@torch.inference_mode()
-def time_pair(models: dict[str, torch.nn.Module], pixels: torch.Tensor, min_time: float, min_runs: int):
-    """Median seconds per call of each model, interleaving the models run by run."""
-    for model in models.values():  # warm-up: allocator, kernels, caches
-        for _ in range(2):
-            model(pixels)
-    sync(pixels.device)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    start = time.perf_counter()
-    while time.perf_counter() - start < min_time or min(len(t) for t in times.values()) < min_runs:
-        for name, model in models.items():
-            sync(pixels.device)
-            t0 = time.perf_counter()
-            model(pixels)
-            sync(pixels.device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -81,7 +56,9 @@ def main() -> None:
                 pixels = torch.randn(batch, 3, size, size, device=device)
                 with torch.inference_mode():
                     diff = (ours(pixels).pooler_output.float() - hf(pixels).pooler_output.float()).abs().max().item()
-                seconds = time_pair({"ours": ours, "hf": hf}, pixels, args.min_time, args.min_runs)
+                with torch.inference_mode():
+                    seconds = interleaved({"ours": lambda: ours(pixels), "hf": lambda: hf(pixels)}, args.min_time,
+                                          args.min_runs, pixels.device)
                 ours_ips, hf_ips = batch / seconds["ours"], batch / seconds["hf"]
                 print(f"| {device} | {dtype_name} | {batch} | {ours_ips:.2f} | {hf_ips:.2f} | "
                       f"{ours_ips / hf_ips:.3f} | {diff:.1e} |", flush=True)
