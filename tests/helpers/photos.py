@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
+from vlm_vision.checkpoints import SAMPLES  # noqa: F401 (the tests take it from here)
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 
