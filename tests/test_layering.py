@@ -3,7 +3,7 @@ and close no circle.
 
 Every import statement counts, those inside functions too (they still run), except under `if TYPE_CHECKING:`,
 which never runs. Layers, lowest first; a module may import its own layer and those below it:
-errors, lazy < checkpoints < model < training, emoji, explain < vlm < vlm_vision itself < index < app.
+errors, lazy < checkpoints < model < training, emoji, explain, export < vlm < vlm_vision itself < index < app.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Import name -> folder, as pyproject.toml maps them: index/ and app/ are installed as vlm_vision.index and .app.
 PACKAGES = {"vlm_vision": ROOT / "vlm_vision", "vlm_vision.index": ROOT / "index", "vlm_vision.app": ROOT / "app"}
-RANK = {"errors": 0, "lazy": 0, "checkpoints": 1, "model": 2, "training": 3, "emoji": 3, "explain": 3, "vlm": 4,
+RANK = {"errors": 0, "lazy": 0, "checkpoints": 1, "model": 2, "training": 3, "emoji": 3, "explain": 3, "export": 3,
+        "vlm": 4,
         "vlm_vision": 5, "index": 6, "app": 7}
 SUBPACKAGES = ("checkpoints", "model", "training", "emoji", "vlm", "index", "app")
 

@@ -6,7 +6,8 @@ The package in layers, each importing only those below it:
 - `training`: losses, data, the train loop and evaluation;
 - `vlm`: projectors and the wrapper that feeds patch tokens to a causal LM, and their training;
 - `emoji`: the open-emoji corpus builder that the default model was trained on;
-- `explain`: attention heatmaps. The photo index (`vlm_vision.index`) and the app (`vlm_vision.app`) sit on top.
+- `explain`: attention heatmaps; `export`: ONNX graphs of the towers.
+The photo index (`vlm_vision.index`) and the app (`vlm_vision.app`) sit on top.
 """
 
 from .errors import CheckpointError, ImageLoadError

@@ -1,6 +1,8 @@
-"""The `vlm-vision` command: `classify` here; `train`, `eval`, `train-projector` and `emoji` in their modules.
+"""The `vlm-vision` command: `classify` and `export` here; `train`, `eval`, `train-projector` and `emoji` in their
+modules.
 
     vlm-vision classify IMAGE --labels ... --model NAME_OR_PATH
+    vlm-vision export OUT --model NAME_OR_PATH
     vlm-vision train --help
 """
 
@@ -35,6 +37,17 @@ COMMANDS = {
     "train-projector": ("vlm_vision.vlm.train", "teach a language model to see: train a projector (and the LM)"),
     "emoji": ("vlm_vision.emoji.corpus", "build the image-caption corpus of open emoji art"),
 }
+
+
+EXPORT_EXAMPLE = """examples:
+  vlm-vision export exported/                      # the embedded emoji model
+  vlm-vision export siglip-onnx/ --model google/siglip-base-patch16-224
+
+writes OUT/config.json, model.safetensors, the tokenizer and preprocessor config, and
+OUT/onnx/vision_model.onnx, OUT/onnx/text_model.onnx. In ONNX Runtime:
+  session = onnxruntime.InferenceSession("OUT/onnx/vision_model.onnx")
+  pooled, tokens = session.run(None, {"pixel_values": pixels})   # pixels from ImageProcessor
+Normalise the pooled outputs (L2) before comparing images with texts."""
 
 
 def split_labels(values: list[str]) -> list[str]:
@@ -72,10 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--dtype", default=AUTO, choices=DTYPE_CHOICES, help=DTYPE_HELP)
     classify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     classify.add_argument("--json", action="store_true", help="print one JSON object per image")
+    export = commands.add_parser(
+        "export", help="write a checkpoint's towers as ONNX graphs (for ONNX Runtime)", epilog=EXPORT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write OUT as a checkpoint, and its vision and text towers as ONNX graphs in OUT/onnx "
+                    "(vision_model.onnx, text_model.onnx; dynamic batch, float32). Needs the onnx extra: "
+                    "pip install 'vlm-vision[onnx]'.",
+    )
+    export.add_argument("out", metavar="OUT", help="folder to write (created if needed)")
+    export.add_argument("--model", default=None, help="Hub id or local SigLIP checkpoint folder (default: the "
+                                                      "embedded emoji model)")
+    export.add_argument("--revision", default=None, help="Hub branch, tag or commit")
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="the only format so far: onnx")
+    export.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)")
     for name, (_, help_text) in COMMANDS.items():  # listed for --help; `main` hands them their arguments
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
-
 
 
 def classify(args: argparse.Namespace) -> None:
@@ -97,6 +122,15 @@ def classify(args: argparse.Namespace) -> None:
                 print(f"  {probability:8.4f}  {label}")
 
 
+def export(args: argparse.Namespace) -> None:
+    from .export import export_onnx
+    from .model import DualEncoder
+
+    model = DualEncoder.from_pretrained(args.model, revision=args.revision)
+    for path in export_onnx(model, args.out, opset=args.opset):
+        print(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
@@ -104,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        classify(args)
-    except (CheckpointError, ImageLoadError, ValueError) as e:
+        {"classify": classify, "export": export}[args.command](args)
+    except (CheckpointError, ImageLoadError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
