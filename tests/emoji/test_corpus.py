@@ -265,6 +265,16 @@ def test_cli_help_has_an_example_and_runs(tmp_path, npm_cache, monkeypatch, caps
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def test_a_missing_svg_renderer_is_named_before_any_download(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "resvg_py", None)  # as in a plain install, without the [emoji] extra
+    monkeypatch.setattr(corpus, "fetch_npm_package", lambda *args: pytest.fail("downloaded before saying"))
+    with pytest.raises(EmojiFetchError, match=r"needs the resvg-py package: pip install 'vlm-vision\[emoji\]'"):
+        build_emoji_corpus(tmp_path / "out", ["google", "openmoji"], cache=tmp_path / "cache")
+    assert not (tmp_path / "out").exists()
+
+
 def test_committed_eval_subset_loads():
     records = read_records(DATA / "emoji-eval" / "twitter" / "captions.jsonl")
     assert len(records) == 300 and len({r.label for r in records}) == 300

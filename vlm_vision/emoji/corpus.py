@@ -42,7 +42,7 @@ from .names import (
     unified_key,
 )
 from .raster import RASTER_ARTWORK, shrink_png
-from .svg import SVG_ARTWORK, load_icon_set, render_png
+from .svg import SVG_ARTWORK, load_icon_set, render_png, require_renderer
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +239,8 @@ def build_emoji_corpus(
     unknown = [s for s in styles if s not in ALL_ARTWORK]
     if unknown or not styles:
         raise ValueError(f"Unknown or no emoji styles {list(styles)!r}: choose from {', '.join(ALL_STYLES)}")
+    if any(style in SVG_ARTWORK for style in styles):
+        require_renderer()  # before any download: a missing resvg-py used to surface after ~75 MB of them
     out, cache = Path(out), Path(cache) if cache is not None else default_cache_dir()
     out.mkdir(parents=True, exist_ok=True)
 

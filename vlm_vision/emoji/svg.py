@@ -135,15 +135,22 @@ class IconSet:
                 f'viewBox="{left} {top} {width} {height}">{body}</svg>')
 
 
-def render_png(svg: str, size: int = IMAGE_SIZE) -> bytes:
-    """An SVG document as a size x size RGBA PNG (transparent background), drawn by resvg."""
+def require_renderer() -> None:
+    """Raise EmojiFetchError saying what to install where resvg, which draws the SVG styles, is missing."""
     try:
-        import resvg_py
+        import resvg_py  # noqa: F401
     except ImportError as e:
         raise EmojiFetchError(
             "Rendering the SVG emoji styles needs the resvg-py package: pip install 'vlm-vision[emoji]' "
             "(or pip install resvg-py), or build only the bitmap styles (--styles google twitter)"
         ) from e
+
+
+def render_png(svg: str, size: int = IMAGE_SIZE) -> bytes:
+    """An SVG document as a size x size RGBA PNG (transparent background), drawn by resvg."""
+    require_renderer()
+    import resvg_py
+
     return bytes(resvg_py.svg_to_bytes(svg_string=svg, width=size, height=size, skip_system_fonts=True))
 
 
