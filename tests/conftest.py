@@ -36,8 +36,8 @@ def tiny_siglip(tmp_path_factory):
 @pytest.fixture(scope="session")
 def emoji_model():
     """The embedded default DualEncoder (data/models/siglip-emoji), loaded once; the index tests only read it."""
-    from vlm_vision.model.dual_encoder import DualEncoder
     from vlm_vision.checkpoints import DEFAULT_MODEL
+    from vlm_vision.model.dual_encoder import DualEncoder
 
     return DualEncoder.from_pretrained(DEFAULT_MODEL)
 

@@ -13,11 +13,11 @@ from transformers import SiglipModel
 from tests.helpers import checkpoints
 from tests.helpers.photos import SAMPLES
 from vlm_vision import VisionTransformer
+from vlm_vision.checkpoints import DEFAULT_MODEL
+from vlm_vision.model.dual_encoder import DualEncoder
+from vlm_vision.model.processor import ImageProcessor
 from vlm_vision.training.augment import EmojiAugment
 from vlm_vision.training.data import CaptionRecord, PreloadedImageCaptionDataset
-from vlm_vision.model.dual_encoder import DualEncoder
-from vlm_vision.checkpoints import DEFAULT_MODEL
-from vlm_vision.model.processor import ImageProcessor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 GPU_FP32_ATOL = 1e-4  # CPU parity is 1e-5; GPU kernels sum in other orders (measured on an H200: see the note)

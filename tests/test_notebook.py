@@ -13,8 +13,8 @@ from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
 from tests.helpers.checkpoints import siglip_checkpoint
-from vlm_vision.training.data import read_records
 from vlm_vision.model.dual_encoder import DualEncoder
+from vlm_vision.training.data import read_records
 from vlm_vision.training.evaluate import EMOJI_TEMPLATES, zero_shot
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.photos import SAMPLES, noise_image, record_open_image, write_images
 from vlm_vision.app.backend import Backend, UserError, split_labels
 from vlm_vision.index import PhotoIndex
-from tests.helpers.photos import SAMPLES, noise_image, record_open_image, write_images
 
 
 def free_port() -> int:
@@ -220,8 +220,8 @@ def server(backend):
 
 
 def backend_probability() -> float:
-    from vlm_vision.model.dual_encoder import DualEncoder
     from vlm_vision.checkpoints import DEFAULT_MODEL
+    from vlm_vision.model.dual_encoder import DualEncoder
 
     return dict(DualEncoder.from_pretrained(DEFAULT_MODEL).classify(
         SAMPLES / "pizza.png", ["pizza", "rocket", "sun"], template="{}"))["pizza"]

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from vlm_vision.checkpoints.atomic import replace_atomically
 from vlm_vision.checkpoints import write_json
+from vlm_vision.checkpoints.atomic import replace_atomically
 
 
 def mode_of(path):

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlm_vision.emoji import corpus
-from vlm_vision.training.data import read_records
 from vlm_vision.emoji import (
     EmojiFetchError,
     alternative_captions,
     build_emoji_corpus,
     cldr_names,
+    corpus,
     fetch_npm_package,
     make_eval_subset,
     parse_emoji_json,
@@ -25,6 +24,7 @@ from vlm_vision.emoji import (
     unified_key,
 )
 from vlm_vision.model.processor import load_image
+from vlm_vision.training.data import read_records
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

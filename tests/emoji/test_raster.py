@@ -11,10 +11,10 @@ from PIL import Image
 
 from tests.emoji import test_corpus
 from tests.emoji.test_corpus import google_datasource, tarball
-from vlm_vision.training.data import read_records
 from vlm_vision.emoji import build_emoji_corpus
 from vlm_vision.emoji.names import EmojiFetchError
 from vlm_vision.emoji.raster import RASTER_ARTWORK, shrink_png
+from vlm_vision.training.data import read_records
 
 npm_cache = test_corpus.npm_cache  # the fake npm cache fixture (unicode-emoji-json, emoji-datasource-twitter)
 

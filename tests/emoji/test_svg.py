@@ -11,10 +11,10 @@ from PIL import Image
 
 from tests.emoji import test_corpus
 from tests.emoji.test_corpus import google_datasource, tarball
-from vlm_vision.training.data import read_records
 from vlm_vision.emoji import build_emoji_corpus
 from vlm_vision.emoji.names import EmojiEntry
 from vlm_vision.emoji.svg import SVG_ARTWORK, IconSet, render_png, slug
+from vlm_vision.training.data import read_records
 
 pytest.importorskip("resvg_py")
 npm_cache = test_corpus.npm_cache  # the fake npm cache fixture (unicode-emoji-json, emoji-datasource-twitter)

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vlm_vision.checkpoints import SAMPLES  # noqa: F401 (the tests take it from here)
+
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 

@@ -11,8 +11,8 @@ import faiss
 import numpy as np
 import pytest
 
-from vlm_vision.index import ann
 from tests.helpers.vectors import DIM, clustered
+from vlm_vision.index import ann
 
 K = 10
 

@@ -11,8 +11,8 @@ import faiss
 import numpy as np
 import pytest
 
-from vlm_vision.index import ann, ann_file
 from tests.helpers.vectors import first_format_file
+from vlm_vision.index import ann, ann_file
 
 K = 10
 

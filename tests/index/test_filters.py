@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.photos import SAMPLES, exif_photo, write_images
 from vlm_vision.index import IndexedFile, PhotoIndex, QueryError, ann
 from vlm_vision.index.db import Database
 from vlm_vision.index.filters import SearchFilter, period
-from tests.helpers.photos import SAMPLES, exif_photo, write_images
 
 
 @pytest.mark.parametrize("text, start, end", [
@@ -155,8 +155,8 @@ def test_filtered_search_gives_the_same_results_however_many_candidates_it_ranks
 
 def test_on_an_approximate_index_a_filter_ranks_again_as_wide_as_the_share_that_passed(tmp_path, emoji_model,
                                                                                        monkeypatch):
-    from vlm_vision.index import photo_index
     from tests.helpers.vectors import clustered
+    from vlm_vision.index import photo_index
 
     vectors = clustered(2000, seed=0)[:, :32]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -13,13 +13,12 @@ import faiss
 import numpy as np
 import pytest
 
-from vlm_vision.index import IndexedFile, IndexNotFoundError, ModelMismatchError, PhotoIndex, SchemaError
-from vlm_vision.index import ann, ann_file
-from vlm_vision.index import db as db_module
-from vlm_vision.index.db import Database
 from tests.helpers.photos import SAMPLES, noise_image, write_images
 from tests.helpers.vectors import first_format_file
 from vlm_vision.checkpoints import DEFAULT_MODEL
+from vlm_vision.index import IndexedFile, IndexNotFoundError, ModelMismatchError, PhotoIndex, SchemaError, ann, ann_file
+from vlm_vision.index import db as db_module
+from vlm_vision.index.db import Database
 
 
 def open_index(db: Path, model) -> PhotoIndex:

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
+from tests.helpers.photos import SAMPLES, bad_inputs, good_formats, noise_image, record_open_image, write_images
+from tests.index.test_index import assert_consistent
 from vlm_vision.index import BuildLockedError, PhotoIndex
 from vlm_vision.index.__main__ import build_parser
 from vlm_vision.index.lock import BuildLock
 from vlm_vision.index.photos import read_photo
 from vlm_vision.index.scan import FoundFile
-from tests.helpers.photos import SAMPLES, bad_inputs, good_formats, noise_image, record_open_image, write_images
-from tests.index.test_index import assert_consistent
 from vlm_vision.model.processor import DRAFT_SCALE, ImageProcessor, load_image
 
 ROOT = Path(__file__).resolve().parents[2]

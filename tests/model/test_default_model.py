@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
 
-from vlm_vision.training.data import read_records
-from vlm_vision.model.dual_encoder import DualEncoder
-from vlm_vision.training.evaluate import zero_shot
 from vlm_vision.checkpoints import DEFAULT_MODEL
+from vlm_vision.model.dual_encoder import DualEncoder
+from vlm_vision.training.data import read_records
+from vlm_vision.training.evaluate import zero_shot
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = ROOT / "data" / "emoji-eval"

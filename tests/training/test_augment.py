@@ -15,7 +15,6 @@ from PIL import Image, ImageDraw, ImageOps
 from tests.helpers.photos import BLUE, RED, disc
 from vlm_vision.training.augment import EmojiAugment, StyleAugment
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # EmojiAugment
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,11 +16,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from tests.helpers.photos import BLUE, RED, disc, png
-from vlm_vision.training.augment import EmojiAugment, StyleAugment, affine_warp
-from vlm_vision.training.data import CaptionRecord, ImageCaptionDataset, PreloadedImageCaptionDataset, item_rng
 from vlm_vision.errors import ImageLoadError
 from vlm_vision.model.processor import ImageProcessor
-
+from vlm_vision.training.augment import EmojiAugment, StyleAugment, affine_warp
+from vlm_vision.training.data import CaptionRecord, ImageCaptionDataset, PreloadedImageCaptionDataset, item_rng
 
 # ---------------------------------------------------------------------------------------------------------------
 # ImageCaptionDataset

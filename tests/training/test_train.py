@@ -16,13 +16,13 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoTokenizer, SiglipImageProcessorPil, SiglipModel
 
+from vlm_vision.checkpoints import DEFAULT_MODEL
+from vlm_vision.errors import CheckpointError
+from vlm_vision.model.dual_encoder import DualEncoder
+from vlm_vision.model.tokenizer import train_tokenizer
 from vlm_vision.training import cli_config
 from vlm_vision.training import train as train_module
 from vlm_vision.training.augment import StyleAugment
-from vlm_vision.model.dual_encoder import DualEncoder
-from vlm_vision.errors import CheckpointError
-from vlm_vision.checkpoints import DEFAULT_MODEL
-from vlm_vision.model.tokenizer import train_tokenizer
 from vlm_vision.training.batching import epoch_batches
 from vlm_vision.training.train import TrainConfig, lr_factor, parse_args, train
 from vlm_vision.vlm.train import ProjectorTrainConfig

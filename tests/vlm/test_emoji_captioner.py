@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlm_vision.training.data import read_records
-from vlm_vision.model.dual_encoder import DualEncoder
 from vlm_vision.checkpoints import DEFAULT_MODEL
-from vlm_vision.vlm.train import evaluate_captions
+from vlm_vision.model.dual_encoder import DualEncoder
+from vlm_vision.training.data import read_records
 from vlm_vision.vlm.model import VisionLanguageModel
+from vlm_vision.vlm.train import evaluate_captions
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTIONER = ROOT / "data" / "models" / "emoji-captioner"

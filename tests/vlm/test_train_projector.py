@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 from tests.helpers.lm import tiny_llama, tiny_tokenizer
 from tests.training import test_train
 from vlm_vision.training.data import CaptionRecord
+from vlm_vision.vlm.model import IGNORE_INDEX, VisionLanguageModel
 from vlm_vision.vlm.train import (
     TRAINING_CONFIG,
     ProjectorTrainConfig,
@@ -24,7 +25,6 @@ from vlm_vision.vlm.train import (
     train,
     train_lm_tokenizer,
 )
-from vlm_vision.vlm.model import IGNORE_INDEX, VisionLanguageModel
 
 shapes_data = test_train.shapes_data  # the fixture: 32 PNGs of coloured shapes, captions in a JSONL file
 TINY_LM = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

@@ -14,7 +14,12 @@ from tests.helpers.checkpoints import TINY_VISION, perturb_
 from tests.helpers.lm import llama_config, tiny_llama, tiny_tokenizer
 from vlm_vision import CheckpointError, ImageProcessor, VisionConfig, VisionTransformer
 from vlm_vision.vlm.model import (
-    CONFIG_NAME, IGNORE_INDEX, PROJECTOR_WEIGHTS, VisionLanguageModel, _reference, positions,
+    CONFIG_NAME,
+    IGNORE_INDEX,
+    PROJECTOR_WEIGHTS,
+    VisionLanguageModel,
+    _reference,
+    positions,
 )
 from vlm_vision.vlm.projector import Projector, ProjectorConfig
 
