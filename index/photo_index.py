@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vlm_vision.checkpoints import DEFAULT_MODEL, default_model, resolve_checkpoint
+from vlm_vision.checkpoints import DEFAULT_MODEL, DEFAULT_MODEL_NAME, default_model, resolve_checkpoint
 from vlm_vision.model import AUTO
 
 from . import ann, ann_file
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "default"  # the embedded model, vlm_vision.checkpoints.DEFAULT_MODEL
 # Two loads of one model (fp32 and bf16, CPU and GPU) embed the probe image with cosine > 0.999;
 # different models land far below this.
 PROBE_MIN_COSINE = 0.99

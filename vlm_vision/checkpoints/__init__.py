@@ -4,13 +4,14 @@ embedded default models. Nothing here builds a model: the model's `from_pretrain
 
 from .atomic import replace_atomically, write_text
 from .convert import VISION_TOWER, check_keys, hf_to_ours, key_groups, mismatch_message, ours_to_hf, vision_keys_only
-from .embedded import DATA_DIR, DEFAULT_CAPTIONER, DEFAULT_MODEL, SAMPLES, default_model
+from .embedded import DATA_DIR, DEFAULT_CAPTIONER, DEFAULT_MODEL, DEFAULT_MODEL_NAME, SAMPLES, default_model
 from .hub import load_weights, read_json, resolve_checkpoint, weight_files, write_json, write_safetensors
 
 __all__ = [
     "DATA_DIR",
     "DEFAULT_CAPTIONER",
     "DEFAULT_MODEL",
+    "DEFAULT_MODEL_NAME",
     "SAMPLES",
     "VISION_TOWER",
     "check_keys",

@@ -13,8 +13,10 @@ from ..errors import CheckpointError
 _INSTALLED = Path(__file__).resolve().parents[1] / "data"
 DATA_DIR = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parents[2] / "data"
 
-# A small SigLIP trained by this project on open emoji artwork (model card: its README.md).
+# A small SigLIP trained by this project on open emoji artwork (model card: its README.md), named "default"
+# wherever a model name is taken (--model default); an index records it by that name.
 DEFAULT_MODEL = DATA_DIR / "models" / "siglip-emoji"
+DEFAULT_MODEL_NAME = "default"
 # A tiny VLM (this SigLIP, a projector and a 4-layer Llama) that names emoji (model card: its README.md).
 DEFAULT_CAPTIONER = DATA_DIR / "models" / "emoji-captioner"
 SAMPLES = DATA_DIR / "samples"
