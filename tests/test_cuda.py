@@ -85,7 +85,9 @@ def test_photo_index_builds_on_cuda_with_the_cpu_vectors(tmp_path):
 
     vectors = {}
     for device in ("cpu", "cuda"):
-        with PhotoIndex(tmp_path / f"{device}.db", DEFAULT_MODEL, device=device, create=True) as index:
+        # float32 on both: "auto" would be bf16 on a GPU and, by CPU, either (device parity, not precision)
+        with PhotoIndex(tmp_path / f"{device}.db", DEFAULT_MODEL, device=device, dtype="float32",
+                        create=True) as index:
             assert index.build([SAMPLES], workers=2).encoded == 12
             assert index.search("red apple", k=3)[0].path.endswith("red_apple.png")
             vectors[device] = index.db.vectors()[1]
