@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlm_vision.checkpoints import DEFAULT_CAPTIONER, default_model
+from vlm_vision.checkpoints import DEFAULT_CAPTIONER, DEFAULT_MODEL_NAME
 from vlm_vision.errors import ImageLoadError
 from vlm_vision.explain import overlay_heatmap, pooling_attention
 from vlm_vision.index import (
@@ -78,11 +78,10 @@ class Backend:
         if self.index is not None and recorded is not None:
             self.model = self.index.model  # loads the index's model (or `model`), checked against the index
         else:
-            source = default_model() if name in (None, "default") else name
-            self.model = DualEncoder.from_pretrained(source, device=device, dtype=dtype)
+            self.model = DualEncoder.from_pretrained(name, device=device, dtype=dtype)  # None: the embedded one
             if self.index is not None:  # an empty index: use it with this model
                 self.index = PhotoIndex(self.index_path, self.model)
-        self.model_name = str(name or "default")
+        self.model_name = str(name or DEFAULT_MODEL_NAME)
         if thumbnails is None:  # beside the index (hidden from scans when the index sits inside a photo folder)
             thumbnails = (self.index_path.with_name(self.index_path.name + ".thumbnails") if self.index_path
                           else Path(tempfile.mkdtemp(prefix="vlm-vision-thumbnails-")))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vlm_vision.checkpoints import DEFAULT_MODEL, DEFAULT_MODEL_NAME, default_model, resolve_checkpoint
+from vlm_vision.checkpoints import DEFAULT_MODEL, DEFAULT_MODEL_NAME, resolve_checkpoint
 from vlm_vision.model import AUTO
 
 from . import ann, ann_file
@@ -137,7 +137,7 @@ class PhotoIndex:
                 name = str(Path(name).expanduser().resolve())  # a local folder: recorded so it works from anywhere
                 if Path(name) == DEFAULT_MODEL.resolve():
                     name = DEFAULT_MODEL_NAME
-            folder = default_model() if name == DEFAULT_MODEL_NAME else resolve_checkpoint(name)
+            folder = resolve_checkpoint(name)  # DEFAULT_MODEL_NAME: the embedded model
             if self._model is None:
                 from vlm_vision.model import DualEncoder  # imports transformers: only when a model is needed
 

@@ -14,7 +14,6 @@ import json
 import logging
 import sys
 
-from .checkpoints import default_model
 from .errors import CheckpointError, ImageLoadError
 from .model import AUTO, DTYPE_CHOICES, DTYPE_HELP
 
@@ -77,12 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="comma-separated labels; repeat the option to add more")
     classify.add_argument("--model", default=None,
                           help="Hub id (e.g. google/siglip-base-patch16-224) or a local SigLIP checkpoint folder "
-                               "(default: the embedded emoji model in data/models/siglip-emoji)")
+                               "(default: the embedded emoji model, also named 'default')")
     classify.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     classify.add_argument("--template", default=None, help='prompt with {} for the label (default: '
                                                            '"This is a photo of {}.")')
     classify.add_argument("--top", type=positive_int, default=None, help="print only the K most probable labels")
-    classify.add_argument("--dtype", default=AUTO, choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    classify.add_argument("--dtype", default=AUTO, choices=[*DTYPE_CHOICES, "float16"], help=DTYPE_HELP)
     classify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     classify.add_argument("--json", action="store_true", help="print one JSON object per image")
     export = commands.add_parser(
@@ -110,7 +109,7 @@ def classify(args: argparse.Namespace) -> None:
     if not labels:
         raise ValueError("--labels has no non-empty label; give e.g. --labels \"cat, dog\"")
     fill_template(args.template or DEFAULT_TEMPLATE, [])  # before the model loads
-    model = DualEncoder.from_pretrained(args.model or default_model(), dtype=args.dtype, device=args.device,
+    model = DualEncoder.from_pretrained(args.model, dtype=args.dtype, device=args.device,
                                         revision=args.revision)
     for image in args.images:
         ranked = model.classify(image, labels, template=args.template or DEFAULT_TEMPLATE)[: args.top]

@@ -308,13 +308,13 @@ def test_write_safetensors_writes_disjoint_views_of_one_buffer_as_safetensors_sa
     assert all(torch.equal(back[name], tensor) for name, tensor in state.items())
 
 
-def test_default_names_the_embedded_model_unless_a_folder_of_that_name_is_here(tmp_path, monkeypatch):
+def test_default_names_the_embedded_model_and_a_folder_of_that_name_is_dot_slash_default(tmp_path, monkeypatch):
     from vlm_vision.checkpoints import DEFAULT_MODEL, resolve_checkpoint
 
     monkeypatch.chdir(tmp_path)
-    assert resolve_checkpoint("default") == DEFAULT_MODEL  # what an index's "Use --model 'default'" asks for
     (tmp_path / "default").mkdir()
-    assert resolve_checkpoint("default") == Path("default")
+    assert resolve_checkpoint("default") == DEFAULT_MODEL  # as an index records it ("Use --model 'default'")
+    assert resolve_checkpoint("./default") == Path("default")
 
 
 def test_a_device_this_machine_lacks_is_refused_before_loading(tiny_vision, tiny_siglip, monkeypatch):

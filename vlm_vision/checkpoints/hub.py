@@ -41,15 +41,15 @@ _PICKLE_PATTERNS = ["pytorch_model*.bin"]
 
 def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None, allow_pickle: bool = False) -> Path:
     """Return a local folder or file for a checkpoint folder, a weights file, a Hub id, or "default" (the embedded
-    model, unless a folder of that name is here)."""
+    model, as an index records it; a folder of that name is "./default")."""
+    if str(name_or_path) == DEFAULT_MODEL_NAME:
+        return default_model()
     path = Path(name_or_path).expanduser()
     if path.exists():
         if revision is not None:
             raise ValueError(f"revision={revision!r} only applies to Hub ids, but {str(path)!r} is a local path")
         return path
     name = str(name_or_path)
-    if name == DEFAULT_MODEL_NAME:
-        return default_model()
     if name.endswith((".safetensors", ".bin", ".json")) or name.startswith(("/", ".", "~")):
         raise CheckpointError(f"No such checkpoint file or folder: {name!r}")
     patterns = _SAFE_PATTERNS + (_PICKLE_PATTERNS if allow_pickle else [])

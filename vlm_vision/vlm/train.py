@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from ..checkpoints import default_model, resolve_checkpoint, write_json
+from ..checkpoints import DEFAULT_MODEL_NAME, resolve_checkpoint, write_json
 from ..model import VisionTransformer, load_processor, use_bf16_autocast
 from ..training import (
     CaptionRecord,
@@ -179,7 +179,7 @@ def build_model(cfg: ProjectorTrainConfig, records: Sequence[CaptionRecord], ran
         model = VisionLanguageModel.from_pretrained(cfg.init)
         model.prompt = cfg.prompt  # the prompt this run trains it with, saved with it
         return model
-    vision_name = cfg.vision or str(default_model())
+    vision_name = cfg.vision or DEFAULT_MODEL_NAME  # recorded by name: a path would tie the VLM to this install
     vision = VisionTransformer.from_pretrained(vision_name)
     processor = load_processor(resolve_checkpoint(vision_name), vision.config)
     if cfg.lm:
@@ -286,6 +286,7 @@ def train(cfg: ProjectorTrainConfig, progress: bool = True, stop_at: int | None 
     `stop_at` ends this run after that step with a checkpoint; the next call resumes there.
     """
     rank, world, device = init_distributed(cfg.device)
+    cfg = dataclasses.replace(cfg, bf16=use_bf16_autocast(cfg.bf16, device))  # decided once, saved with the run
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
     out = Path(cfg.out)
@@ -321,7 +322,7 @@ def train(cfg: ProjectorTrainConfig, progress: bool = True, stop_at: int | None 
     dataset = ImageCaptionDataset(records, model.processor, augment=EmojiAugment() if cfg.augment else None,
                                   seed=cfg.seed)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16_autocast(cfg.bf16, device))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     started, samples = time.perf_counter(), 0
     last = min(cfg.steps, stop_at or cfg.steps)
     if step < last:
