@@ -214,6 +214,23 @@ def test_resume_warns_of_a_changed_config_but_not_of_fields_added_since(shapes_d
     assert "with a changed config" in caplog.text
 
 
+def test_auto_precision_is_decided_once_and_saved_so_a_resume_elsewhere_is_told(shapes_data, tmp_path, caplog,
+                                                                                monkeypatch):
+    def cpu(bf16_units: bool) -> None:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16_units)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+    cpu(False)  # an AVX2 CPU: auto trains in fp32
+    train(tiny_config(shapes_data, tmp_path, steps=3, bf16=None), progress=False, stop_at=1)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["config"]["bf16"] is False
+    train(tiny_config(shapes_data, tmp_path, steps=3, bf16=None), progress=False, stop_at=2)
+    assert "with a changed config" not in caplog.text
+    cpu(True)  # resumed on a CPU with bf16 units: auto would now pick bf16, and the user hears of it
+    train(tiny_config(shapes_data, tmp_path, steps=3, bf16=None), progress=False)
+    assert "with a changed config" in caplog.text
+
+
 def test_resuming_with_more_steps_follows_the_new_schedule_from_the_first_step(shapes_data, tmp_path):
     """A finished run (learning rate 0 at its end) resumed with a longer --steps: step 4 already learns."""
     train(tiny_config(shapes_data, tmp_path, steps=3), progress=False)

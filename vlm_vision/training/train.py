@@ -294,6 +294,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     the next call resumes there. The model is exported only once `cfg.steps` is reached.
     """
     rank, world, device = init_distributed(cfg.device)
+    cfg = dataclasses.replace(cfg, bf16=use_bf16_autocast(cfg.bf16, device))  # decided once, saved with the run
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
     out = Path(cfg.out)
@@ -351,7 +352,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_at: int | None = None) -
     if per_epoch == 0:
         raise ValueError(f"{len(records)} training pairs can't fill one batch of {cfg.batch_size}")
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16_autocast(cfg.bf16, device))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     started, samples = time.perf_counter(), 0
     last = min(cfg.steps, stop_at or cfg.steps)
     if step < last:
