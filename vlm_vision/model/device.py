@@ -15,7 +15,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"  # the dtype (or autocast) the device computes natively: bf16 where it has bf16 units, else fp32
-DTYPE_CHOICES = (AUTO, "float32", "bfloat16", "float16")  # what the command lines offer for --dtype
+DTYPE_CHOICES = (AUTO, "float32", "bfloat16")  # what the command lines offer for --dtype
 DTYPE_HELP = ("'auto' (the default): bfloat16 where the device computes it natively (CUDA; CPUs with AVX-512 BF16 or "
               "AMX), float32 elsewhere")
 EMULATED_BF16 = ("this CPU has no native bf16 (no AVX-512 BF16 or AMX), so torch emulates it: measured on an "
