@@ -1,8 +1,9 @@
 """The package's layers, read from the code with `ast`: imports point down, through each subpackage's front door,
 and close no circle.
 
-Every import statement counts, those inside functions too (they still run), except under `if TYPE_CHECKING:`,
-which never runs. Layers, lowest first; a module may import its own layer and those below it:
+Every import statement counts, those inside functions too (they still run), and the names a package loads on first
+use (its `_LAZY` map), except under `if TYPE_CHECKING:`, which never runs. Layers, lowest first; a module may
+import its own layer and those below it:
 errors, lazy < checkpoints < model < training, emoji, explain, export < vlm < vlm_vision itself < index < app.
 """
 
@@ -68,10 +69,17 @@ def imports_of(module: str) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        elif _is_lazy_map(node):  # {name: submodule}, imported on first use by vlm_vision.lazy
+            targets = [f"{package}.{value.value}" for value in node.value.values]
         else:
             continue
         found.update(t for t in targets if t in MODULES)
     return found - {module}
+
+
+def _is_lazy_map(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+            and any(getattr(target, "id", None) == "_LAZY" for target in node.targets))
 
 
 GRAPH = {module: imports_of(module) for module in MODULES}
@@ -82,6 +90,7 @@ def test_the_walk_sees_the_package():
     assert "vlm_vision.checkpoints" in GRAPH["vlm_vision.model.vision_transformer"]  # relative, through __init__
     assert "vlm_vision.model" in GRAPH["vlm_vision.index.build"]  # absolute
     assert "vlm_vision.model" not in GRAPH["vlm_vision.checkpoints.convert"]  # under TYPE_CHECKING only
+    assert "vlm_vision.model.dual_encoder" in GRAPH["vlm_vision.model"]  # loaded on first use, through _LAZY
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -97,13 +106,15 @@ def test_the_model_imports_no_training_emoji_vlm_index_or_app():
 
 
 def test_serving_code_loads_no_training_or_corpus_code():
-    """What the app and the index import, directly or through others, holds no training or emoji-corpus module."""
+    """What the app and the index load, directly or through others, their packages' __init__ modules included (they
+    run first), holds no training or emoji-corpus module."""
     seen, todo = set(), [m for m in MODULES if layer(m) in ("index", "app")]
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
-            todo += GRAPH[module]
+            parents = [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
+            todo += [*GRAPH[module], *parents]
     assert not sorted(m for m in seen if layer(m) in ("training", "emoji") or m == "vlm_vision.vlm.train")
 
 
