@@ -6,13 +6,15 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
 from vlm_vision import DualEncoder, VisionTransformer
 from vlm_vision.__main__ import main
 from vlm_vision.export import ONNX_FOLDER, OUTPUT_NAMES, TEXT_FILE, VISION_FILE, export_onnx
+
+ort = pytest.importorskip("onnxruntime", reason="the onnx extra: pip install 'vlm-vision[onnx]'")
+pytest.importorskip("onnxscript", reason="the onnx extra: pip install 'vlm-vision[onnx]'")
 
 ATOL = 1e-4
 
