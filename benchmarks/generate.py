@@ -24,8 +24,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from timing import interleaved  # benchmarks/ is on sys.path when run as a script
-from vlm_vision import PRESETS, ImageProcessor, Projector, ProjectorConfig, VisionTransformer
-from vlm_vision.vlm.model import VisionLanguageModel
+from vlm_vision import PRESETS, ImageProcessor, Projector, ProjectorConfig, VisionLanguageModel, VisionTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONER = ROOT / "data" / "models" / "emoji-captioner"

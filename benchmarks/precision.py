@@ -34,33 +34,14 @@ def cpu_line() -> str:
 
 
 def training_steps() -> tuple[int, dict[str, Callable[[], None]]]:
-    from vlm_vision.training import losses
-    from vlm_vision.training.train import TrainConfig, build_model, build_optimizer, set_attn_implementation
+    from train import default_training_setup, sigmoid_step  # benchmarks/train.py
 
-    class _Tokenizer:  # token ids are fed directly; only the vocabulary size matters
-        pad_token_id, eos_token_id = 0, 1
+    from vlm_vision.training.train import set_attn_implementation
 
-        def __len__(self) -> int:
-            return 4000
-
-    cfg = TrainConfig(data=("unused",))
-    model = build_model(cfg, _Tokenizer()).train()
+    model, pixels, ids = default_training_setup()
     set_attn_implementation(model, "eager", torch.device("cpu"))
-    optimizer = build_optimizer(model, cfg)
-    pixels = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size)
-    ids = torch.randint(2, 4000, (cfg.batch_size, cfg.context_length))
-
-    def step(bf16: bool) -> Callable[[], None]:
-        def run() -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                image, text = model(pixels, ids)
-            loss = losses.sigmoid_loss(image, text, model.logit_scale, model.logit_bias)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        return run
-
-    return cfg.batch_size, {"bf16": step(True), "fp32": step(False)}
+    return len(pixels), {"bf16": sigmoid_step(model, pixels, ids, bf16=True),
+                         "fp32": sigmoid_step(model, pixels, ids, bf16=False)}
 
 
 def encoders(make: Callable[[], VisionTransformer], batch: int) -> dict[str, Callable[[], None]]:

@@ -88,36 +88,53 @@ def loss_part(batch_sizes: list[int], dim: int, repeats: int) -> None:
         print(f"| {batch} | {s_ms:.1f} | {x_ms:.1f} | {x_ms / s_ms:.2f} | {s_mib:.0f} | {x_mib:.0f} |", flush=True)
 
 
-def step_part(min_time: float) -> None:
-    from transformers import SiglipConfig, SiglipModel
+def default_training_setup() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """(our DualEncoder in TrainConfig's default sizes, random pixels, random token ids) of one default batch."""
+    from vlm_vision.training.train import TrainConfig, build_model
 
-    from vlm_vision.training import losses
-    from vlm_vision.checkpoints.convert import ours_to_hf
-    from vlm_vision.training.train import TrainConfig, build_model, build_optimizer, set_attn_implementation
-
-    class _Tokenizer:  # the step benchmark feeds token ids directly; only the size matters
+    class _Tokenizer:  # the step benchmarks feed token ids directly; only the size matters
         pad_token_id, eos_token_id = 0, 1
 
         def __len__(self) -> int:
             return 4000
 
     cfg = TrainConfig(data=("unused",))
-    ours = build_model(cfg, _Tokenizer()).train()
+    pixels = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size)
+    ids = torch.randint(2, 4000, (cfg.batch_size, cfg.context_length))
+    return build_model(cfg, _Tokenizer()).train(), pixels, ids
+
+
+def sigmoid_step(model: torch.nn.Module, pixels: torch.Tensor, ids: torch.Tensor,
+                 bf16: bool = True) -> Callable[[], None]:
+    """One optimizer step of our model (forward under autocast or not, sigmoid loss, backward, AdamW)."""
+    from vlm_vision.training import losses
+    from vlm_vision.training.train import TrainConfig, build_optimizer
+
+    optimizer = build_optimizer(model, TrainConfig(data=("unused",)))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            image, text = model(pixels, ids)
+        loss = losses.sigmoid_loss(image, text, model.logit_scale, model.logit_bias)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def step_part(min_time: float) -> None:
+    from transformers import SiglipConfig, SiglipModel
+
+    from vlm_vision.checkpoints.convert import ours_to_hf
+    from vlm_vision.training.train import set_attn_implementation
+
+    ours, pixels, ids = default_training_setup()
     hf = SiglipModel(SiglipConfig(vision_config=ours.vision.config.to_hf_dict(),
                                   text_config=ours.text.config.to_dict())).train()
     hf.vision_model.load_state_dict(ours_to_hf(ours.vision.state_dict(), ours.vision.config))
     hf.text_model.load_state_dict(ours.text.state_dict())
-    batch = cfg.batch_size
-    pixels = torch.randn(batch, 3, cfg.image_size, cfg.image_size)
-    ids = torch.randint(2, 4000, (batch, cfg.context_length))
-
-    def ours_step(optimizer=build_optimizer(ours, cfg)) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            image, text = ours(pixels, ids)
-        loss = losses.sigmoid_loss(image, text, ours.logit_scale, ours.logit_bias)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    batch = len(pixels)
+    ours_step = sigmoid_step(ours, pixels, ids)
 
     def hf_step(optimizer=torch.optim.AdamW(hf.parameters(), lr=1e-3)) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
