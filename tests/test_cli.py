@@ -1,4 +1,4 @@
-"""`python -m vlm_vision classify`: output, JSON, help text and friendly errors."""
+"""`vlm-vision classify`: output, JSON, help text and friendly errors."""
 
 import json
 import os

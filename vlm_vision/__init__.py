@@ -1,8 +1,8 @@
 """vlm-vision: a readable, from-scratch SigLIP vision encoder with exact transformers parity.
 
-The package in layers, each importing only those below it:
-- `model`: the vision transformer, its processor, tokenizer and the image-text dual encoder;
+The package in layers, lowest first, each importing only those below it:
 - `checkpoints`: names resolved to files, transformers' weights converted both ways, the embedded default model;
+- `model`: the vision transformer, its processor, tokenizer and the image-text dual encoder;
 - `training`: losses, data, the train loop and evaluation;
 - `vlm`: projectors and the wrapper that feeds patch tokens to a causal LM, and their training;
 - `emoji`: the open-emoji corpus builder that the default model was trained on;

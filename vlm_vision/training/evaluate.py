@@ -1,6 +1,6 @@
 """Zero-shot classification and text-to-image retrieval metrics for a DualEncoder.
 
-    vlm-vision eval --model data/models/siglip-emoji --data data/emoji-eval/twitter/captions.jsonl \\
+    vlm-vision eval --model default --data data/emoji-eval/twitter/captions.jsonl \\
         --classes data/emoji-eval/labels.txt
     vlm-vision eval ... --by subcategory   # also top-1/top-5 per group of a JSONL key or CSV column
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="vlm-vision eval", description="Zero-shot top-1/top-5 and text-to-image recall.",
         epilog="examples:\n"
                "  vlm-vision eval --model runs/emoji/model --data CORPUS/twitter/captions.jsonl\n"
-               "  vlm-vision eval --model data/models/siglip-emoji "
+               "  vlm-vision eval --model default "
                "--data data/emoji-eval/twitter/captions.jsonl --classes data/emoji-eval/labels.txt",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="SigLIP checkpoint folder or Hub id")
