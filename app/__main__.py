@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from vlm_vision.inference import MODE_CHOICES, MODE_HELP
 from vlm_vision.model import AUTO, DTYPE_CHOICES, DTYPE_HELP
 
 EXAMPLE = """examples:
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "when present)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     parser.add_argument("--dtype", default=AUTO, choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    parser.add_argument("--mode", default=AUTO, choices=MODE_CHOICES, help=MODE_HELP)
     parser.add_argument("--max-upload-mb", type=int, default=25, help="largest upload accepted (25 MB)")
     return parser
 
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(1)  # single queries: see index/__main__.py
     try:
-        backend = Backend(index, args.model, device=args.device, dtype=args.dtype, captioner=args.captioner)
+        backend = Backend(index, args.model, device=args.device, dtype=args.dtype, mode=args.mode,
+                          captioner=args.captioner)
     except (ModelMismatchError, SchemaError, CheckpointError, ValueError) as e:  # ValueError: a device not here
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from PIL import Image
 from vlm_vision.checkpoints import DEFAULT_CAPTIONER, DEFAULT_MODEL_NAME
 from vlm_vision.errors import ImageLoadError
 from vlm_vision.explain import overlay_heatmap, pooling_attention
+from vlm_vision.inference import optimize
 from vlm_vision.index import (
     BuildLockedError,
     IndexNotFoundError,
@@ -62,15 +63,15 @@ class Backend:
     """The model and the index, loaded once and shared by every request."""
 
     def __init__(self, index: str | os.PathLike | None, model: str | os.PathLike | None = None, *,
-                 device: str = "cpu", dtype: str = AUTO, thumbnails: str | os.PathLike | None = None,
-                 captioner: str | os.PathLike | None = None) -> None:
+                 device: str = "cpu", dtype: str = AUTO, mode: str = AUTO,
+                 thumbnails: str | os.PathLike | None = None, captioner: str | os.PathLike | None = None) -> None:
         self.index_path = Path(index) if index is not None else None
         self.index: PhotoIndex | None = None
         self.index_problem: str | None = None  # why there is no index to search, shown in the UI
         recorded = None
         if self.index_path is not None:
             try:
-                self.index = PhotoIndex(self.index_path, model, device=device, dtype=dtype)
+                self.index = PhotoIndex(self.index_path, model, device=device, dtype=dtype, mode=mode)
                 recorded = self.index.db.model_info()
             except (IndexNotFoundError, SchemaError) as e:
                 self.index_problem = str(e)
@@ -79,6 +80,8 @@ class Backend:
             self.model = self.index.model  # loads the index's model (or `model`), checked against the index
         else:
             self.model = DualEncoder.from_pretrained(name, device=device, dtype=dtype)  # None: the embedded one
+            if mode != AUTO:
+                optimize(self.model, mode)
             if self.index is not None:  # an empty index: use it with this model
                 self.index = PhotoIndex(self.index_path, self.model)
         self.model_name = str(name or DEFAULT_MODEL_NAME)
@@ -157,7 +160,8 @@ class Backend:
         """The image with the attention-pooling head's weights drawn over it."""
         picture = image if isinstance(image, Image.Image) else self._open_upload(image)
         pixels = self.model.processor([picture]).to(self.model.device)
-        grid = pooling_attention(self.model.vision, pixels)[0].cpu()
+        tower = getattr(self.model.vision, "exact", self.model.vision)  # an ONNX tower keeps the exact one beside it
+        grid = pooling_attention(tower, pixels)[0].cpu()
         scale = HEATMAP_SIZE / max(picture.size)  # small images (emoji) are drawn larger, large ones smaller
         shown = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
                                Image.Resampling.LANCZOS)

@@ -1,67 +1,166 @@
-"""Throughput of our vision tower against transformers' SiglipVisionModel, same weights, same process.
+"""Throughput of our vision tower's modes against transformers' SiglipVisionModel and ONNX Runtime, same weights,
+same inputs, one process.
 
-    python benchmarks/vision_tower.py                      # B/16@224, batch 1 and 16, fp32 and bf16
-    python benchmarks/vision_tower.py --batch-sizes 64 --dtypes bfloat16 --device cuda
+    python benchmarks/vision_tower.py                                  # B/16@224, batch 1 and 16, every variant
+    python benchmarks/vision_tower.py --preset siglip-so400m-patch14-384 --batch-sizes 1 \\
+        --variants "transformers sdpa float32" "transformers sdpa bfloat16" "ours exact auto" "ours int8"
+    python benchmarks/vision_tower.py --device cuda --batch-sizes 256  # (GPU) fp32 and bf16 variants
 
-Each row times both models interleaved (ours, theirs, ours, ...) so that
-frequency scaling and background load hit both alike, and reports the median
-images/s of each and their ratio (ours / transformers; > 1 means we are faster).
+Variants: transformers eager, SDPA and SDPA + torch.compile at float32 and bfloat16; ours exact and fast at both
+dtypes, and int8; ONNX Runtime float32 and int8 (CPU). Each batch size times every variant interleaved (one call
+of each in turn) so that drifts in the machine's speed touch all alike; each gets its median images/s. Printed per
+variant: the ratio to transformers at its fastest dtype without compile ("vs tf") and with ("vs tf+c"); the share
+of this machine's matmul roof for the dtype the variant computes in, measured in the same run at the MLP's shape;
+the memory the variant added (RSS after its first call minus before it was built; CUDA: max allocated); and the
+first call's seconds (compiling, exporting, quantising included).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
+import time
+from collections.abc import Callable
 
+import psutil
 import torch
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from timing import interleaved  # benchmarks/ is on sys.path when run as a script
-from vlm_vision import PRESETS, VisionTransformer
+from timing import interleaved, sync  # benchmarks/ is on sys.path when run as a script
+from vlm_vision import PRESETS, VisionConfig, VisionTransformer, optimize
+from vlm_vision.inference import OnnxVisionTower
+from vlm_vision.model import auto_dtype
+
+VARIANTS = [
+    *(f"transformers {attn} {dtype}" for attn in ("eager", "sdpa", "sdpa+compile") for dtype in ("float32", "bfloat16")),
+    *(f"ours {mode} {dtype}" for mode in ("exact", "fast") for dtype in ("float32", "bfloat16")),
+    "ours int8", "onnx float32", "onnx int8",
+]
 
 
-def build_pair(preset: str, attn: str) -> tuple[SiglipVisionModel, VisionTransformer]:
-    config = PRESETS[preset]
-    hf = SiglipVisionModel(SiglipVisionConfig(**config.to_hf_dict(), attn_implementation=attn)).eval()
-    ours = VisionTransformer.from_hf_state_dict(hf.state_dict(), config).eval()
-    ours.set_attn_implementation(attn)
-    return hf, ours
+def gflop_per_image(config: VisionConfig) -> float:
+    """Multiply-adds x 2 of one forward pass: the encoder's matmuls and attention, and the pooling head."""
+    N, D, I = config.num_patches, config.hidden_size, config.intermediate_size
+    per_layer = 2 * N * (4 * D * D + 2 * D * I) + 2 * 2 * N * N * D
+    patch = 2 * N * D * config.num_channels * config.patch_size ** 2
+    head = 2 * (N * 2 * D * D + 3 * D * D + 2 * D * I) if config.vision_use_head else 0
+    return (config.num_hidden_layers * per_layer + patch + head) / 1e9
+
+
+def matmul_roofs(tokens: int, config: VisionConfig, device: str, min_time: float) -> dict[str, float]:
+    """GFLOP/s (GOP/s for int8) of one (tokens x D) @ (D x I) matmul, the MLP's first layer, by dtype."""
+    D, I = config.hidden_size, config.intermediate_size
+    x, w = torch.randn(tokens, D, device=device), torch.randn(D, I, device=device)
+    calls = {"float32": lambda: x @ w}
+    xb, wb = x.bfloat16(), w.bfloat16()
+    calls["bfloat16"] = lambda: xb @ wb
+    if device == "cpu":
+        xi = torch.randint(-127, 127, (tokens, D), dtype=torch.int8)
+        wi = torch.randint(-127, 127, (D, I), dtype=torch.int8)
+        calls["int8"] = lambda: torch._int_mm(xi, wi)
+    seconds = interleaved(calls, min_time, 5, torch.device(device))
+    return {name: 2 * tokens * D * I / s / 1e9 for name, s in seconds.items()}
+
+
+def build(variant: str, hf_state: dict, config: VisionConfig, device: str, batch: torch.Tensor
+          ) -> Callable[[], object]:
+    """A no-argument call running `variant` on `batch`; built and called once (the first call) here."""
+    kind, *rest = variant.split()
+    if kind == "transformers":
+        attn, dtype = rest
+        model = SiglipVisionModel(SiglipVisionConfig(**config.to_hf_dict(), attn_implementation=attn.split("+")[0]))
+        model.load_state_dict(hf_state)
+        model = model.eval().to(device=device, dtype=getattr(torch, dtype))
+        if attn.endswith("+compile"):
+            model = torch.compile(model, options={"freezing": True} if device == "cpu" else None)
+        pixels = batch.to(model.dtype if not attn.endswith("+compile") else getattr(torch, dtype))
+        return lambda: model(pixel_values=pixels)
+    tower = VisionTransformer.from_hf_state_dict(hf_state, config).eval().to(device)
+    if kind == "onnx":
+        onnx = OnnxVisionTower.from_tower(tower, int8=rest[0] == "int8")
+        return lambda: onnx(batch)
+    mode, dtype = (rest + ["float32"])[:2]
+    tower.to(getattr(torch, dtype))
+    optimize(tower, mode)
+    pixels = batch.to(tower.dtype)
+    return lambda: tower(pixels)
+
+
+def computes_in(variant: str) -> str:
+    return "int8" if variant.endswith("int8") else variant.split()[-1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="siglip-base-patch16-224", choices=sorted(PRESETS))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda too when present)")
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
-    parser.add_argument("--min-time", type=float, default=20.0, help="seconds of timed runs per row (both models)")
-    parser.add_argument("--min-runs", type=int, default=7, help="timed runs per model and row, at least")
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS, metavar="VARIANT",
+                        help="any of: " + "; ".join(VARIANTS))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (ONNX Runtime and int8 rows: CPU only)")
+    parser.add_argument("--min-time", type=float, default=20.0, help="seconds of timed runs per batch size")
+    parser.add_argument("--min-runs", type=int, default=3, help="timed runs per variant and batch size, at least")
     args = parser.parse_args()
 
-    devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    config = PRESETS[args.preset]
     torch.manual_seed(0)
-    hf, ours = build_pair(args.preset, args.attn)
-    size = PRESETS[args.preset].image_size
-    print(f"# {args.preset}, attention={args.attn}, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    print("| device | dtype | batch | ours img/s | transformers img/s | ratio | max abs diff |")
-    print("|---|---|---|---|---|---|---|")
-    for device in devices:
-        for dtype_name in args.dtypes:
-            dtype = getattr(torch, dtype_name)
-            hf.to(device=device, dtype=dtype)
-            ours.to(device=device, dtype=dtype)
-            for batch in args.batch_sizes:
-                pixels = torch.randn(batch, 3, size, size, device=device)
-                with torch.inference_mode():
-                    diff = (ours(pixels).pooler_output.float() - hf(pixels).pooler_output.float()).abs().max().item()
-                with torch.inference_mode():
-                    seconds = interleaved({"ours": lambda: ours(pixels), "hf": lambda: hf(pixels)}, args.min_time,
-                                          args.min_runs, pixels.device)
-                ours_ips, hf_ips = batch / seconds["ours"], batch / seconds["hf"]
-                print(f"| {device} | {dtype_name} | {batch} | {ours_ips:.2f} | {hf_ips:.2f} | "
-                      f"{ours_ips / hf_ips:.3f} | {diff:.1e} |", flush=True)
+    hf_state = SiglipVisionModel(SiglipVisionConfig(**config.to_hf_dict())).state_dict()
+    variants = [v for v in args.variants if args.device == "cpu" or not v.startswith(("onnx", "ours int8"))]
+    flops = gflop_per_image(config)
+    process = psutil.Process()
+    print(f"# {args.preset} ({flops:.1f} GFLOP/image), torch {torch.__version__}, {cpu_description()}, "
+          f"{torch.get_num_threads()} threads, device {args.device}; auto dtype here: {auto_dtype(args.device)}")
+    for batch_size in args.batch_sizes:
+        size = config.image_size
+        batch = torch.randn(batch_size, 3, size, size, device=args.device)
+        roofs = matmul_roofs(batch_size * config.num_patches, config, args.device, min_time=3)
+        calls, first_call, memory = {}, {}, {}
+        for variant in variants:
+            gc.collect()
+            before = process.memory_info().rss
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            with torch.inference_mode():
+                call = build(variant, hf_state, config, args.device, batch)
+                call()
+            sync(torch.device(args.device))
+            first_call[variant] = time.perf_counter() - start
+            memory[variant] = (torch.cuda.max_memory_allocated() if args.device == "cuda"
+                               else process.memory_info().rss - before) / 2**20
+            calls[variant] = call
+        with torch.inference_mode():
+            seconds = interleaved(calls, args.min_time, args.min_runs, torch.device(args.device), warmup=1)
+        rate = {v: batch_size / s for v, s in seconds.items()}
+        tf = max((r for v, r in rate.items() if v.startswith("transformers") and "compile" not in v), default=None)
+        tfc = max((r for v, r in rate.items() if v.startswith("transformers")), default=None)
+        print(f"\nbatch {batch_size}; matmul roofs: " + ", ".join(f"{k} {v:.0f}" for k, v in roofs.items())
+              + " G(FL)OP/s")
+        print("| variant | img/s | vs tf | vs tf+c | roof share | memory MiB | first call s |")
+        print("|---|---|---|---|---|---|---|")
+        for variant in variants:
+            roof = roofs.get(computes_in(variant))
+            share = f"{rate[variant] * flops / roof:.2f}" if roof else "-"
+            ratio = f"{rate[variant] / tf:.2f}" if tf else "-"
+            ratio_c = f"{rate[variant] / tfc:.2f}" if tfc else "-"
+            print(f"| {variant} | {rate[variant]:.2f} | {ratio} | {ratio_c} | {share} | {memory[variant]:.0f} | "
+                  f"{first_call[variant]:.1f} |", flush=True)
+
+
+def cpu_description() -> str:
+    """The CPU model and the capabilities that decide precision and int8 speed."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = {"AVX-512 BF16": torch.cpu._is_avx512_bf16_supported(), "AMX": torch.cpu._is_amx_tile_supported(),
+             "VNNI": torch.cpu._is_vnni_supported()}
+    return (f"{name} ({torch.backends.cpu.get_cpu_capability()}; "
+            + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()) + ")")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 import sys
 
 from vlm_vision.errors import CheckpointError, ImageLoadError
+from vlm_vision.inference import MODE_CHOICES, MODE_HELP
 from vlm_vision.model import AUTO, DTYPE_CHOICES, DTYPE_HELP
 
 from . import ann
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="decoding processes beside the model (default: CPU cores - 1, at most 8; 0: none)")
     build.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     build.add_argument("--dtype", default=AUTO, choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    build.add_argument("--mode", default=AUTO, choices=MODE_CHOICES, help=MODE_HELP)
     build.add_argument("--index-type", default=None, choices=["auto", "flat", "hnsw", "ivf"],
                        help="FAISS index (default auto: exact flat while small, approximate when large; "
                             f"ivf needs {ann.IVF_MIN_TRAINING} vectors to train, and fewer get flat)")
@@ -97,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only results at least this similar (a cosine; its useful range depends on the model)")
     search.add_argument("--model", default=None, help=MODEL_HELP)
     search.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    search.add_argument("--mode", default=AUTO, choices=MODE_CHOICES, help="how an --image query is encoded: "
+                        + MODE_HELP.removeprefix("how the vision tower runs: "))
     search.add_argument("--json", action="store_true",
                         help='print JSON lines {"path": ..., "score": ..., "taken_at": ..., "camera": ...}')
 
@@ -117,7 +121,7 @@ def run_build(args: argparse.Namespace) -> None:
     from .photos import DEFAULT_MAX_PIXELS
 
     folder_roots(args.folders)  # a missing folder stops the build before a database is created for it
-    index = PhotoIndex(args.db, args.model, device=args.device, dtype=args.dtype, create=True)
+    index = PhotoIndex(args.db, args.model, device=args.device, dtype=args.dtype, mode=args.mode, create=True)
     bar = None
 
     def progress(p) -> None:
@@ -156,7 +160,7 @@ def run_search(args: argparse.Namespace) -> None:
     # One query at a time: a second OpenMP thread only adds hand-offs, and on a busy machine it made
     # batch-1 searches several times slower (benchmarks/README.md, "Photo index: FAISS level").
     faiss.omp_set_num_threads(1)
-    with PhotoIndex(args.db, args.model, device=args.device) as index:
+    with PhotoIndex(args.db, args.model, device=args.device, mode=args.mode) as index:
         hits = index.search(args.query, image=args.image, negative=args.negative, k=args.k, under=args.under,
                             since=args.since, until=args.until, camera=args.camera, min_score=args.min_score)
         for hit in hits:
@@ -187,12 +191,14 @@ def run_stats(args: argparse.Namespace) -> None:
             "db": s.db_path, "files": s.files, "vectors": s.vectors, "skipped": s.skipped, "roots": s.roots,
             "model": model.name if model else None, "revision": model.revision if model else None,
             "dim": model.dim if model else None, "index_type": s.index_type, "db_bytes": s.db_bytes,
-            "faiss_bytes": s.ann_bytes, "last_build": s.last_build}))
+            "faiss_bytes": s.ann_bytes, "last_build": s.last_build, "encoders": s.encoders}))
         return
     print(f"index:      {s.db_path} ({s.db_bytes / 1e6:.1f} MB, FAISS file {s.ann_bytes / 1e6:.1f} MB)")
     print(f"files:      {s.files} indexed ({s.vectors} distinct), {s.skipped} skipped")
     if model:
         print(f"model:      {model.name}" + (f" @ {model.revision}" if model.revision else "") + f", dim {model.dim}")
+    if s.encoders:
+        print(f"encoded:    {', '.join(s.encoders)}")
     print(f"FAISS:      {s.index_type or '-'}")
     for root in s.roots:
         print(f"folder:     {root}")

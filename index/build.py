@@ -102,11 +102,14 @@ def _collate(records: list[PhotoRecord]) -> _Batch:
     return _Batch(records, torch.stack(stacked) if stacked else None, rows)
 
 
-
 def run_build(db: Database, encode: Encoder, processor: ImageProcessor, folders: Sequence[str], *,
               batch_size: int = 32, workers: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-              progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
-    """Bring the index up to date with `folders` (absolute paths of existing folders)."""
+              progress: Callable[[BuildProgress], None] | None = None,
+              before_reading: Callable[[int], None] | None = None) -> BuildSummary:
+    """Bring the index up to date with `folders` (absolute paths of existing folders).
+
+    `before_reading(n)` learns how many files the build will read, at most the images it will encode, before the
+    first is read: the encoder's mode may depend on it (compiling pays only for many images)."""
     start = time.perf_counter()
     summary = BuildSummary()
     found = scan(folders)
@@ -130,6 +133,8 @@ def run_build(db: Database, encode: Encoder, processor: ImageProcessor, folders:
     summary.skipped += len(problems)
     summary.skipped_files += problems
 
+    if to_read and before_reading is not None:
+        before_reading(len(to_read))
     known = db.known_hashes()
     dataset = _PhotoDataset(to_read, processor, frozenset(known), max_pixels)
     workers = min(default_workers() if workers is None else workers, len(to_read) // batch_size + 1)

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from vlm_vision.checkpoints import DEFAULT_MODEL, DEFAULT_MODEL_NAME, resolve_checkpoint
+from vlm_vision.inference import INT8_PAYS_FROM, MODE_CHOICES, choose_mode, describe, optimize
 from vlm_vision.model import AUTO
 
 from . import ann, ann_file
@@ -81,6 +82,7 @@ class IndexStats:
     db_bytes: int
     ann_bytes: int
     last_build: dict | None
+    encoders: list[str]  # what encoded the stored vectors: a mode and dtype each, e.g. "exact bfloat16"
 
 
 def absolute(folder: str | os.PathLike) -> str:
@@ -103,7 +105,8 @@ def folder_roots(folders: Sequence[str | os.PathLike]) -> list[str]:
 
 class PhotoIndex:
     """A photo index at `db` (default: `default_db_path()`), used with `model` (default: the index's own) in `dtype`
-    ("auto": bfloat16 where `device` computes it natively, else float32; fp32 and bf16 vectors are interchangeable).
+    ("auto": bfloat16 where `device` computes it natively, else float32; fp32 and bf16 vectors are interchangeable)
+    and inference `mode` (see `vlm_vision.inference`; "auto": int8 for a CPU build of many images, else exact).
 
     >>> index = PhotoIndex("photos.db", create=True)
     >>> index.build(["~/Pictures"])
@@ -112,11 +115,13 @@ class PhotoIndex:
 
     def __init__(self, db: str | os.PathLike | None = None, model: str | os.PathLike | DualEncoder | None = None, *,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = AUTO,
-                 create: bool = False) -> None:
+                 mode: str = AUTO, create: bool = False) -> None:
+        if mode not in MODE_CHOICES:
+            raise ValueError(f"Unknown mode {mode!r}; choose from {MODE_CHOICES}")
         self.db = Database(Path(db).expanduser() if db is not None else default_db_path(), create=create)
         self.ann_path = self.db.path.with_name(self.db.path.name + ".faiss")
         self.lock_path = self.db.path.with_name(self.db.path.name + ".lock")
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype, self.mode = device, dtype, mode
         self._model: DualEncoder | None = None
         if hasattr(model, "encode_images"):  # a loaded DualEncoder (the app shares one model between its tabs)
             self._model, model = model, model.name_or_path
@@ -142,6 +147,8 @@ class PhotoIndex:
                 from vlm_vision.model import DualEncoder  # imports transformers: only when a model is needed
 
                 self._model = DualEncoder.from_pretrained(folder, dtype=self.dtype, device=self.device)
+            if self.mode != AUTO and describe(self._model).split()[0] != self.mode:
+                optimize(self._model, self.mode)  # a model passed in is changed in place
             model = self._model
             info = self._model_info(model, name, folder)
             if recorded is not None:
@@ -180,11 +187,29 @@ class PhotoIndex:
                 self.db.set_setting("index_type", index_type)
             self.db.add_roots(roots)
             summary = run_build(self.db, self._encode_pixels, model.processor, roots, batch_size=batch_size,
-                                workers=workers, max_pixels=max_pixels,
-                                progress=progress)
+                                workers=workers, max_pixels=max_pixels, progress=progress,
+                                before_reading=self._choose_mode)
             self._ann_index(write=True)
-            self.db.set_setting("last_build", summary.as_dict())
+            self.db.set_setting("last_build", summary.as_dict() | {"encoder": describe(model)})
         return summary
+
+    def _choose_mode(self, to_read: int) -> None:
+        """Before a build reads `to_read` files: settle `auto`, and note a change of encoder in the index."""
+        if self.mode == AUTO and getattr(self.model.vision, "mode", "exact") == "exact":
+            mode = choose_mode(self.model.device, to_read)
+            if mode != "exact":
+                logger.info("Mode %s for %d files (auto: compiling pays from %d images)", mode, to_read,
+                            INT8_PAYS_FROM)
+                optimize(self.model, mode)
+        encoder, encoders = describe(self.model), self.db.setting("encoders", [])
+        if encoder not in encoders:
+            if encoders:
+                logger.warning(
+                    "This index holds vectors encoded %s; this build adds vectors encoded %s. Every mode agrees "
+                    "with exact float32 to cosine 0.999 or better in our tests (docs/performance.md), so search "
+                    "spans both; for one encoder throughout, build a new index (another --db).",
+                    " and ".join(encoders), encoder)
+            self.db.set_setting("encoders", [*encoders, encoder])
 
     def forget(self, folders: Sequence[str | os.PathLike]) -> tuple[int, int]:
         """Remove what is indexed under `folders` (which need not exist any more: a renamed or retired folder);
@@ -355,7 +380,8 @@ class PhotoIndex:
         return IndexStats(
             str(self.db.path), self.db.count("files"), self.db.count("vectors"), self.db.count("skipped"),
             self.db.roots(), self.db.model_info(), index_type, size,
-            self.ann_path.stat().st_size if self.ann_path.exists() else 0, self.db.setting("last_build"))
+            self.ann_path.stat().st_size if self.ann_path.exists() else 0, self.db.setting("last_build"),
+            self.db.setting("encoders", []))
 
     def errors(self) -> list[SkippedFile]:
         """Files the builds could not index, with the reason for each."""

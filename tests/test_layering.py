@@ -18,10 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Import name -> folder, as pyproject.toml maps them: index/ and app/ are installed as vlm_vision.index and .app.
 PACKAGES = {"vlm_vision": ROOT / "vlm_vision", "vlm_vision.index": ROOT / "index", "vlm_vision.app": ROOT / "app"}
-RANK = {"errors": 0, "lazy": 0, "checkpoints": 1, "model": 2, "training": 3, "emoji": 3, "explain": 3, "export": 3,
-        "vlm": 4,
+RANK = {"errors": 0, "lazy": 0, "quiet": 0, "cache": 0, "checkpoints": 1, "model": 2, "training": 3, "emoji": 3,
+        "explain": 3, "export": 3, "vlm": 4, "inference": 4,
         "vlm_vision": 5, "index": 6, "app": 7}
-SUBPACKAGES = ("checkpoints", "model", "training", "emoji", "vlm", "index", "app")
+SUBPACKAGES = ("checkpoints", "model", "training", "emoji", "vlm", "inference", "index", "app")
 
 
 def module_files() -> dict[str, Path]:

@@ -6,11 +6,13 @@ The package in layers, lowest first, each importing only those below it:
 - `training`: losses, data, the train loop and evaluation;
 - `vlm`: projectors and the wrapper that feeds patch tokens to a causal LM, and their training;
 - `emoji`: the open-emoji corpus builder that the default model was trained on;
-- `explain`: attention heatmaps; `export`: ONNX graphs of the towers.
+- `explain`: attention heatmaps; `export`: ONNX graphs of the towers;
+- `inference`: the vision tower's inference modes (exact, compiled, int8, ONNX Runtime), chosen by `optimize`.
 The photo index (`vlm_vision.index`) and the app (`vlm_vision.app`) sit on top.
 """
 
 from .errors import CheckpointError, ImageLoadError
+from .inference import optimize
 from .lazy import lazy_attributes
 from .model import PRESETS, ImageProcessor, VisionConfig, VisionOutput, VisionTransformer, load_image
 from .vlm import Projector, ProjectorConfig, select_features
@@ -30,6 +32,7 @@ __all__ = [
     "VisionLanguageModel",
     "VisionTransformer",
     "load_image",
+    "optimize",
     "select_features",
 ]
 

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from .errors import CheckpointError, ImageLoadError
+from .inference import MODE_CHOICES, MODE_HELP
 from .model import AUTO, DTYPE_CHOICES, DTYPE_HELP
 
 CLASSIFY_EXAMPLE = """examples:
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--top", type=positive_int, default=None, help="print only the K most probable labels")
     classify.add_argument("--dtype", default=AUTO, choices=[*DTYPE_CHOICES, "float16"], help=DTYPE_HELP)
     classify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    classify.add_argument("--mode", default=AUTO, choices=MODE_CHOICES, help=MODE_HELP)
     classify.add_argument("--json", action="store_true", help="print one JSON object per image")
     export = commands.add_parser(
         "export", help="write a checkpoint's towers as ONNX graphs (for ONNX Runtime)", epilog=EXPORT_EXAMPLE,
@@ -103,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def classify(args: argparse.Namespace) -> None:
+    from .inference import choose_mode, optimize
     from .model import DEFAULT_TEMPLATE, DualEncoder, fill_template
 
     labels = split_labels(args.labels)
@@ -111,6 +114,7 @@ def classify(args: argparse.Namespace) -> None:
     fill_template(args.template or DEFAULT_TEMPLATE, [])  # before the model loads
     model = DualEncoder.from_pretrained(args.model, dtype=args.dtype, device=args.device,
                                         revision=args.revision)
+    optimize(model, choose_mode(args.device, len(args.images)) if args.mode == AUTO else args.mode)
     for image in args.images:
         ranked = model.classify(image, labels, template=args.template or DEFAULT_TEMPLATE)[: args.top]
         if args.json:

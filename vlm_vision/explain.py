@@ -24,7 +24,8 @@ def pooling_attention(model: VisionTransformer, pixel_values: torch.Tensor) -> t
         raise ValueError("This vision tower has no attention-pooling head (vision_use_head=False): nothing to show")
     B, _, height, width = pixel_values.shape
     p = model.config.patch_size
-    weights = model(pixel_values, output_attentions=True).head_attention  # (B, heads, 1, N)
+    # forward, not __call__: a compiled tower (vlm_vision.inference) would compile again for the attention outputs
+    weights = model.forward(pixel_values, output_attentions=True).head_attention  # (B, heads, 1, N)
     return weights.float().mean(1)[:, 0].reshape(B, height // p, width // p)
 
 

@@ -12,15 +12,19 @@ from __future__ import annotations
 import copy
 import io
 import logging
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .model import DualEncoder, VisionTransformer
+from .model import VisionTransformer
+from .quiet import quiet_loggers
+
+if TYPE_CHECKING:
+    from .model import DualEncoder  # imports transformers: not at import time
 
 logger = logging.getLogger(__name__)
 
@@ -46,42 +50,42 @@ def export_onnx(model: DualEncoder | VisionTransformer, folder: str | Path, opse
     """Write `model` as a checkpoint into `folder` and its towers as ONNX graphs into `folder/onnx`; returns those.
 
     The graphs hold float32 weights on the CPU, whatever the model's dtype and device."""
+    _require_onnx()
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    vision = model if isinstance(model, VisionTransformer) else model.vision
+    size = vision.config.image_size
+    towers = [(vision, "pixel_values", torch.zeros(2, 3, size, size), VISION_FILE)]
+    if not isinstance(model, VisionTransformer):  # a DualEncoder
+        ids = model.tokenize(["a", "b"])  # (2, context length), padded as SigLIP was trained
+        towers.append((model.text, "input_ids", ids, TEXT_FILE))
+    return [export_tower(tower, input_name, example, folder / ONNX_FOLDER / filename, opset)
+            for tower, input_name, example, filename in towers]
+
+
+def export_tower(tower: nn.Module, input_name: str, example: torch.Tensor, path: Path, opset: int | None = None) -> Path:
+    """Write one tower as an ONNX graph `input_name` -> (pooler_output, last_hidden_state), batch dynamic."""
+    _require_onnx()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = _TowerOutputs(copy.deepcopy(tower).float().cpu(), input_name).eval()  # `tower` stays as it is
+    with _quiet_exporter():
+        torch.onnx.export(graph, (example.cpu(),), path, input_names=[input_name], output_names=OUTPUT_NAMES,
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
+                          external_data=False)  # one file per tower: up to 2 GB, So400m's vision tower included
+    logger.info("Wrote %s", path)
+    return path
+
+
+def _require_onnx() -> None:
     try:
         import onnxscript  # noqa: F401 (torch's ONNX exporter needs it, and onnx)
     except ImportError as e:
         raise ImportError("ONNX export needs the onnx extra: pip install 'vlm-vision[onnx]'") from e
-    folder = Path(folder)
-    model.save_pretrained(folder)
-    vision = model.vision if isinstance(model, DualEncoder) else model
-    size = vision.config.image_size
-    towers = [(vision, "pixel_values", torch.zeros(2, 3, size, size), VISION_FILE)]
-    if isinstance(model, DualEncoder):
-        ids = model.tokenize(["a", "b"])  # (2, context length), padded as SigLIP was trained
-        towers.append((model.text, "input_ids", ids, TEXT_FILE))
-    written = []
-    for tower, input_name, example, filename in towers:
-        path = folder / ONNX_FOLDER / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        graph = _TowerOutputs(copy.deepcopy(tower).float().cpu(), input_name).eval()  # `model` stays as it is
-        with _quiet_exporter():
-            torch.onnx.export(graph, (example.cpu(),), path, input_names=[input_name], output_names=OUTPUT_NAMES,
-                              dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
-                              external_data=False)  # one file per tower: up to 2 GB, So400m's vision tower included
-        logger.info("Wrote %s", path)
-        written.append(path)
-    return written
 
 
 @contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """torch's exporter prints its progress, warns about torchvision ops it can't register (not installed here),
     and raises a FutureWarning from its own pytree use: none of it is the user's to act on."""
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)
-    try:
-        with redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        exporter_log.setLevel(level)
+    with redirect_stdout(io.StringIO()), quiet_loggers("torch.onnx", warning_types=(FutureWarning,)):
+        yield

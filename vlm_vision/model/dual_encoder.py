@@ -15,7 +15,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel, SiglipTokenizer
+
+from ..quiet import quiet_torchao
+
+with quiet_torchao():  # transformers imports torchao where installed (the int8 extra), which is noisy on a CPU
+    from transformers import (
+        AutoTokenizer,
+        PreTrainedTokenizerBase,
+        SiglipTextConfig,
+        SiglipTextModel,
+        SiglipTokenizer,
+    )
 
 from ..checkpoints import (
     check_keys,

@@ -38,7 +38,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
-from transformers import PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel, SiglipTokenizer
+
+from ..quiet import quiet_torchao
+
+with quiet_torchao():  # transformers imports torchao where installed: noisy on a CPU
+    from transformers import PreTrainedTokenizerBase, SiglipTextConfig, SiglipTextModel, SiglipTokenizer
+
 
 from ..checkpoints import replace_atomically
 from ..errors import CheckpointError

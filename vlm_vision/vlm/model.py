@@ -19,8 +19,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from ..quiet import quiet_torchao
+
+with quiet_torchao():  # transformers imports torchao where installed: noisy on a CPU
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
 
 from ..checkpoints import (
     DEFAULT_CAPTIONER,

@@ -1,0 +1,83 @@
+"""Inference modes of the vision tower, chosen in one place: `optimize(model, mode)`.
+
+- "exact": the eager/SDPA path, bit for bit what `from_pretrained` gives (the parity tests run on it).
+- "fast": the same weights compiled by inductor, with freezing (constants folded, weights prepacked for oneDNN on
+  CPU). Compiled code is cached on disk by inductor, so a second process compiles faster.
+- "int8": torchao's int8 linear layers, in the scheme accurate on this CPU (see `int8`), compiled.
+- "onnx" and "onnx-int8": the tower exported to ONNX and run by ONNX Runtime (see `onnx_runtime`).
+
+Compiling costs tens of seconds on a 2-core CPU (47 s for int8 B/16), so it pays only over many images;
+`choose_mode` decides for a job of a given size. Only the vision tower changes: text embeddings stay exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..model import VisionTransformer
+from .int8 import int8_available, quantize_int8
+
+if TYPE_CHECKING:
+    from ..model import DualEncoder  # imports transformers: not at import time
+
+logger = logging.getLogger(__name__)
+
+AUTO = "auto"
+MODES = ("exact", "fast", "int8", "onnx", "onnx-int8")
+MODE_CHOICES = (AUTO, *MODES)
+MODE_HELP = ("how the vision tower runs: 'exact' (eager, bit for bit transformers' numbers), 'fast' (compiled), "
+             "'int8' (int8 linear layers, compiled), 'onnx'/'onnx-int8' (ONNX Runtime); 'auto' picks by the "
+             "machine and the number of images (docs/performance.md)")
+
+# Images a CPU job must encode before compiling to int8 pays for its compile time: measured on a 2-core EPYC with
+# AVX-512 BF16 (2026-12-07), B/16 int8 compiled in 47 s and then ran at 13.3 img/s against 8.1 exact (bf16).
+INT8_PAYS_FROM = 1000
+
+
+def choose_mode(device: torch.device | str | None = None, images: int | None = None) -> str:
+    """The mode `auto` means for a job of `images` images (None: unknown, e.g. a server's queries) on `device`."""
+    device = torch.device(device or "cpu")
+    if device.type == "cpu" and images is not None and images >= INT8_PAYS_FROM and int8_available():
+        return "int8"
+    return "exact"  # short jobs and queries: no compile wait; GPUs: not measured yet in this project
+
+
+def optimize(model: DualEncoder | VisionTransformer, mode: str) -> DualEncoder | VisionTransformer:
+    """Put `model`'s vision tower (in place) into `mode`; returns `model`. For inference only: save the original."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; choose from {MODES} (or {AUTO!r} where a command takes it)")
+    tower = model if isinstance(model, VisionTransformer) else model.vision
+    if getattr(tower, "mode", "exact") != "exact":
+        raise ValueError(f"The vision tower is already in mode {tower.mode!r}; load the model again for another")
+    if mode == "exact":
+        return model
+    if mode.startswith("onnx"):
+        from .onnx_runtime import OnnxVisionTower
+
+        if isinstance(model, VisionTransformer):
+            raise ValueError("ONNX modes replace a DualEncoder's vision tower; for a tower alone use "
+                             "vlm_vision.inference.OnnxVisionTower.from_tower")
+        model.vision = OnnxVisionTower.from_tower(tower, int8=mode == "onnx-int8")
+        return model
+    if mode == "int8":
+        quantize_int8(tower)
+    compile_tower(tower)
+    tower.mode = mode
+    return model
+
+
+def describe(model: DualEncoder | VisionTransformer) -> str:
+    """What produced a model's image embeddings, e.g. "exact bfloat16" or "int8 float32": the index records it."""
+    tower = model if isinstance(model, VisionTransformer) else model.vision
+    return f"{getattr(tower, 'mode', 'exact')} {str(tower.dtype).removeprefix('torch.')}"
+
+
+def compile_tower(tower: VisionTransformer) -> None:
+    """Compile `tower.forward` in place (its state_dict keys stay as they are), freezing weights for inference.
+
+    The batch dimension is dynamic from the first call, so the last, shorter batch of a job reuses the code."""
+    int8_available()  # inductor imports torchao where installed: import it here, quietly
+    tower.compile(dynamic=True, options={"freezing": True})
