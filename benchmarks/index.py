@@ -81,7 +81,9 @@ def main() -> None:
     pipeline.add_argument("--model", default=None,
                           help="SigLIP checkpoint (default: the embedded model; 'b16': random weights, B/16@224)")
     pipeline.add_argument("--batch-size", type=int, default=32)
-    pipeline.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    pipeline.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"])
+    pipeline.add_argument("--mode", default="exact", choices=["exact", "fast", "int8", "onnx", "onnx-int8"],
+                          help="build: the encoder's inference mode (the model alone runs in it too)")
     pipeline.add_argument("--device", default="cpu")
     pipeline.add_argument("--workers", type=int, nargs="+", default=[1], help="build: decoding processes to try")
     pipeline.add_argument("--torch-threads", type=int, default=None)

@@ -18,6 +18,7 @@ first call's seconds (compiling, exporting, quantising included).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import platform
 import time
@@ -25,15 +26,19 @@ from collections.abc import Callable
 
 import psutil
 import torch
-from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from timing import interleaved, sync  # benchmarks/ is on sys.path when run as a script
 from vlm_vision import PRESETS, VisionConfig, VisionTransformer, optimize
 from vlm_vision.inference import OnnxVisionTower
 from vlm_vision.model import auto_dtype
+from vlm_vision.quiet import quiet_torchao
+
+with quiet_torchao():  # transformers imports torchao where installed
+    from transformers import SiglipVisionConfig, SiglipVisionModel
 
 VARIANTS = [
-    *(f"transformers {attn} {dtype}" for attn in ("eager", "sdpa", "sdpa+compile") for dtype in ("float32", "bfloat16")),
+    *(f"transformers {attn} {dtype}" for attn in ("eager", "sdpa", "sdpa+compile")
+      for dtype in ("float32", "bfloat16")),
     *(f"ours {mode} {dtype}" for mode in ("exact", "fast") for dtype in ("float32", "bfloat16")),
     "ours int8", "onnx float32", "onnx int8",
 ]
@@ -48,13 +53,14 @@ def gflop_per_image(config: VisionConfig) -> float:
     return (config.num_hidden_layers * per_layer + patch + head) / 1e9
 
 
-def matmul_roofs(tokens: int, config: VisionConfig, device: str, min_time: float) -> dict[str, float]:
-    """GFLOP/s (GOP/s for int8) of one (tokens x D) @ (D x I) matmul, the MLP's first layer, by dtype."""
-    D, I = config.hidden_size, config.intermediate_size
-    x, w = torch.randn(tokens, D, device=device), torch.randn(D, I, device=device)
-    calls = {"float32": lambda: x @ w}
+def matmul_roofs(config: VisionConfig, device: str, min_time: float) -> dict[str, float]:
+    """GFLOP/s (GOP/s for int8) by dtype of the MLP's first matmul at 16 images' tokens, (16 N x D) @ (D x I):
+    a shape large enough to run near the machine's peak."""
+    tokens, D, I = 16 * config.num_patches, config.hidden_size, config.intermediate_size
+    x, w = torch.randn(tokens, D, device=device), torch.randn(I, D, device=device)  # nn.Linear's layout
+    calls = {"float32": lambda: x @ w.T}
     xb, wb = x.bfloat16(), w.bfloat16()
-    calls["bfloat16"] = lambda: xb @ wb
+    calls["bfloat16"] = lambda: xb @ wb.T
     if device == "cpu":
         xi = torch.randint(-127, 127, (tokens, D), dtype=torch.int8)
         wi = torch.randint(-127, 127, (D, I), dtype=torch.int8)
@@ -76,7 +82,8 @@ def build(variant: str, hf_state: dict, config: VisionConfig, device: str, batch
             model = torch.compile(model, options={"freezing": True} if device == "cpu" else None)
         pixels = batch.to(model.dtype if not attn.endswith("+compile") else getattr(torch, dtype))
         return lambda: model(pixel_values=pixels)
-    tower = VisionTransformer.from_hf_state_dict(hf_state, config).eval().to(device)
+    own = {k: v.clone() for k, v in hf_state.items()}  # not transformers' tensors: its memory counts
+    tower = VisionTransformer.from_hf_state_dict(own, config).eval().to(device)
     if kind == "onnx":
         onnx = OnnxVisionTower.from_tower(tower, int8=rest[0] == "int8")
         return lambda: onnx(batch)
@@ -85,6 +92,13 @@ def build(variant: str, hf_state: dict, config: VisionConfig, device: str, batch
     optimize(tower, mode)
     pixels = batch.to(tower.dtype)
     return lambda: tower(pixels)
+
+
+def release_memory() -> None:
+    """Free garbage and hand glibc's freed pages back, so that RSS before a build is what is alive."""
+    gc.collect()
+    if platform.system() == "Linux":
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def computes_in(variant: str) -> str:
@@ -108,15 +122,16 @@ def main() -> None:
     variants = [v for v in args.variants if args.device == "cpu" or not v.startswith(("onnx", "ours int8"))]
     flops = gflop_per_image(config)
     process = psutil.Process()
+    roofs = matmul_roofs(config, args.device, min_time=5)
     print(f"# {args.preset} ({flops:.1f} GFLOP/image), torch {torch.__version__}, {cpu_description()}, "
           f"{torch.get_num_threads()} threads, device {args.device}; auto dtype here: {auto_dtype(args.device)}")
     for batch_size in args.batch_sizes:
         size = config.image_size
         batch = torch.randn(batch_size, 3, size, size, device=args.device)
-        roofs = matmul_roofs(batch_size * config.num_patches, config, args.device, min_time=3)
-        calls, first_call, memory = {}, {}, {}
+        first_call, memory = {}, {}
+        calls = {}  # the previous batch size's models go before these are built
         for variant in variants:
-            gc.collect()
+            release_memory()
             before = process.memory_info().rss
             if args.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -135,7 +150,7 @@ def main() -> None:
         tf = max((r for v, r in rate.items() if v.startswith("transformers") and "compile" not in v), default=None)
         tfc = max((r for v, r in rate.items() if v.startswith("transformers")), default=None)
         print(f"\nbatch {batch_size}; matmul roofs: " + ", ".join(f"{k} {v:.0f}" for k, v in roofs.items())
-              + " G(FL)OP/s")
+              + " G(FL)OP/s (roof share: the variant's FLOP/s over its dtype's roof)")
         print("| variant | img/s | vs tf | vs tf+c | roof share | memory MiB | first call s |")
         print("|---|---|---|---|---|---|---|")
         for variant in variants:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from vlm_vision.checkpoints import DEFAULT_MODEL, DEFAULT_MODEL_NAME, resolve_checkpoint
-from vlm_vision.inference import INT8_PAYS_FROM, MODE_CHOICES, choose_mode, describe, optimize
+from vlm_vision.inference import MODE_CHOICES, choose_mode, describe, int8_pays_from, optimize
 from vlm_vision.model import AUTO
 
 from . import ann, ann_file
@@ -198,8 +198,8 @@ class PhotoIndex:
         if self.mode == AUTO and getattr(self.model.vision, "mode", "exact") == "exact":
             mode = choose_mode(self.model.device, to_read)
             if mode != "exact":
-                logger.info("Mode %s for %d files (auto: compiling pays from %d images)", mode, to_read,
-                            INT8_PAYS_FROM)
+                logger.info("Mode %s for %d files (auto: compiling pays from %d images here)", mode, to_read,
+                            int8_pays_from(self.model.device))
                 optimize(self.model, mode)
         encoder, encoders = describe(self.model), self.db.setting("encoders", [])
         if encoder not in encoders:

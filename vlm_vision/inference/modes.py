@@ -6,7 +6,7 @@
 - "int8": torchao's int8 linear layers, in the scheme accurate on this CPU (see `int8`), compiled.
 - "onnx" and "onnx-int8": the tower exported to ONNX and run by ONNX Runtime (see `onnx_runtime`).
 
-Compiling costs tens of seconds on a 2-core CPU (47 s for int8 B/16), so it pays only over many images;
+Compiling costs tens of seconds on a 2-core CPU (52-58 s for int8 B/16), so it pays only over many images;
 `choose_mode` decides for a job of a given size. Only the vision tower changes: text embeddings stay exact.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..model import VisionTransformer
+from ..model import VisionTransformer, native_bf16
 from .int8 import int8_available, quantize_int8
 
 if TYPE_CHECKING:
@@ -32,15 +32,21 @@ MODE_HELP = ("how the vision tower runs: 'exact' (eager, bit for bit transformer
              "'int8' (int8 linear layers, compiled), 'onnx'/'onnx-int8' (ONNX Runtime); 'auto' picks by the "
              "machine and the number of images (docs/performance.md)")
 
-# Images a CPU job must encode before compiling to int8 pays for its compile time: measured on a 2-core EPYC with
-# AVX-512 BF16 (2026-12-07), B/16 int8 compiled in 47 s and then ran at 13.3 img/s against 8.1 exact (bf16).
-INT8_PAYS_FROM = 1000
+# Images a CPU build must encode before compiling to int8 pays for the compile, from B/16 on 2-core AMD EPYCs
+# (2026-12-07): with native bf16, exact bf16 ran 8.1 img/s and int8 9.7 after a 58 s compile, even at about 2,800
+# images; with AVX2 only, exact fp32 3.7 and int8 6.1 after 49 s (issue 35's figures), even at about 460.
+INT8_PAYS_FROM = {"native bf16": 3000, "no native bf16": 500}
+
+
+def int8_pays_from(device: torch.device | str | None = None) -> int:
+    """The number of images from which `auto` compiles a CPU build to int8 (see INT8_PAYS_FROM)."""
+    return INT8_PAYS_FROM["native bf16" if native_bf16(device) else "no native bf16"]
 
 
 def choose_mode(device: torch.device | str | None = None, images: int | None = None) -> str:
     """The mode `auto` means for a job of `images` images (None: unknown, e.g. a server's queries) on `device`."""
     device = torch.device(device or "cpu")
-    if device.type == "cpu" and images is not None and images >= INT8_PAYS_FROM and int8_available():
+    if device.type == "cpu" and images is not None and images >= int8_pays_from(device) and int8_available():
         return "int8"
     return "exact"  # short jobs and queries: no compile wait; GPUs: not measured yet in this project
 

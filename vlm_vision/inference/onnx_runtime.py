@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -59,7 +60,9 @@ class OnnxVisionTower(nn.Module):
         graph = folder / "vision_model.onnx"
         if not graph.is_file():
             size = tower.config.image_size
-            export_tower(tower, "pixel_values", torch.zeros(2, 3, size, size), graph)
+            partial = graph.with_name(f"partial-{os.getpid()}-{graph.name}")
+            export_tower(tower, "pixel_values", torch.zeros(2, 3, size, size), partial)
+            partial.replace(graph)  # whole or absent: a killed export leaves no half-written graph to load
         if int8:
             quantized = folder / "vision_model.int8.onnx"
             if not quantized.is_file():
@@ -78,11 +81,11 @@ def quantize_int8(graph: Path, out: Path) -> Path:
               if node.op_type in ("MatMul", "Gemm") and _linear_module(node) is not None
               and not _linear_module(node).startswith(FLOAT_LAYERS)]
     reduce_range = not torch.cpu._is_vnni_supported()
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(f"partial-{os.getpid()}-{out.name}")
     with quiet_loggers("root"):  # ORT's quantiser logs advice about pre-processing through the root logger
         quantize_dynamic(graph, partial, weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                          nodes_to_quantize=linear)
-    partial.replace(out)  # whole or absent: a killed run leaves no half-written graph behind
+    partial.replace(out)
     logger.info("Wrote %s (%d linear layers in int8, reduce_range=%s)", out, len(linear), reduce_range)
     return out
 
