@@ -47,7 +47,8 @@ def encoded(mode: str, pixels: torch.Tensor, dtype: str = "float32") -> torch.Te
 def by_mode(eval_set):
     """Each mode's embeddings of the eval set, computed once (compiling is what takes the time)."""
     pixels = eval_set[0]
-    return {mode: encoded(mode, pixels) for mode in ("fast", "int8", "onnx", "onnx-int8")}
+    vectors = {mode: encoded(mode, pixels) for mode in ("fast", "int8", "onnx", "onnx-int8")}
+    return vectors | {"threads": torch.get_num_threads()}  # float sums depend on it, compiled code's too
 
 
 def test_exact_mode_leaves_the_model_as_it_is(eval_set):
@@ -120,14 +121,14 @@ def test_int8_scheme_follows_the_cpu(monkeypatch):
 def test_modes_give_the_same_numbers_in_a_second_process(eval_set, by_mode, tmp_path):
     """The compile cache (warm for the second process) and ONNX Runtime must not change results."""
     script = (
-        "import sys, torch; sys.path.insert(0, sys.argv[1])\n"
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); torch.set_num_threads(int(sys.argv[4]))\n"
         "from tests.inference.test_modes import encoded\n"
         "pixels = torch.load(sys.argv[2])\n"
         "torch.save({m: encoded(m, pixels) for m in ('fast', 'int8', 'onnx-int8')}, sys.argv[3])\n"
     )
     torch.save(eval_set[0][:64], tmp_path / "pixels.pt")  # the first batch of `by_mode`'s encoding
-    subprocess.run([sys.executable, "-c", script, str(REPO), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt")],
-                   check=True, timeout=600)
+    subprocess.run([sys.executable, "-c", script, str(REPO), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt"),
+                    str(by_mode["threads"])], check=True, timeout=600)
     for mode, vectors in torch.load(tmp_path / "out.pt").items():
         assert torch.equal(vectors, by_mode[mode][:64]), mode
 
