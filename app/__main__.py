@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from vlm_vision.cache import cache_dir
 from vlm_vision.inference import MODE_CHOICES, MODE_HELP
 from vlm_vision.model import AUTO, DTYPE_CHOICES, DTYPE_HELP
 
@@ -53,7 +54,7 @@ def demo_index(samples: Path | None = None) -> Path:
     from vlm_vision.index import ModelMismatchError, PhotoIndex
 
     samples = samples or SAMPLES
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlm-vision" / "demo"
+    cache = cache_dir("demo")
     db = cache / f"samples-{hashlib.sha1(str(samples.resolve()).encode()).hexdigest()[:12]}.db"
 
     def build() -> None:

@@ -6,11 +6,11 @@ are never exposed through the web server.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PIL import Image
 
+from vlm_vision.cache import cache_dir
 from vlm_vision.checkpoints import replace_atomically
 from vlm_vision.model import convert_to_rgb, open_image
 
@@ -21,8 +21,7 @@ DRAFT_SIDES = 2
 
 
 def default_thumbnail_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "vlm-vision" / "thumbnails"
+    return cache_dir("thumbnails")
 
 
 class ThumbnailCache:

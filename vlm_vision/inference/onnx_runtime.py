@@ -64,7 +64,9 @@ class OnnxVisionTower(nn.Module):
             export_tower(tower, "pixel_values", torch.zeros(2, 3, size, size), partial)
             partial.replace(graph)  # whole or absent: a killed export leaves no half-written graph to load
         if int8:
-            quantized = folder / "vision_model.int8.onnx"
+            # The range is this CPU's choice: a cache shared with another kind of CPU keeps both graphs.
+            name = "vision_model.int8-reduced-range.onnx" if _reduce_range() else "vision_model.int8.onnx"
+            quantized = folder / name
             if not quantized.is_file():
                 quantize_int8(graph, quantized)
             graph = quantized
@@ -80,7 +82,7 @@ def quantize_int8(graph: Path, out: Path) -> Path:
     linear = [node.name for node in model.graph.node
               if node.op_type in ("MatMul", "Gemm") and _linear_module(node) is not None
               and not _linear_module(node).startswith(FLOAT_LAYERS)]
-    reduce_range = not torch.cpu._is_vnni_supported()
+    reduce_range = _reduce_range()
     partial = out.with_name(f"partial-{os.getpid()}-{out.name}")
     with quiet_loggers("root"):  # ORT's quantiser logs advice about pre-processing through the root logger
         quantize_dynamic(graph, partial, weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
@@ -88,6 +90,11 @@ def quantize_int8(graph: Path, out: Path) -> Path:
     partial.replace(out)
     logger.info("Wrote %s (%d linear layers in int8, reduce_range=%s)", out, len(linear), reduce_range)
     return out
+
+
+def _reduce_range() -> bool:
+    """Without VNNI, x86 multiplies u8 by s8 in pairs that saturate at full range: ORT's documented caveat."""
+    return not torch.cpu._is_vnni_supported()
 
 
 def _linear_module(node) -> str | None:
