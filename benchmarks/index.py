@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's vlm_vision first
 from vlm_vision.index import ann  # noqa: E402
+from vlm_vision.inference import MODES  # noqa: E402
 from index_faiss import part_drift, part_faiss, part_update  # noqa: E402
 from index_pipeline import part_build, part_decode, part_filters, part_query, part_rescan  # noqa: E402
 
@@ -82,7 +83,7 @@ def main() -> None:
                           help="SigLIP checkpoint (default: the embedded model; 'b16': random weights, B/16@224)")
     pipeline.add_argument("--batch-size", type=int, default=32)
     pipeline.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"])
-    pipeline.add_argument("--mode", default="exact", choices=["exact", "fast", "int8", "onnx", "onnx-int8"],
+    pipeline.add_argument("--mode", default="exact", choices=MODES,
                           help="build: the encoder's inference mode (the model alone runs in it too)")
     pipeline.add_argument("--device", default="cpu")
     pipeline.add_argument("--workers", type=int, nargs="+", default=[1], help="build: decoding processes to try")

@@ -98,7 +98,7 @@ def load_model(args: argparse.Namespace):
     if name == "b16":
         name = b16_checkpoint(Path(args.work) / "siglip-b16-random")
     model = DualEncoder.from_pretrained(name or DEFAULT_MODEL, dtype=args.dtype, device=args.device)
-    if getattr(args, "mode", "exact") != "exact":
+    if args.mode != "exact":
         from vlm_vision import optimize
 
         optimize(model, args.mode)

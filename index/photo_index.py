@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from vlm_vision.checkpoints import DEFAULT_MODEL, DEFAULT_MODEL_NAME, resolve_checkpoint
-from vlm_vision.inference import MODE_CHOICES, choose_mode, describe, int8_pays_from, optimize
+from vlm_vision.inference import MODE_CHOICES, choose_mode, describe, int8_pays_from, mode_of, optimize
 from vlm_vision.model import AUTO
 
 from . import ann, ann_file
@@ -147,7 +147,7 @@ class PhotoIndex:
                 from vlm_vision.model import DualEncoder  # imports transformers: only when a model is needed
 
                 self._model = DualEncoder.from_pretrained(folder, dtype=self.dtype, device=self.device)
-            if self.mode != AUTO and describe(self._model).split()[0] != self.mode:
+            if self.mode != AUTO and mode_of(self._model) != self.mode:
                 optimize(self._model, self.mode)  # a model passed in is changed in place
             model = self._model
             info = self._model_info(model, name, folder)
@@ -195,7 +195,7 @@ class PhotoIndex:
 
     def _choose_mode(self, to_read: int) -> None:
         """Before a build reads `to_read` files: settle `auto`, and note a change of encoder in the index."""
-        if self.mode == AUTO and getattr(self.model.vision, "mode", "exact") == "exact":
+        if self.mode == AUTO and mode_of(self.model) == "exact":
             mode = choose_mode(self.model.device, to_read)
             if mode != "exact":
                 logger.info("Mode %s for %d files (auto: compiling pays from %d images here)", mode, to_read,

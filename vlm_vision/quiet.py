@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 
 @contextmanager
@@ -25,7 +25,7 @@ def quiet_loggers(*names: str, warning_types: tuple[type[Warning], ...] = ()) ->
             log.setLevel(level)
 
 
-def quiet_torchao() -> contextmanager:
+def quiet_torchao() -> AbstractContextManager[None]:
     """Importing torchao (transformers does so wherever it is installed) logs that its CUDA-only libraries failed
     to load on a CPU machine, and torch warns about torchao's use of a deprecated pytree call."""
     return quiet_loggers("torchao", "torch.utils._pytree", warning_types=(DeprecationWarning, FutureWarning))

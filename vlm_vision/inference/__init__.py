@@ -11,9 +11,11 @@ from .modes import (
     compile_tower,
     describe,
     int8_pays_from,
+    mode_of,
     optimize,
 )
 from .onnx_runtime import OnnxVisionTower
 
 __all__ = ["AUTO", "FLOAT_LAYERS", "INT8_PAYS_FROM", "MODES", "MODE_CHOICES", "MODE_HELP", "OnnxVisionTower",
-           "choose_mode", "compile_tower", "describe", "int8_available", "int8_pays_from", "optimize", "quantize_int8"]
+           "choose_mode", "compile_tower", "describe", "int8_available", "int8_pays_from", "mode_of", "optimize",
+           "quantize_int8"]

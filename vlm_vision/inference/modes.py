@@ -12,20 +12,16 @@ Compiling costs tens of seconds on a 2-core CPU (52-58 s for int8 B/16), so it p
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..model import VisionTransformer, native_bf16
+from ..model import AUTO, VisionTransformer, native_bf16
 from .int8 import int8_available, quantize_int8
 
 if TYPE_CHECKING:
     from ..model import DualEncoder  # imports transformers: not at import time
 
-logger = logging.getLogger(__name__)
-
-AUTO = "auto"
 MODES = ("exact", "fast", "int8", "onnx", "onnx-int8")
 MODE_CHOICES = (AUTO, *MODES)
 MODE_HELP = ("how the vision tower runs: 'exact' (eager, bit for bit transformers' numbers), 'fast' (compiled), "
@@ -55,9 +51,9 @@ def optimize(model: DualEncoder | VisionTransformer, mode: str) -> DualEncoder |
     """Put `model`'s vision tower (in place) into `mode`; returns `model`. For inference only: save the original."""
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose from {MODES} (or {AUTO!r} where a command takes it)")
+    if mode_of(model) != "exact":
+        raise ValueError(f"The vision tower is already in mode {mode_of(model)!r}; load the model again for another")
     tower = model if isinstance(model, VisionTransformer) else model.vision
-    if getattr(tower, "mode", "exact") != "exact":
-        raise ValueError(f"The vision tower is already in mode {tower.mode!r}; load the model again for another")
     if mode == "exact":
         return model
     if mode.startswith("onnx"):
@@ -75,10 +71,16 @@ def optimize(model: DualEncoder | VisionTransformer, mode: str) -> DualEncoder |
     return model
 
 
+def mode_of(model: DualEncoder | VisionTransformer) -> str:
+    """The mode `model`'s vision tower runs in ("exact" until `optimize` changes it)."""
+    tower = model if isinstance(model, VisionTransformer) else model.vision
+    return getattr(tower, "mode", "exact")
+
+
 def describe(model: DualEncoder | VisionTransformer) -> str:
     """What produced a model's image embeddings, e.g. "exact bfloat16" or "int8 float32": the index records it."""
     tower = model if isinstance(model, VisionTransformer) else model.vision
-    return f"{getattr(tower, 'mode', 'exact')} {str(tower.dtype).removeprefix('torch.')}"
+    return f"{mode_of(model)} {str(tower.dtype).removeprefix('torch.')}"
 
 
 def compile_tower(tower: VisionTransformer) -> None:
