@@ -14,7 +14,15 @@ The photo index (`vlm_vision.index`) and the app (`vlm_vision.app`) sit on top.
 from .errors import CheckpointError, ImageLoadError
 from .inference import optimize
 from .lazy import lazy_attributes
-from .model import PRESETS, ImageProcessor, VisionConfig, VisionOutput, VisionTransformer, load_image
+from .model import (
+    PRESETS,
+    ImageProcessor,
+    NaFlexProcessor,
+    VisionConfig,
+    VisionOutput,
+    VisionTransformer,
+    load_image,
+)
 from .vlm import Projector, ProjectorConfig, select_features
 
 _LAZY = {"DualEncoder": "model", "VisionLanguageModel": "vlm"}  # they import transformers (seconds): on first use
@@ -25,6 +33,7 @@ __all__ = [
     "DualEncoder",
     "ImageLoadError",
     "ImageProcessor",
+    "NaFlexProcessor",
     "Projector",
     "ProjectorConfig",
     "VisionConfig",

@@ -95,9 +95,9 @@ def test_allowed_pickle_still_refuses_code(tmp_path, tiny_vision):
 
 
 @pytest.mark.parametrize("model_type, message", [
-    ("clip_vision_model", "model_type 'clip_vision_model'; vlm_vision loads SigLIP vision towers only"),
+    ("clip_vision_model", "model_type 'clip_vision_model'; vlm_vision loads SigLIP and SigLIP 2 vision towers only"),
     ("siglip_text_model", "it is a SigLIP \\*text\\* tower only"),
-    ("siglip2", "NaFlex"),
+    ("siglip2_text_model", "it is a SigLIP 2 \\*text\\* tower only"),
 ])
 def test_other_architectures_are_refused(tiny_vision, tmp_path, model_type, message):
     shutil.copy(tiny_vision[0] / "model.safetensors", tmp_path)

@@ -27,6 +27,8 @@ _NON_VISION_PREFIXES = ("text_model.", "logit_scale", "logit_bias")
 _VISION_PREFIX = "vision_model."
 VISION_TOWER = "SigLIP vision tower"
 
+_PATCH_EMBEDDING = "embeddings.patch_embedding.weight"  # 4-D convolution (SigLIP), or 2-D linear (NaFlex)
+
 # Tell-tale keys of architectures people mistake for SigLIP.
 _FOREIGN_MARKERS = {
     "class_embedding": "a CLIP vision tower (it has a class token; SigLIP has none)",
@@ -157,8 +159,15 @@ def mismatch_message(
             text += listing(title, keys)
     markers = _FOREIGN_MARKERS if what == VISION_TOWER else {}
     foreign = [arch for marker, arch in markers.items() if any(marker in k for k in state)]
+    patch_embedding = state.get(_PATCH_EMBEDDING)
     if foreign:
         text += f"\nIt looks like {foreign[0]}, not SigLIP."
+    elif config is not None and patch_embedding is not None and (patch_embedding.ndim == 2) != config.naflex:
+        found, wanted = ("a SigLIP 2 NaFlex tower (model_type 'siglip2': a linear patch embedding)",
+                         "a fixed-resolution one") if patch_embedding.ndim == 2 else (
+                         "a fixed-resolution SigLIP tower (model_type 'siglip': a convolutional patch embedding)",
+                         "a NaFlex one")
+        text += f"\nThese weights are {found}, but the config describes {wanted}: load it with its own config.json."
     elif wrong_shape and config is not None:
         text += f"\nThe config ({config}) may not be the one these weights were trained with."
     elif missing and not unexpected and any(k.startswith("head.") for k in missing):

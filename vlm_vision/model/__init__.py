@@ -1,6 +1,6 @@
 """The SigLIP model, leaves first: config, attention, MLP, attention-pooling head, the vision transformer; then the
-image processor, the text tokenizer and prompt templates, and the image-text dual encoder. `device` says where a
-model runs and in what precision ("auto": bf16 where the hardware computes it)."""
+image processors (fixed-size, and SigLIP 2 NaFlex), the text tokenizer and prompt templates, and the image-text
+dual encoder. `device` says where a model runs and in what precision ("auto": bf16 where the hardware computes it)."""
 
 from ..lazy import lazy_attributes
 from .config import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, PRESETS, VisionConfig
@@ -15,11 +15,13 @@ from .device import (
     native_bf16,
     use_bf16_autocast,
 )
+from .naflex import NaFlexProcessor, patch_grid_size, processor_from_dict, processor_from_pretrained
 from .processor import (
     DEFAULT_MAX_PIXELS,
     DRAFT_SCALE,
     ImageInput,
     ImageProcessor,
+    Preprocessing,
     convert_to_rgb,
     load_image,
     open_image,
@@ -48,6 +50,8 @@ __all__ = [
     "PRESETS",
     "ImageInput",
     "ImageProcessor",
+    "NaFlexProcessor",
+    "Preprocessing",
     "VisionConfig",
     "VisionOutput",
     "VisionTransformer",
@@ -60,6 +64,9 @@ __all__ = [
     "load_image",
     "native_bf16",
     "open_image",
+    "patch_grid_size",
+    "processor_from_dict",
+    "processor_from_pretrained",
     "use_bf16_autocast",
     *_LAZY,
 ]

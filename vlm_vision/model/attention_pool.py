@@ -28,13 +28,14 @@ class AttentionPoolHead(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_dim, act)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, N, D) -> pooled (B, D), and attention weights (B, H, 1, N) if asked."""
+    def forward(self, x: torch.Tensor, return_weights: bool = False, keys: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, N, D) -> pooled (B, D), and attention weights (B, H, 1, N) if asked; `keys` (B, N) masks padding."""
         B, N, D = x.shape
         H = self.num_heads
         q = self.q(self.probe).view(1, 1, H, D // H).transpose(1, 2).expand(B, -1, -1, -1)  # (B, H, 1, Dh)
         k, v = self.kv(x).view(B, N, 2, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
-        h, weights = scaled_dot_product(q, k, v, eager=return_weights)
+        h, weights = scaled_dot_product(q, k, v, eager=return_weights, keys=keys)
         h = self.proj(h.transpose(1, 2).reshape(B, 1, D))  # (B, 1, D)
         h = h + self.mlp(self.norm(h))
         return h[:, 0], weights

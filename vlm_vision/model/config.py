@@ -3,6 +3,8 @@ logit scale and bias.
 
 Field names are transformers' own (`SiglipVisionConfig`), so a checkpoint's
 config reads the same here and there. Variants are data: see `PRESETS`.
+A SigLIP 2 NaFlex tower (`Siglip2VisionConfig`) is the same ViT with `naflex=True`: it takes patches
+cut from images at their own aspect ratio, and resizes its position grid to each image's patch grid.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from ..errors import CheckpointError
 # The dual encoder's learned logit scale t' (t = exp(t')) and bias b at init, before any training.
 INIT_LOGIT_SCALE = math.log(10)  # SigLIP paper, sec. 3.2: t' = log 10
 INIT_LOGIT_BIAS = -10.0  # SigLIP paper, sec. 3.2: b = -10 starts near the prior that most pairs are negatives
+
+# The vision towers' model_type in config.json: SigLIP (and fixed-resolution SigLIP 2), and SigLIP 2 NaFlex.
+VISION_MODEL_TYPES = ("siglip_vision_model", "siglip2_vision_model")
 
 # The activations SigLIP checkpoints use, by their transformers name.
 ACTIVATIONS = ("gelu_pytorch_tanh", "gelu")
@@ -36,6 +41,7 @@ class VisionConfig:
     layer_norm_eps: float = 1e-6  # epsilon of every LayerNorm
     attention_dropout: float = 0.0  # dropout on attention weights while training
     vision_use_head: bool = True  # attention-pooling head producing `pooler_output`
+    naflex: bool = False  # SigLIP 2 NaFlex: flattened patches in, any patch grid; image_size = trained grid x patch
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -61,26 +67,36 @@ class VisionConfig:
 
     @classmethod
     def from_hf_dict(cls, config: dict[str, Any]) -> VisionConfig:
-        """Build from a `config.json` dict of a `siglip_vision_model` or a full `siglip` model.
+        """Build from a `config.json` dict of a vision tower (`siglip_vision_model`, `siglip2_vision_model`) or a
+        full model (`siglip`, `siglip2`).
 
         Any other architecture raises `CheckpointError`, so a CLIP or text-only
         checkpoint never becomes a silently half-random SigLIP.
         """
         model_type = config.get("model_type")
-        if model_type == "siglip":
+        if model_type in ("siglip", "siglip2"):
             config = config.get("vision_config") or {}
-            model_type = config.get("model_type", "siglip_vision_model")
-        if model_type != "siglip_vision_model":
+            model_type = config.get("model_type", f"{model_type}_vision_model")
+        if model_type not in VISION_MODEL_TYPES:
             hint = {
                 "siglip_text_model": "it is a SigLIP *text* tower only, with no vision weights",
-                "siglip2": "SigLIP 2 NaFlex checkpoints patchify differently; use a fixed-resolution "
-                "SigLIP 2 checkpoint (model_type 'siglip')",
-            }.get(model_type, "vlm_vision loads SigLIP vision towers only")
+                "siglip2_text_model": "it is a SigLIP 2 *text* tower only, with no vision weights",
+            }.get(model_type, "vlm_vision loads SigLIP and SigLIP 2 vision towers only")
             raise CheckpointError(
                 f"Not a SigLIP vision checkpoint: config.json has model_type {model_type!r}; {hint}."
             )
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"image_size", "naflex"}
         values = {k: v for k, v in config.items() if k in known}
+        if model_type == "siglip2_vision_model":
+            # NaFlex configs give the trained position grid as a patch count (256 = 16 x 16), not a size.
+            grid = math.isqrt(config.get("num_patches", 256))
+            if grid * grid != config.get("num_patches", 256):
+                raise CheckpointError(f"num_patches {config['num_patches']} is not a square grid of positions")
+            patch = config.get("patch_size", 16)
+            patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+            values |= {"naflex": True, "image_size": grid * patch}
+        elif "image_size" in config:
+            values["image_size"] = config["image_size"]
         for key in ("image_size", "patch_size"):
             value = values.get(key)
             if isinstance(value, (list, tuple)):
@@ -93,8 +109,14 @@ class VisionConfig:
             raise CheckpointError(f"Invalid SigLIP vision config: {e}") from e
 
     def to_hf_dict(self) -> dict[str, Any]:
-        """The `config.json` dict that transformers' `SiglipVisionModel` reads."""
-        return {"architectures": ["SiglipVisionModel"], "model_type": "siglip_vision_model", **asdict(self)}
+        """The `config.json` dict that transformers' `SiglipVisionModel` (or, NaFlex, `Siglip2VisionModel`) reads."""
+        values = asdict(self)
+        del values["naflex"]
+        if not self.naflex:
+            return {"architectures": ["SiglipVisionModel"], "model_type": "siglip_vision_model", **values}
+        del values["image_size"]
+        return {"architectures": ["Siglip2VisionModel"], "model_type": "siglip2_vision_model",
+                "num_patches": self.num_patches, **values}
 
 
 # Published SigLIP vision towers (big_vision / transformers configs of the same names).
@@ -107,5 +129,11 @@ PRESETS: dict[str, VisionConfig] = {
     "siglip-so400m-patch14-384": VisionConfig(
         hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
         image_size=384, patch_size=14,
+    ),
+    # SigLIP 2 NaFlex: a 16 x 16 position grid, resized to each image's own grid of up to max_num_patches.
+    "siglip2-base-patch16-naflex": VisionConfig(image_size=256, naflex=True),
+    "siglip2-so400m-patch16-naflex": VisionConfig(
+        hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+        image_size=256, naflex=True,
     ),
 }

@@ -1,4 +1,5 @@
-"""Image-text dual encoder: our vision tower beside transformers' `SiglipTextModel`.
+"""Image-text dual encoder: our vision tower beside transformers' `SiglipTextModel` (`Siglip2TextModel` for SigLIP 2
+NaFlex checkpoints, the same architecture).
 
 Embeddings are L2-normalised; `logits = t * <image, text> + b` and each
 label's probability is `sigmoid(logits)` on its own (SigLIP scores every
@@ -22,6 +23,8 @@ with quiet_torchao():  # transformers imports torchao where installed (the int8 
     from transformers import (
         AutoTokenizer,
         PreTrainedTokenizerBase,
+        Siglip2TextConfig,
+        Siglip2TextModel,
         SiglipTextConfig,
         SiglipTextModel,
         SiglipTokenizer,
@@ -41,7 +44,8 @@ from ..checkpoints import (
 from ..errors import CheckpointError
 from .config import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, VisionConfig
 from .device import as_device, compute_dtype
-from .processor import ImageInput, ImageProcessor
+from .naflex import NaFlexProcessor, processor_from_pretrained
+from .processor import CONFIG_NAME, ImageInput, ImageProcessor, Preprocessing
 from .prompts import fill_template
 from .vision_transformer import VisionTransformer
 
@@ -65,9 +69,9 @@ class DualEncoder(nn.Module):
     def __init__(
         self,
         vision: VisionTransformer,
-        text: SiglipTextModel,
+        text: SiglipTextModel | Siglip2TextModel,
         tokenizer: PreTrainedTokenizerBase,
-        processor: ImageProcessor,
+        processor: Preprocessing,
         logit_scale: float = INIT_LOGIT_SCALE,  # t' of the SigLIP paper; t = exp(t')
         logit_bias: float = INIT_LOGIT_BIAS,  # b of the SigLIP paper
     ) -> None:
@@ -95,7 +99,7 @@ class DualEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised image (B, D) and text (T, D) embeddings, with gradients (for training)."""
-        image = self.vision(pixel_values.to(self.device)).pooler_output
+        image = self.vision(**_vision_inputs(pixel_values, self.device)).pooler_output
         text = self.text(input_ids=input_ids.to(self.device)).pooler_output
         return F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
 
@@ -108,17 +112,20 @@ class DualEncoder(nn.Module):
         return similarity * scale.exp() + bias
 
     @torch.inference_mode()
-    def encode_images(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor,
+    def encode_images(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor | dict[str, torch.Tensor],
                       batch_size: int = 32) -> torch.Tensor:
-        """L2-normalised float32 embeddings (B, D) of images, paths, or pixel values (B, 3, H, W)."""
-        if isinstance(images, torch.Tensor):
-            batches = images.split(batch_size)
+        """L2-normalised float32 embeddings (B, D) of images, paths, or the processor's output: pixel values
+        (B, 3, H, W), or for a NaFlex tower the dict of patches, mask and spatial shapes."""
+        if isinstance(images, (torch.Tensor, dict)):
+            inputs = images if isinstance(images, dict) else {"pixel_values": images}
+            count = len(inputs["pixel_values"])
+            batches = ({k: v[i: i + batch_size] for k, v in inputs.items()} for i in range(0, count, batch_size))
         else:
             items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
             if not items:
                 raise ValueError("images must not be empty")
             batches = (self.processor(items[i: i + batch_size]) for i in range(0, len(items), batch_size))
-        pooled = [self.vision(b.to(self.device)).pooler_output for b in batches]
+        pooled = [self.vision(**_vision_inputs(b, self.device)).pooler_output for b in batches]
         return F.normalize(torch.cat(pooled).float(), dim=-1).cpu()
 
     @torch.inference_mode()
@@ -152,8 +159,8 @@ class DualEncoder(nn.Module):
         revision: str | None = None,
         allow_pickle: bool = False,
     ) -> DualEncoder:
-        """Load a full SigLIP checkpoint (transformers `SiglipModel` format) in eval mode; with no name, the
-        embedded default model."""
+        """Load a full SigLIP or SigLIP 2 checkpoint (transformers `SiglipModel`, or `Siglip2Model` for NaFlex) in
+        eval mode; with no name, the embedded default model."""
         device = as_device(device)
         name_or_path = default_model() if name_or_path is None else name_or_path
         folder = resolve_checkpoint(name_or_path, revision=revision, allow_pickle=allow_pickle)
@@ -162,16 +169,18 @@ class DualEncoder(nn.Module):
                 f"DualEncoder needs a checkpoint folder (config, weights, tokenizer); got the file {folder}"
             )
         raw = read_json(folder, "config.json")
-        if raw is None or raw.get("model_type") != "siglip":
+        if raw is None or raw.get("model_type") not in ("siglip", "siglip2"):
             found = "no config.json" if raw is None else f"model_type {raw.get('model_type')!r}"
             raise CheckpointError(
-                f"{folder} is not a full SigLIP image-text checkpoint ({found}; expected model_type 'siglip'). "
-                f"For a vision tower alone use VisionTransformer.from_pretrained."
+                f"{folder} is not a full SigLIP image-text checkpoint ({found}; expected model_type 'siglip', or "
+                f"'siglip2' for SigLIP 2 NaFlex). For a vision tower alone use VisionTransformer.from_pretrained."
             )
         state = load_weights(weight_files(folder, allow_pickle), allow_pickle=allow_pickle)
         vision_config = VisionConfig.from_hf_dict(raw)
         vision = VisionTransformer.from_hf_state_dict(state, vision_config)
-        text = SiglipTextModel(SiglipTextConfig.from_dict(raw.get("text_config", {})))
+        text_classes = (Siglip2TextModel, Siglip2TextConfig) if raw["model_type"] == "siglip2" else (
+            SiglipTextModel, SiglipTextConfig)
+        text = text_classes[0](text_classes[1].from_dict(raw.get("text_config", {})))
         _load_text_tower(text, state)
         for key in ("logit_scale", "logit_bias"):
             if key not in state:
@@ -183,7 +192,8 @@ class DualEncoder(nn.Module):
         return model.to(device=device, dtype=compute_dtype(dtype, device)).eval()
 
     def save_pretrained(self, folder: str | Path) -> None:
-        """Write a transformers `SiglipModel` checkpoint: config, weights, tokenizer and preprocessor config."""
+        """Write a transformers `SiglipModel` (NaFlex: `Siglip2Model`) checkpoint: config, weights, tokenizer and
+        preprocessor config."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = self.vision.hf_state_dict()
@@ -193,9 +203,10 @@ class DualEncoder(nn.Module):
         text_config = self.text.config.to_dict()
         for key in ("architectures", "transformers_version", "dtype", "torch_dtype"):
             text_config.pop(key, None)
+        naflex = self.vision.config.naflex
         write_json(folder / "config.json", {
-            "architectures": ["SiglipModel"],
-            "model_type": "siglip",
+            "architectures": ["Siglip2Model" if naflex else "SiglipModel"],
+            "model_type": "siglip2" if naflex else "siglip",
             "vision_config": self.vision.config.to_hf_dict(),
             "text_config": text_config,
         })
@@ -224,10 +235,24 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(folder)
 
 
-def load_processor(folder: Path, vision_config: VisionConfig) -> ImageProcessor:
-    """A checkpoint folder's image processor: its preprocessor_config.json, else SigLIP's defaults at its size."""
-    if (folder / "preprocessor_config.json").is_file():
-        return ImageProcessor.from_pretrained(folder)
+def load_processor(folder: Path, vision_config: VisionConfig) -> Preprocessing:
+    """A checkpoint folder's image processor: its preprocessor_config.json, else SigLIP's defaults for its tower."""
+    if (folder / CONFIG_NAME).is_file():
+        processor = processor_from_pretrained(folder)
+        if isinstance(processor, NaFlexProcessor) != vision_config.naflex:
+            kind = "NaFlex (patches)" if vision_config.naflex else "fixed-resolution (whole images)"
+            raise CheckpointError(f"{folder / CONFIG_NAME} is a {type(processor).__name__} but the vision tower is "
+                                  f"{kind}: the two come from different checkpoints")
+        return processor
+    if vision_config.naflex:
+        logger.warning("%s has no %s; using SigLIP 2's NaFlex defaults (256 patches)", folder, CONFIG_NAME)
+        return NaFlexProcessor(patch_size=vision_config.patch_size)
     size = vision_config.image_size
-    logger.warning("%s has no preprocessor_config.json; using SigLIP's defaults at %dx%d", folder, size, size)
+    logger.warning("%s has no %s; using SigLIP's defaults at %dx%d", folder, CONFIG_NAME, size, size)
     return ImageProcessor(size=(size, size))
+
+
+def _vision_inputs(batch: torch.Tensor | dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The vision tower's keyword arguments, on `device`: pixel values, or NaFlex's patches, mask and shapes."""
+    inputs = batch if isinstance(batch, dict) else {"pixel_values": batch}
+    return {k: v.to(device) for k, v in inputs.items()}

@@ -15,7 +15,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,6 @@ ImageInput = str | os.PathLike | Image.Image  # one image: a file path or a PIL 
 
 # Keys of a preprocessor_config.json that describe the file, not the preprocessing.
 _METADATA_KEYS = {"image_processor_type", "processor_class", "feature_extractor_type"}
-# Keys copied as they are onto the ImageProcessor field of the same name.
-_PLAIN_KEYS = {"resample", "rescale_factor", "do_resize", "do_rescale", "do_normalize", "do_convert_rgb"}
 
 
 def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -155,15 +153,13 @@ def load_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
 
 
 @dataclass(frozen=True)
-class ImageProcessor:
-    """SigLIP preprocessing settings, read from and written to HF `preprocessor_config.json`.
+class Preprocessing:
+    """What SigLIP's processors share: rescale and normalise settings, and the `preprocessor_config.json` round
+    trip. `ImageProcessor` resizes to one size (SigLIP, fixed-resolution SigLIP 2); `NaFlexProcessor` keeps each
+    image's aspect ratio and cuts it into patches (SigLIP 2 NaFlex)."""
 
-    Defaults are those of `transformers.SiglipImageProcessorPil` (all SigLIP checkpoints at 224px).
-    """
-
-    size: tuple[int, int] = (224, 224)  # (height, width) every image is resized to, ignoring aspect ratio
     resample: int = 3  # PIL resampling filter for the resize: 3 = Image.Resampling.BICUBIC
-    do_resize: bool = True  # resize to `size`; without it images must already have the model's size
+    do_resize: bool = True  # resize; without it images must already have the model's size
     do_rescale: bool = True  # multiply uint8 pixel values by `rescale_factor`
     rescale_factor: float = 1 / 255  # maps [0, 255] to [0, 1]
     do_normalize: bool = True  # apply (x - image_mean) / image_std per channel
@@ -171,9 +167,9 @@ class ImageProcessor:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     do_convert_rgb: bool = True  # convert other modes to RGB; when False, only RGB images are accepted
 
+    image_processor_type = "SiglipImageProcessor"  # transformers' class, written into the config
+
     def __post_init__(self) -> None:
-        if len(self.size) != 2 or not all(isinstance(s, int) and s > 0 for s in self.size):
-            raise ValueError(f"size must be (height, width) of positive ints, got {self.size!r}")
         Image.Resampling(self.resample)  # raises ValueError for an unknown filter
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) != 3:
@@ -182,11 +178,12 @@ class ImageProcessor:
             raise ValueError(f"image_std must be non-zero, got {self.image_std!r}")
 
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> ImageProcessor:
+    def from_dict(cls, config: dict[str, Any]) -> Preprocessing:
         """Build from a HF `preprocessor_config.json` dict; settings we don't implement raise ValueError."""
+        own = {f.name for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in config.items():
-            if key == "size":
+            if key == "size" and "size" in own:
                 if not (isinstance(value, dict) and set(value) == {"height", "width"}):
                     raise ValueError(
                         f"Unsupported 'size' in preprocessor config: {value!r}; "
@@ -196,33 +193,25 @@ class ImageProcessor:
             elif key in ("image_mean", "image_std"):  # a list per channel, or one number for all three
                 values = value if isinstance(value, (list, tuple)) else [value] * 3
                 kwargs[key] = tuple(float(v) for v in values)
-            elif key in _PLAIN_KEYS:
+            elif key in own and value is not None:
                 kwargs[key] = value
             elif key in _METADATA_KEYS or value is None or value is False:
                 logger.debug("Ignoring preprocessor config key %r = %r", key, value)
             else:
                 raise ValueError(
-                    f"Unsupported preprocessor config key {key!r} = {value!r}: ImageProcessor doesn't implement it"
+                    f"Unsupported preprocessor config key {key!r} = {value!r}: {cls.__name__} doesn't implement it"
                 )
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        """The HF `preprocessor_config.json` dict, readable by `SiglipImageProcessorPil.from_pretrained`."""
-        return {
-            "do_convert_rgb": self.do_convert_rgb,
-            "do_normalize": self.do_normalize,
-            "do_rescale": self.do_rescale,
-            "do_resize": self.do_resize,
-            "image_mean": list(self.image_mean),
-            "image_processor_type": "SiglipImageProcessor",
-            "image_std": list(self.image_std),
-            "resample": int(self.resample),
-            "rescale_factor": self.rescale_factor,
-            "size": {"height": self.size[0], "width": self.size[1]},
-        }
+        """The HF `preprocessor_config.json` dict, readable by transformers' processor of the same kind."""
+        config = {f.name: getattr(self, f.name) for f in fields(self)}
+        config |= {"image_mean": list(self.image_mean), "image_std": list(self.image_std),
+                   "resample": int(self.resample), "image_processor_type": self.image_processor_type}
+        return dict(sorted(config.items()))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None) -> ImageProcessor:
+    def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None) -> Preprocessing:
         """Read `preprocessor_config.json` from a checkpoint folder, a file in one, or a Hub id."""
         path = resolve_checkpoint(name_or_path, revision)
         folder = path if path.is_dir() else path.parent
@@ -230,7 +219,7 @@ class ImageProcessor:
         if config is None:
             raise CheckpointError(
                 f"No {CONFIG_NAME} in {folder}. Pass a folder that has one, or use "
-                f"ImageProcessor() for the SigLIP defaults (224x224, bicubic, mean = std = 0.5)."
+                f"{cls.__name__}() for the SigLIP defaults (mean = std = 0.5)."
             )
         return cls.from_dict(config)
 
@@ -240,6 +229,55 @@ class ImageProcessor:
         file.parent.mkdir(parents=True, exist_ok=True)
         write_json(file, self.to_dict())
         return file
+
+    def load(self, image: ImageInput) -> Image.Image:
+        """One image as the processor takes it: RGB (see `load_image`), or, without RGB conversion, as it is."""
+        if self.do_convert_rgb:
+            return load_image(image)
+        return image if isinstance(image, Image.Image) else open_image(image)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> float32, on any device: rescale, then normalise, with transformers' numbers.
+
+        Rescaling in float64 then casting, as transformers does, keeps the result bit-identical.
+        """
+        x = pixels.double() * self.rescale_factor if self.do_rescale else pixels.double()
+        x = x.float()
+        if self.do_normalize:
+            mean = torch.tensor(self.image_mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.image_std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        return x
+
+
+def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """One image or a list of them as a non-empty list, or a TypeError/ValueError that says what to pass."""
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return [images]
+    if not isinstance(images, (list, tuple)):
+        raise TypeError(f"Expected a path, a PIL image or a list of them, got {type(images).__name__}")
+    if len(images) == 0:
+        raise ValueError("No images given: pass at least one path or PIL image")
+    return list(images)
+
+
+@dataclass(frozen=True)
+class ImageProcessor(Preprocessing):
+    """SigLIP preprocessing settings, read from and written to HF `preprocessor_config.json`.
+
+    Defaults are those of `transformers.SiglipImageProcessorPil` (all SigLIP checkpoints at 224px).
+    """
+
+    size: tuple[int, int] = (224, 224)  # (height, width) every image is resized to, ignoring aspect ratio
+
+    def __post_init__(self) -> None:
+        if len(self.size) != 2 or not all(isinstance(s, int) and s > 0 for s in self.size):
+            raise ValueError(f"size must be (height, width) of positive ints, got {self.size!r}")
+        super().__post_init__()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The HF `preprocessor_config.json` dict, readable by `SiglipImageProcessorPil.from_pretrained`."""
+        return super().to_dict() | {"size": {"height": self.size[0], "width": self.size[1]}}
 
     def resized(self, image: Image.Image) -> np.ndarray:
         """The first half of `preprocess`: one RGB image resized, as uint8 (3, H, W).
@@ -256,19 +294,6 @@ class ImageProcessor:
             image = image.resize((width, height), resample=self.resample)
         return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))  # (3, H, W) uint8
 
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The second half of `preprocess`, on any device: uint8 (B, 3, H, W) -> float32, the same numbers.
-
-        Rescaling in float64 then casting, as transformers does, keeps the result bit-identical.
-        """
-        x = pixels.double() * self.rescale_factor if self.do_rescale else pixels.double()
-        x = x.float()
-        if self.do_normalize:
-            mean = torch.tensor(self.image_mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(self.image_std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-            x = (x - mean) / std
-        return x
-
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """Turn one RGB PIL image into float32 pixel values (3, H, W), the steps and dtypes of transformers.
 
@@ -279,17 +304,5 @@ class ImageProcessor:
 
     def __call__(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         """Load and preprocess one image or a list of images (paths or PIL) into a (B, 3, H, W) float32 batch."""
-        if isinstance(images, (str, os.PathLike, Image.Image)):
-            images = [images]
-        if not isinstance(images, (list, tuple)):
-            raise TypeError(f"Expected a path, a PIL image or a list of them, got {type(images).__name__}")
-        if len(images) == 0:
-            raise ValueError("No images given: pass at least one path or PIL image")
-        batch = []
-        for image in images:
-            if self.do_convert_rgb:
-                image = load_image(image)
-            elif not isinstance(image, Image.Image):
-                image = open_image(image)
-            batch.append(self.preprocess(image))
+        batch = [self.preprocess(self.load(image)) for image in as_image_list(images)]
         return torch.from_numpy(np.stack(batch))  # (B, 3, H, W)

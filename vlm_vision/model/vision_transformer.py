@@ -3,6 +3,11 @@
 pixels (B, C, H, W) -> patch embedding + position embedding -> pre-LN encoder
 blocks -> post-LayerNorm -> attention-pooling head. The output fields mean
 exactly what they mean in transformers' `SiglipVisionModel`.
+
+SigLIP 2 NaFlex (`config.naflex`) is the same tower fed differently: each image comes as up to N flattened
+patches cut at its own aspect ratio (`NaFlexProcessor`), padded to N, with a mask of the real ones and its
+patch grid (h, w). The patch embedding is then a linear layer, the position grid is resized to each image's
+(h, w), and padding is masked out of every attention, as in transformers' `Siglip2VisionModel`.
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.mlp = Mlp(D, config.intermediate_size, config.hidden_act)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h, weights = self.attn(self.norm1(x), return_weights)
+    def forward(self, x: torch.Tensor, return_weights: bool = False, keys: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h, weights = self.attn(self.norm1(x), return_weights, keys)
         x = x + h
         x = x + self.mlp(self.norm2(x))
         return x, weights
@@ -70,7 +76,10 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.config = config
         D, p = config.hidden_size, config.patch_size
-        self.patch_embed = nn.Conv2d(config.num_channels, D, kernel_size=p, stride=p)  # non-overlapping patches
+        if config.naflex:  # patches arrive cut and flattened: the same product as the convolution's
+            self.patch_embed = nn.Linear(config.num_channels * p * p, D)
+        else:
+            self.patch_embed = nn.Conv2d(config.num_channels, D, kernel_size=p, stride=p)  # non-overlapping patches
         self.pos_embed = nn.Parameter(torch.empty(config.num_patches, D))  # learned, one per patch, no class token
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
@@ -115,13 +124,30 @@ class VisionTransformer(nn.Module):
         pos = F.interpolate(pos, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
         return pos.permute(0, 2, 3, 1).reshape(grid_h * grid_w, -1)  # (grid_h * grid_w, D)
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool = False,
-        interpolate_pos_encoding: bool = False,
-        output_attentions: bool = False,
-    ) -> VisionOutput:
+    def naflex_position_embedding(self, spatial_shapes: torch.Tensor, length: int) -> torch.Tensor:
+        """(B, length, D): the position grid resized to each image's (h, w) patch grid, then padded to `length`.
+
+        As transformers resizes it: bilinear, antialiased, align_corners=False, in float32; padding takes the
+        first position (its tokens are masked out of attention either way)."""
+        g = self.config.grid_size
+        grid = self.pos_embed.float().reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
+        resized = []
+        for h, w in spatial_shapes.tolist():
+            pos = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+            pos = pos.permute(0, 2, 3, 1).reshape(h * w, -1)  # (h * w, D)
+            resized.append(torch.cat([pos, pos[:1].expand(length - h * w, -1)]))
+        return torch.stack(resized).to(self.dtype)
+
+    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool,
+              pixel_attention_mask: torch.Tensor | None, spatial_shapes: torch.Tensor | None) -> torch.Tensor:
+        """Patch embeddings plus position embeddings, (B, N, D)."""
+        if self.config.naflex:
+            self._check_patches(pixel_values, pixel_attention_mask, spatial_shapes)
+            x = self.patch_embed(pixel_values.to(self.dtype))  # (B, N, D)
+            return x + self.naflex_position_embedding(spatial_shapes, pixel_values.shape[1])
+        if spatial_shapes is not None or pixel_attention_mask is not None:
+            raise ValueError("pixel_attention_mask and spatial_shapes are inputs of SigLIP 2 NaFlex towers; this one "
+                             "takes whole images (B, C, H, W) from vlm_vision.ImageProcessor")
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
             raise ValueError(
                 f"pixel_values must be (B, {self.config.num_channels}, H, W); got {tuple(pixel_values.shape)}. "
@@ -130,19 +156,50 @@ class VisionTransformer(nn.Module):
         p = self.config.patch_size
         x = self.patch_embed(pixel_values.to(self.dtype))  # (B, D, H/p, W/p)
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
-        x = x + self.position_embedding(pixel_values.shape[2] // p, pixel_values.shape[3] // p,
-                                         interpolate_pos_encoding)
+        return x + self.position_embedding(pixel_values.shape[2] // p, pixel_values.shape[3] // p,
+                                           interpolate_pos_encoding)
+
+    def _check_patches(self, pixel_values: torch.Tensor, mask: torch.Tensor | None,
+                       spatial_shapes: torch.Tensor | None) -> None:
+        per_patch = self.config.num_channels * self.config.patch_size ** 2
+        if pixel_values.ndim != 3 or pixel_values.shape[2] != per_patch or mask is None or spatial_shapes is None:
+            raise ValueError(
+                f"A SigLIP 2 NaFlex tower takes pixel_values (B, N, {per_patch}) of flattened patches with "
+                f"pixel_attention_mask (B, N) and spatial_shapes (B, 2); got pixel_values "
+                f"{tuple(pixel_values.shape)}. Use vlm_vision.NaFlexProcessor to cut images into patches."
+            )
+        B, N = pixel_values.shape[:2]
+        if mask.shape != (B, N) or spatial_shapes.shape != (B, 2):
+            raise ValueError(f"pixel_attention_mask must be (B, N) = {(B, N)} and spatial_shapes (B, 2) = {(B, 2)}; "
+                             f"got {tuple(mask.shape)} and {tuple(spatial_shapes.shape)}")
+        patches = spatial_shapes.prod(-1)
+        if (patches > N).any() or (patches < 1).any() or (mask.sum(-1) != patches.to(mask.device)).any():
+            raise ValueError("Each image's spatial_shapes h x w must count its unmasked patches, between 1 and N")
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
+        *,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+    ) -> VisionOutput:
+        """`pixel_attention_mask` and `spatial_shapes` come with NaFlex patches (see the module's docstring)."""
+        x = self.embed(pixel_values, interpolate_pos_encoding, pixel_attention_mask, spatial_shapes)
+        keys = None if pixel_attention_mask is None else pixel_attention_mask.to(x.device, torch.bool)
         # Keep intermediate tensors only when asked: holding them all defeats the allocator's reuse.
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for block in self.blocks:
-            x, weights = block(x, return_weights=output_attentions)
+            x, weights = block(x, return_weights=output_attentions, keys=keys)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:
                 attentions.append(weights)
         x = self.norm(x)
-        pooled, head_attention = self.head(x, output_attentions) if self.head is not None else (None, None)
+        pooled, head_attention = self.head(x, output_attentions, keys) if self.head is not None else (None, None)
         return VisionOutput(
             last_hidden_state=x,
             pooler_output=pooled,
