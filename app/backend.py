@@ -159,9 +159,8 @@ class Backend:
     def heatmap(self, image: str | Image.Image | None) -> Image.Image:
         """The image with the attention-pooling head's weights drawn over it."""
         picture = image if isinstance(image, Image.Image) else self._open_upload(image)
-        pixels = self.model.processor([picture]).to(self.model.device)
         tower = getattr(self.model.vision, "exact", self.model.vision)  # an ONNX tower keeps the exact one beside it
-        grid = pooling_attention(tower, pixels)[0].cpu()
+        grid = pooling_attention(tower, self.model.processor([picture]))[0].cpu()
         scale = HEATMAP_SIZE / max(picture.size)  # small images (emoji) are drawn larger, large ones smaller
         shown = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
                                Image.Resampling.LANCZOS)

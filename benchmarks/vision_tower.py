@@ -5,6 +5,7 @@ same inputs, one process.
     python benchmarks/vision_tower.py --preset siglip-so400m-patch14-384 --batch-sizes 1 \\
         --variants "transformers sdpa float32" "transformers sdpa bfloat16" "ours exact auto" "ours int8"
     python benchmarks/vision_tower.py --device cuda --batch-sizes 256  # (GPU) fp32 and bf16 variants
+    python benchmarks/vision_tower.py --preset siglip2-base-patch16-naflex  # SigLIP 2 NaFlex, 256 patches per image
 
 Variants: transformers eager, SDPA and SDPA + torch.compile at float32 and bfloat16; ours exact and fast at both
 dtypes, and int8; ONNX Runtime float32 and int8 (CPU). Each batch size times every variant interleaved (one call
@@ -13,6 +14,11 @@ variant: the ratio to transformers at its fastest dtype without compile ("vs tf"
 of this machine's matmul roof for the dtype the variant computes in, measured in the same run at the MLP's shape;
 the memory the variant added (RSS after its first call minus before it was built; CUDA: max allocated); and the
 first call's seconds (compiling, exporting, quantising included).
+
+A NaFlex preset (SigLIP 2) compares with transformers' Siglip2VisionModel on photos of four aspect ratios (3:4, 4:3,
+1:1, 1:3), each cut into at most max patches (the preset's grid, 256 for B/16) and padded to it; ONNX rows are left
+out (the ONNX modes take whole images). Fixed-resolution SigLIP 2 towers are SigLIP's architecture: their rows are
+the SigLIP preset of the same shape.
 """
 
 from __future__ import annotations
@@ -29,12 +35,15 @@ import torch
 
 from timing import interleaved, sync  # benchmarks/ is on sys.path when run as a script
 from vlm_vision import PRESETS, VisionConfig, VisionTransformer, optimize
+from vlm_vision.model import patch_grid_size
 from vlm_vision.inference import OnnxVisionTower
 from vlm_vision.model import auto_dtype
 from vlm_vision.quiet import quiet_torchao
 
 with quiet_torchao():  # transformers imports torchao where installed
-    from transformers import SiglipVisionConfig, SiglipVisionModel
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel, SiglipVisionConfig, SiglipVisionModel
+
+PHOTO_SIZES = [(480, 640), (640, 480), (500, 500), (300, 900)]  # (height, width) of the NaFlex inputs, in turn
 
 VARIANTS = [
     *(f"transformers {attn} {dtype}" for attn in ("eager", "sdpa", "sdpa+compile")
@@ -69,29 +78,48 @@ def matmul_roofs(config: VisionConfig, device: str, min_time: float) -> dict[str
     return {name: 2 * tokens * D * I / s / 1e9 for name, s in seconds.items()}
 
 
-def build(variant: str, hf_state: dict, config: VisionConfig, device: str, batch: torch.Tensor
+def transformers_tower(config: VisionConfig, attn: str = "sdpa") -> torch.nn.Module:
+    """transformers' model of `config`'s kind, random: SiglipVisionModel, or Siglip2VisionModel for NaFlex."""
+    if config.naflex:
+        return Siglip2VisionModel(Siglip2VisionConfig(**config.to_hf_dict(), attn_implementation=attn))
+    return SiglipVisionModel(SiglipVisionConfig(**config.to_hf_dict(), attn_implementation=attn))
+
+
+def model_inputs(config: VisionConfig, batch_size: int, device: str) -> dict[str, torch.Tensor]:
+    """Random pixel values (B, 3, H, W); for NaFlex, patches of PHOTO_SIZES-shaped photos with mask and shapes."""
+    if not config.naflex:
+        return {"pixel_values": torch.randn(batch_size, 3, config.image_size, config.image_size, device=device)}
+    p, N = config.patch_size, config.num_patches
+    grids = [patch_grid_size(*PHOTO_SIZES[i % len(PHOTO_SIZES)], p, N) for i in range(batch_size)]
+    shapes = torch.tensor([(h // p, w // p) for h, w in grids], device=device)
+    mask = (torch.arange(N, device=device) < shapes.prod(-1, keepdim=True)).to(torch.int32)
+    patches = torch.randn(batch_size, N, config.num_channels * p * p, device=device) * mask[..., None]
+    return {"pixel_values": patches, "pixel_attention_mask": mask, "spatial_shapes": shapes}
+
+
+def build(variant: str, hf_state: dict, config: VisionConfig, device: str, inputs: dict[str, torch.Tensor]
           ) -> Callable[[], object]:
-    """A no-argument call running `variant` on `batch`; built and called once (the first call) here."""
+    """A no-argument call running `variant` on `inputs`; built and called once (the first call) here."""
     kind, *rest = variant.split()
     if kind == "transformers":
         attn, dtype = rest
-        model = SiglipVisionModel(SiglipVisionConfig(**config.to_hf_dict(), attn_implementation=attn.split("+")[0]))
+        model = transformers_tower(config, attn.split("+")[0])
         model.load_state_dict(hf_state)
         model = model.eval().to(device=device, dtype=getattr(torch, dtype))
         if attn.endswith("+compile"):
             model = torch.compile(model, options={"freezing": True} if device == "cpu" else None)
-        pixels = batch.to(model.dtype if not attn.endswith("+compile") else getattr(torch, dtype))
-        return lambda: model(pixel_values=pixels)
+        cast = inputs | {"pixel_values": inputs["pixel_values"].to(getattr(torch, dtype))}
+        return lambda: model(**cast)
     own = {k: v.clone() for k, v in hf_state.items()}  # not transformers' tensors: its memory counts
     tower = VisionTransformer.from_hf_state_dict(own, config).eval().to(device)
     if kind == "onnx":
         onnx = OnnxVisionTower.from_tower(tower, int8=rest[0] == "int8")
-        return lambda: onnx(batch)
+        return lambda: onnx(**inputs)
     mode, dtype = (rest + ["float32"])[:2]
     tower.to(getattr(torch, dtype))
     optimize(tower, mode)
-    pixels = batch.to(tower.dtype)
-    return lambda: tower(pixels)
+    cast = inputs | {"pixel_values": inputs["pixel_values"].to(tower.dtype)}
+    return lambda: tower(**cast)
 
 
 def release_memory() -> None:
@@ -118,16 +146,16 @@ def main() -> None:
 
     config = PRESETS[args.preset]
     torch.manual_seed(0)
-    hf_state = SiglipVisionModel(SiglipVisionConfig(**config.to_hf_dict())).state_dict()
+    hf_state = transformers_tower(config).state_dict()
     variants = [v for v in args.variants if args.device == "cpu" or not v.startswith(("onnx", "ours int8"))]
+    variants = [v for v in variants if not (config.naflex and v.startswith("onnx"))]
     flops = gflop_per_image(config)
     process = psutil.Process()
     roofs = matmul_roofs(config, args.device, min_time=5)
     print(f"# {args.preset} ({flops:.1f} GFLOP/image), torch {torch.__version__}, {cpu_description()}, "
           f"{torch.get_num_threads()} threads, device {args.device}; auto dtype here: {auto_dtype(args.device)}")
     for batch_size in args.batch_sizes:
-        size = config.image_size
-        batch = torch.randn(batch_size, 3, size, size, device=args.device)
+        inputs = model_inputs(config, batch_size, args.device)
         first_call, memory = {}, {}
         calls = {}  # the previous batch size's models go before these are built
         for variant in variants:
@@ -137,7 +165,7 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             with torch.inference_mode():
-                call = build(variant, hf_state, config, args.device, batch)
+                call = build(variant, hf_state, config, args.device, inputs)
                 call()
             sync(torch.device(args.device))
             first_call[variant] = time.perf_counter() - start

@@ -18,12 +18,13 @@ from .photo_index import PhotoIndex, folder_roots
 
 DB_HELP = ("index database file (default: $VLM_INDEX_DB, else ~/.local/share/vlm-vision/index.db). "
            "Put it inside the photo folder (e.g. --db ~/Photos/.vlm-index.db) and the index moves with the photos")
-MODEL_HELP = ("Hub id (e.g. google/siglip-base-patch16-224) or local SigLIP checkpoint folder (default: the model "
-              "the index was built with; for a new index the embedded emoji model)")
+MODEL_HELP = ("Hub id (e.g. google/siglip-base-patch16-224) or local SigLIP or SigLIP 2 checkpoint folder (default: "
+              "the model the index was built with; for a new index the embedded emoji model)")
 
 BUILD_EXAMPLE = """examples:
   vlm-index build data/samples --db /tmp/samples.db
   vlm-index build ~/Pictures ~/Phone --model google/siglip-base-patch16-224
+  vlm-index build ~/Pictures --model google/siglip2-base-patch16-naflex --max-patches 256 --db ~/siglip2.db
 
 Incremental: unchanged files (same size and mtime) are not read again, renamed
 and duplicated files reuse their vectors, deleted files leave the index. Files
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--index-type", default=None, choices=["auto", "flat", "hnsw", "ivf"],
                        help="FAISS index (default auto: exact flat while small, approximate when large; "
                             f"ivf needs {ann.IVF_MIN_TRAINING} vectors to train, and fewer get flat)")
+    build.add_argument("--max-patches", type=int, default=None, metavar="N",
+                       help="SigLIP 2 NaFlex models: patches per image (default: the checkpoint's, e.g. 256); each "
+                            "photo keeps its aspect ratio. An index keeps the number it was built with")
     build.add_argument("--max-pixels", type=int, default=None,
                        help="skip images with more pixels than this, as possible decompression bombs (100 million)")
 
@@ -121,7 +125,8 @@ def run_build(args: argparse.Namespace) -> None:
     from .photos import DEFAULT_MAX_PIXELS
 
     folder_roots(args.folders)  # a missing folder stops the build before a database is created for it
-    index = PhotoIndex(args.db, args.model, device=args.device, dtype=args.dtype, mode=args.mode, create=True)
+    index = PhotoIndex(args.db, args.model, device=args.device, dtype=args.dtype, mode=args.mode,
+                       max_patches=args.max_patches, create=True)
     bar = None
 
     def progress(p) -> None:

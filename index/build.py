@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vlm_vision.model import ImageProcessor
+from vlm_vision.model import Preprocessing
 
 from .db import Database, IndexedFile, SkippedFile
 from .photos import DEFAULT_MAX_PIXELS, PhotoRecord, read_photo
@@ -26,7 +26,9 @@ from .scan import FoundFile, is_under, scan
 
 logger = logging.getLogger(__name__)
 
-Encoder = Callable[[torch.Tensor], np.ndarray]  # resized uint8 (B, 3, H, W) -> L2-normalised float32 (B, D)
+# Resized uint8 images (B, 3, H, W), or NaFlex uint8 patches (B, N, p * p * 3) with their grids (B, 2), ->
+# L2-normalised float32 embeddings (B, D).
+Encoder = Callable[[torch.Tensor, torch.Tensor | None], np.ndarray]
 
 
 def default_workers() -> int:
@@ -68,7 +70,7 @@ class BuildSummary:
 class _PhotoDataset(Dataset):
     """Reads one file per item in a worker; the model never waits on decoding."""
 
-    def __init__(self, files: Sequence[FoundFile], processor: ImageProcessor, known: frozenset[str],
+    def __init__(self, files: Sequence[FoundFile], processor: Preprocessing, known: frozenset[str],
                  max_pixels: int | None) -> None:
         self.files, self.processor, self.known, self.max_pixels = files, processor, known, max_pixels
 
@@ -88,21 +90,24 @@ class _Batch:
     """
 
     records: list[PhotoRecord]
-    pixels: torch.Tensor | None  # (B', 3, H, W)
+    pixels: torch.Tensor | None  # (B', 3, H, W), or NaFlex patches (B', N, p * p * 3)
     rows: list[int | None]  # records[i]'s row in `pixels`; None when it wasn't decoded
+    grids: torch.Tensor | None = None  # NaFlex: (B', 2), each row's patch grid (h, w)
 
 
 def _collate(records: list[PhotoRecord]) -> _Batch:
-    rows, stacked = [], []
+    rows, stacked, grids = [], [], []
     for r in records:
         rows.append(None if r.pixels is None else len(stacked))
         if r.pixels is not None:
             stacked.append(r.pixels)
+            grids.append(r.grid)
             r.pixels = None  # travels once, in the stacked tensor
-    return _Batch(records, torch.stack(stacked) if stacked else None, rows)
+    naflex = bool(grids) and grids[0] is not None
+    return _Batch(records, torch.stack(stacked) if stacked else None, rows, torch.tensor(grids) if naflex else None)
 
 
-def run_build(db: Database, encode: Encoder, processor: ImageProcessor, folders: Sequence[str], *,
+def run_build(db: Database, encode: Encoder, processor: Preprocessing, folders: Sequence[str], *,
               batch_size: int = 32, workers: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
               progress: Callable[[BuildProgress], None] | None = None,
               before_reading: Callable[[int], None] | None = None) -> BuildSummary:
@@ -162,7 +167,7 @@ def run_build(db: Database, encode: Encoder, processor: ImageProcessor, folders:
 def _commit(db: Database, encode: Encoder, reread: Callable[[FoundFile], PhotoRecord], batch: _Batch,
             indexed_before: dict, known: set[str], summary: BuildSummary) -> None:
     """Encode the new contents of one batch and store the batch in one transaction."""
-    records, rows, pixels = list(batch.records), list(batch.rows), batch.pixels
+    records, rows, pixels, grids = list(batch.records), list(batch.rows), batch.pixels, batch.grids
     for i, r in enumerate(records):
         # A worker skips decoding content the index had when the build started; if that content has left
         # the index since (its only file was modified in an earlier batch), decode it after all.
@@ -171,6 +176,9 @@ def _commit(db: Database, encode: Encoder, reread: Callable[[FoundFile], PhotoRe
             if r.error is None:
                 rows[i] = 0 if pixels is None else len(pixels)
                 pixels = r.pixels[None] if pixels is None else torch.cat([pixels, r.pixels[None]])
+                if r.grid is not None:
+                    grid = torch.tensor([r.grid])
+                    grids = grid if grids is None else torch.cat([grids, grid])
     skipped = [SkippedFile(r.file.path, r.error, r.file.size, r.file.mtime_ns, r.file.ctime_ns)
                for r in records if r.error is not None]
     good = [r for r in records if r.error is None]
@@ -181,8 +189,10 @@ def _commit(db: Database, encode: Encoder, reread: Callable[[FoundFile], PhotoRe
     vectors: dict[str, np.ndarray] = {}
     if to_encode:
         chosen = [row for _, row in to_encode.values()]
-        selected = pixels if chosen == list(range(len(pixels))) else pixels[chosen]  # (B, 3, H, W)
-        vectors = dict(zip(to_encode, encode(selected)))
+        every = chosen == list(range(len(pixels)))
+        selected = pixels if every else pixels[chosen]  # (B, 3, H, W), or NaFlex patches
+        selected_grids = None if grids is None else grids if every else grids[chosen]
+        vectors = dict(zip(to_encode, encode(selected, selected_grids)))
     # Content indexed before (renames, duplicates) takes its metadata from a file that has it.
     metadata = db.metadata_of(r.hash for r in good if r.hash in known)
     metadata |= {h: (r.width, r.height, r.taken_at, r.camera) for h, (r, _) in to_encode.items()}

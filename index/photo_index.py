@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from PIL import Image
 
 from vlm_vision.checkpoints import DEFAULT_MODEL, DEFAULT_MODEL_NAME, resolve_checkpoint
 from vlm_vision.inference import MODE_CHOICES, choose_mode, describe, int8_pays_from, mode_of, optimize
-from vlm_vision.model import AUTO
+from vlm_vision.model import AUTO, NaFlexProcessor, processor_from_dict
 
 from . import ann, ann_file
 from .build import BuildProgress, BuildSummary, run_build
@@ -107,6 +107,7 @@ class PhotoIndex:
     """A photo index at `db` (default: `default_db_path()`), used with `model` (default: the index's own) in `dtype`
     ("auto": bfloat16 where `device` computes it natively, else float32; fp32 and bf16 vectors are interchangeable)
     and inference `mode` (see `vlm_vision.inference`; "auto": int8 for a CPU build of many images, else exact).
+    `max_patches` sets a SigLIP 2 NaFlex model's patches per image (default: the checkpoint's, or the index's own).
 
     >>> index = PhotoIndex("photos.db", create=True)
     >>> index.build(["~/Pictures"])
@@ -115,13 +116,13 @@ class PhotoIndex:
 
     def __init__(self, db: str | os.PathLike | None = None, model: str | os.PathLike | DualEncoder | None = None, *,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = AUTO,
-                 mode: str = AUTO, create: bool = False) -> None:
+                 mode: str = AUTO, max_patches: int | None = None, create: bool = False) -> None:
         if mode not in MODE_CHOICES:
             raise ValueError(f"Unknown mode {mode!r}; choose from {MODE_CHOICES}")
         self.db = Database(Path(db).expanduser() if db is not None else default_db_path(), create=create)
         self.ann_path = self.db.path.with_name(self.db.path.name + ".faiss")
         self.lock_path = self.db.path.with_name(self.db.path.name + ".lock")
-        self.device, self.dtype, self.mode = device, dtype, mode
+        self.device, self.dtype, self.mode, self.max_patches = device, dtype, mode, max_patches
         self._model: DualEncoder | None = None
         if hasattr(model, "encode_images"):  # a loaded DualEncoder (the app shares one model between its tabs)
             self._model, model = model, model.name_or_path
@@ -147,6 +148,8 @@ class PhotoIndex:
                 from vlm_vision.model import DualEncoder  # imports transformers: only when a model is needed
 
                 self._model = DualEncoder.from_pretrained(folder, dtype=self.dtype, device=self.device)
+            if recorded is None or recorded.name == name:  # another model's settings don't apply: it is refused below
+                self._use_processor(self._model)  # a model passed in is changed in place, as by `optimize` below
             if self.mode != AUTO and mode_of(self._model) != self.mode:
                 optimize(self._model, self.mode)  # a model passed in is changed in place
             model = self._model
@@ -156,6 +159,25 @@ class PhotoIndex:
             self._model, self._info, self.model_name = model, info, name
         return self._model
 
+    def _use_processor(self, model: DualEncoder) -> None:
+        """Give the index's own model the image processor of this index: `max_patches` if given, else the one it was
+        built with; other settings than the index's own are refused, since the vectors would not match."""
+        processor = model.processor
+        if self.max_patches is not None:
+            if not isinstance(processor, NaFlexProcessor):
+                raise ValueError(f"--max-patches sets a SigLIP 2 NaFlex model's patches per image; "
+                                 f"{self.model_name or 'this model'} takes whole images at a fixed size")
+            processor = replace(processor, max_num_patches=self.max_patches)
+        recorded = self.db.setting("processor")
+        if recorded is not None and recorded != processor.to_dict():
+            if self.max_patches is not None:
+                raise ModelMismatchError(
+                    f"This index was built with max_num_patches {recorded.get('max_num_patches')}, not "
+                    f"{self.max_patches}: images would embed differently. Leave out --max-patches to use the "
+                    f"index's own, or build a separate index (another --db).")
+            processor = processor_from_dict(recorded)  # the settings the index was built with
+        model.processor = processor
+
     @staticmethod
     def _model_info(model, name: str, folder: Path) -> ModelInfo:
         probe = model.encode_images(probe_image())[0]
@@ -163,10 +185,12 @@ class PhotoIndex:
         return ModelInfo(name, revision, probe.numel(), tuple(round(v, 6) for v in probe.tolist()))
 
     @torch.inference_mode()
-    def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Resized uint8 images (B, 3, H, W) -> embeddings (B, D), as `encode_images` gives for the same pixels."""
-        model = self.model
-        return model.encode_images(model.processor.normalize(pixels.to(model.device)), batch_size=len(pixels)).numpy()
+    def _encode_pixels(self, pixels: torch.Tensor, grids: torch.Tensor | None = None) -> np.ndarray:
+        """Resized uint8 images (B, 3, H, W), or NaFlex uint8 patches with their `grids`, -> embeddings (B, D), as
+        `encode_images` gives for the same images."""
+        model, pixels = self.model, pixels.to(self.model.device)
+        inputs = model.processor.normalize(pixels) if grids is None else model.processor.from_patches(pixels, grids)
+        return model.encode_images(inputs, batch_size=len(pixels)).numpy()
 
     # -- building -------------------------------------------------------------------------------------------
 
@@ -183,6 +207,8 @@ class PhotoIndex:
             model = self.model
             if self.db.model_info() is None:
                 self.db.set_model_info(self._info)
+            if self.db.setting("processor") is None:
+                self.db.set_setting("processor", model.processor.to_dict())
             if index_type is not None:
                 self.db.set_setting("index_type", index_type)
             self.db.add_roots(roots)

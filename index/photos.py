@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ import torch
 from PIL import ExifTags, Image
 
 from vlm_vision.errors import ImageLoadError
-from vlm_vision.model import DRAFT_SCALE, ImageProcessor, convert_to_rgb, open_image
+from vlm_vision.model import DRAFT_SCALE, NaFlexProcessor, Preprocessing, convert_to_rgb, open_image
 
 from .scan import FoundFile
 
@@ -56,6 +57,7 @@ class PhotoRecord:
     taken_at: str | None = None  # EXIF DateTimeOriginal as ISO 8601, when present
     camera: str | None = None  # EXIF Make and Model
     pixels: torch.Tensor | None = None  # (3, H, W) uint8, resized; only for content not in the index yet
+    grid: tuple[int, int] | None = None  # NaFlex: `pixels` are its patches (N, p * p * 3), the image's (h, w) of them
     error: str | None = None
 
 
@@ -64,7 +66,7 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def read_photo(file: FoundFile, processor: ImageProcessor, known_hashes: frozenset[str] | set[str] = frozenset(),
+def read_photo(file: FoundFile, processor: Preprocessing, known_hashes: frozenset[str] | set[str] = frozenset(),
                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PhotoRecord:
     """Hash `file`; unless its content is already indexed, decode it and resize it for the model."""
     record = PhotoRecord(file)
@@ -88,7 +90,11 @@ def read_photo(file: FoundFile, processor: ImageProcessor, known_hashes: frozens
         scale = image.info.get(DRAFT_SCALE, 1)  # the file's own size, not the reduced decode's
         record.width, record.height = image.width * scale, image.height * scale
         record.taken_at, record.camera = exif_fields(image)
-        record.pixels = torch.from_numpy(processor.resized(convert_to_rgb(image)))  # normalized on the model's device
+        if isinstance(processor, NaFlexProcessor):
+            record.pixels, record.grid = processor.cut(convert_to_rgb(image))
+        else:
+            record.pixels = torch.from_numpy(processor.resized(convert_to_rgb(image)))
+        # normalised on the model's device
     except ImageLoadError as e:
         record.error = e.reason
         if os.path.splitext(file.path)[1].lower() in HEIF_EXTENSIONS and pillow_heif is None:
@@ -101,9 +107,13 @@ def read_photo(file: FoundFile, processor: ImageProcessor, known_hashes: frozens
     return record
 
 
-def draft_min_side(processor: ImageProcessor) -> int | None:
+def draft_min_side(processor: Preprocessing) -> int | None:
     """The smallest side a JPEG may be decoded down to for `processor` (None: decode in full, nothing is resized)."""
-    return JPEG_REDUCING_GAP * max(processor.size) if processor.do_resize else None
+    if not processor.do_resize:
+        return None
+    if isinstance(processor, NaFlexProcessor):  # the side of a square image's grid, a bound for any aspect ratio
+        return JPEG_REDUCING_GAP * processor.patch_size * math.isqrt(processor.max_num_patches)
+    return JPEG_REDUCING_GAP * max(processor.size)
 
 
 def exif_fields(image: Image.Image) -> tuple[str | None, str | None]:

@@ -18,22 +18,30 @@ _RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 
 
 
 @torch.inference_mode()
-def pooling_attention(model: VisionTransformer, pixel_values: torch.Tensor) -> torch.Tensor:
-    """The head's attention over the patch grid, averaged over heads: (B, H/p, W/p), each map summing to 1."""
+def pooling_attention(model: VisionTransformer, inputs: torch.Tensor | dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The head's attention over each image's patch grid, averaged over heads: one (h, w) map per image, summing to 1.
+
+    `inputs` is what the model's processor returns: pixel values (B, 3, H, W), whose grid is (H/p, W/p), or for a
+    SigLIP 2 NaFlex tower the dict of patches, mask and `spatial_shapes`, each image with a grid of its own."""
     if model.head is None:
         raise ValueError("This vision tower has no attention-pooling head (vision_use_head=False): nothing to show")
-    B, _, height, width = pixel_values.shape
-    p = model.config.patch_size
+    kwargs = {k: v.to(model.device) for k, v in (inputs if isinstance(inputs, dict) else {"pixel_values": inputs}
+                                                 ).items()}
     # forward, not __call__: a compiled tower (vlm_vision.inference) would compile again for the attention outputs
-    weights = model.forward(pixel_values, output_attentions=True).head_attention  # (B, heads, 1, N)
-    return weights.float().mean(1)[:, 0].reshape(B, height // p, width // p)
+    weights = model.forward(**kwargs, output_attentions=True).head_attention.float().mean(1)[:, 0]  # (B, N)
+    if "spatial_shapes" in kwargs:
+        grids = kwargs["spatial_shapes"].tolist()
+    else:
+        p = model.config.patch_size
+        grids = [(kwargs["pixel_values"].shape[2] // p, kwargs["pixel_values"].shape[3] // p)] * len(weights)
+    return [w[: h * g].reshape(h, g) for w, (h, g) in zip(weights, grids)]  # padding, if any, comes last
 
 
 def overlay_heatmap(image: Image.Image, grid: torch.Tensor | np.ndarray, alpha: float = 0.55) -> Image.Image:
     """`image` with `grid` (h, w) stretched over it as a colour map: bright where the weights are high.
 
-    The grid covers the whole image because the processor resizes images to the
-    model's square input without keeping the aspect ratio.
+    The grid covers the whole image because the processors resize the whole image: to the model's square
+    input (SigLIP), or to whole patches at about its own aspect ratio (SigLIP 2 NaFlex).
     """
     grid = np.asarray(grid, dtype=np.float32)
     if grid.ndim != 2:

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, LlavaConfig, LlavaForConditionalG
 
 from tests.helpers.checkpoints import TINY_VISION, perturb_
 from tests.helpers.lm import llama_config, tiny_llama, tiny_tokenizer
-from vlm_vision import CheckpointError, ImageProcessor, VisionConfig, VisionTransformer
+from vlm_vision import CheckpointError, ImageProcessor, NaFlexProcessor, VisionConfig, VisionTransformer
 from vlm_vision.vlm.model import (
     CONFIG_NAME,
     IGNORE_INDEX,
@@ -324,3 +324,30 @@ def test_relative_references_load_from_any_directory_and_move_with_the_parts(tmp
     (tmp_path / "moved" / "runs" / "vlm" / CONFIG_NAME).write_text(json.dumps(older))
     loaded = VisionLanguageModel.from_pretrained(tmp_path / "moved" / "runs" / "vlm")
     torch.testing.assert_close(loaded(**batch).logits, expected, rtol=0, atol=0)
+
+
+def test_a_naflex_tower_gives_each_image_its_own_number_of_tokens():
+    """SigLIP 2 NaFlex: the images run as one padded batch with their patch mask; each image's <image> becomes its
+    h x w real patch tokens, and each sequence reads as it does alone."""
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    naflex = VisionConfig(**(TINY_VISION | dict(image_size=32, naflex=True)))  # a 4 x 4 position grid
+    vision = VisionTransformer(naflex).eval()
+    projector = Projector(ProjectorConfig(kind="mlp2x_gelu", vision_dim=64, lm_dim=64))
+    vlm = VisionLanguageModel(vision, projector, tiny_llama(tokenizer), tokenizer,
+                              NaFlexProcessor(patch_size=8, max_num_patches=16)).eval()
+    wide, tall = Image.new("RGB", (120, 30), (200, 40, 40)), Image.new("RGB", (30, 50), (40, 40, 200))  # 2 x 8 and 5 x 3 patches
+    batch = vlm.prepare_inputs([wide, tall], "<image> caption:")
+    grids = batch["spatial_shapes"].prod(1).tolist()
+    assert grids[0] != grids[1] and (batch["input_ids"] == vlm.image_token_id).sum(1).tolist() == grids
+    with torch.no_grad():
+        together = vlm(**batch).logits[:, -1]
+        for i, image in enumerate((wide, tall)):
+            alone = vlm(**vlm.prepare_inputs([image], "<image> caption:")).logits[0, -1]
+            assert torch.allclose(together[i], alone, atol=1e-4)
+    assert vlm.generate([wide, tall], "<image> caption:", max_new_tokens=3) == [
+        vlm.generate([wide], "<image> caption:", max_new_tokens=3)[0],
+        vlm.generate([tall], "<image> caption:", max_new_tokens=3)[0]]
+    with pytest.raises(ValueError, match="pixel_shuffle merges blocks of one square patch grid"):
+        VisionLanguageModel(vision, Projector(ProjectorConfig(kind="pixel_shuffle", vision_dim=64, lm_dim=64)),
+                            tiny_llama(tokenizer), tokenizer, NaFlexProcessor(patch_size=8))

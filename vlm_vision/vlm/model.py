@@ -4,7 +4,9 @@ The recipe of transformers' `LlavaForConditionalGeneration`: each prompt holds o
 `<image>` token, expanded to the projector's N' tokens; the LM's embeddings at those
 positions are replaced by the projected image features (`masked_scatter`), and the LM
 runs on `inputs_embeds`. Batches are left-padded and position ids are counted from the
-attention mask, so a prompt gives the same tokens alone and in a batch.
+attention mask, so a prompt gives the same tokens alone and in a batch. With a SigLIP 2
+NaFlex tower, images run as one padded batch with their patch mask, and each image's
+`<image>` becomes as many tokens as it has real patches (h x w, its own aspect ratio).
 `save_pretrained` writes the projector's weights and a JSON config naming the vision
 tower and the LM, which are written alongside only when asked (after training them).
 """
@@ -37,7 +39,7 @@ from ..checkpoints import (
     write_safetensors,
 )
 from ..errors import CheckpointError
-from ..model import ImageInput, ImageProcessor, VisionTransformer, as_device, compute_dtype
+from ..model import ImageInput, Preprocessing, VisionTransformer, as_device, compute_dtype, processor_from_pretrained
 from .projector import Projector, ProjectorConfig, select_features
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,9 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # the label transformers' causal-LM loss skips
 CONFIG_NAME = "vlm_config.json"
 PROJECTOR_WEIGHTS = "projector.safetensors"
-Images = ImageInput | Sequence[ImageInput] | torch.Tensor  # paths / PIL images, or pixel values (B, 3, H, W)
+# Paths / PIL images, or the processor's output: pixel values (B, 3, H, W), or NaFlex's dict of patches.
+Images = ImageInput | Sequence[ImageInput] | torch.Tensor | dict[str, torch.Tensor]
+NAFLEX_INPUTS = ("pixel_attention_mask", "spatial_shapes")
 
 
 class VisionLanguageModel(nn.Module):
@@ -60,7 +64,7 @@ class VisionLanguageModel(nn.Module):
         projector: Projector,
         language_model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        processor: ImageProcessor,
+        processor: Preprocessing,
         image_token: str = "<image>",
         *,
         vision_name_or_path: str | None = None,  # where `vision` came from, so save_pretrained can refer to it
@@ -73,6 +77,9 @@ class VisionLanguageModel(nn.Module):
                 f"Projector maps {projector.config.vision_dim} -> {projector.config.lm_dim}, but the vision tower "
                 f"is {vision.config.hidden_size} wide and the language model {lm_dim}"
             )
+        if vision.config.naflex and projector.config.kind == "pixel_shuffle":
+            raise ValueError("pixel_shuffle merges blocks of one square patch grid, but a NaFlex tower gives each "
+                             "image a grid of its own: use the 'linear' or 'mlp2x_gelu' projector")
         self.vision = vision
         self.projector = projector
         self.language_model = language_model
@@ -86,7 +93,9 @@ class VisionLanguageModel(nn.Module):
         except FileNotFoundError:  # the working directory is gone: no relative reference can name anything
             self._base = Path(".")
         self.image_token_id = self._add_image_token()
-        self.num_image_tokens = projector.config.num_image_tokens(vision.config.num_patches)  # N' per image
+        # N' per image; with NaFlex patch tokens, each image's own number (`image_tokens`)
+        naflex_patches = vision.config.naflex and projector.config.feature == "patch"
+        self.num_image_tokens = None if naflex_patches else projector.config.num_image_tokens(vision.config.num_patches)
 
     @property
     def device(self) -> torch.device:
@@ -123,8 +132,15 @@ class VisionLanguageModel(nn.Module):
         self.language_model.requires_grad_(not language_model)
         self.projector.requires_grad_(True)
 
-    def _prompt_ids(self, prompt: str) -> list[int]:
-        """Token ids of one prompt with its `<image>` expanded to N' image tokens (prepended if absent)."""
+    def image_tokens(self, vision_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, N') bool: which of the projector's tokens of each image enter the LM. All of them, except a NaFlex
+        image's padding patches."""
+        if self.num_image_tokens is None:  # NaFlex patch tokens: the image's real patches
+            return vision_inputs["pixel_attention_mask"].bool()
+        return torch.ones(len(vision_inputs["pixel_values"]), self.num_image_tokens, dtype=torch.bool)
+
+    def _prompt_ids(self, prompt: str, image_tokens: int) -> list[int]:
+        """Token ids of one prompt with its `<image>` expanded to `image_tokens` tokens (prepended if absent)."""
         count = prompt.count(self.image_token)
         if count > 1:
             raise ValueError(f"A prompt takes exactly one {self.image_token!r}; got {count} in {prompt!r}")
@@ -133,18 +149,21 @@ class VisionLanguageModel(nn.Module):
             raise ValueError(f"The tokenizer did not keep {self.image_token!r} as one token in {prompt!r}; "
                              f"it must be an added special token")
         i = ids.index(self.image_token_id)
-        return ids[:i] + [self.image_token_id] * self.num_image_tokens + ids[i + 1:]
+        return ids[:i] + [self.image_token_id] * image_tokens + ids[i + 1:]
 
     def prepare_inputs(
         self, images: Images, prompts: str | Sequence[str], captions: Sequence[str] | None = None
     ) -> dict[str, torch.Tensor]:
-        """A left-padded batch: pixel_values, input_ids, attention_mask, and labels when captions are given.
+        """A left-padded batch: pixel_values (and NaFlex's mask and shapes), input_ids, attention_mask, and labels
+        when captions are given.
 
         A sequence is `prompt (image expanded) [caption EOS]`; labels are the caption's ids and
         EOS, and -100 (no loss) on padding, the prompt and its image tokens. No truncation.
         """
-        pixel_values = images if isinstance(images, torch.Tensor) else self.processor(images)
-        B = pixel_values.shape[0]
+        processed = images if isinstance(images, (torch.Tensor, dict)) else self.processor(images)
+        vision_inputs = processed if isinstance(processed, dict) else {"pixel_values": processed}
+        counts = self.image_tokens(vision_inputs).sum(1).tolist()
+        B = len(counts)
         prompts = [prompts] * B if isinstance(prompts, str) else list(prompts)
         if len(prompts) != B or (captions is not None and (isinstance(captions, str) or len(captions) != B)):
             raise ValueError(f"Give one prompt (or a single string) and one caption per image: {B} images, "
@@ -153,7 +172,7 @@ class VisionLanguageModel(nn.Module):
             raise ValueError("Training on captions needs an EOS token to end them; the tokenizer has none")
         rows = []
         for i, prompt in enumerate(prompts):
-            ids = self._prompt_ids(prompt)
+            ids = self._prompt_ids(prompt, counts[i])
             labels = [IGNORE_INDEX] * len(ids)
             if captions is not None:
                 target = self.tokenizer(captions[i], add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
@@ -161,7 +180,7 @@ class VisionLanguageModel(nn.Module):
             rows.append((ids, labels))
         L = max(len(ids) for ids, _ in rows)
         batch = {
-            "pixel_values": pixel_values,  # (B, 3, H, W)
+            **vision_inputs,  # pixel_values (B, 3, H, W), or NaFlex patches with their mask and shapes
             "input_ids": torch.tensor([[self.pad_token_id] * (L - len(ids)) + ids for ids, _ in rows]),  # (B, L)
             "attention_mask": torch.tensor([[0] * (L - len(ids)) + [1] * len(ids) for ids, _ in rows]),  # (B, L)
         }
@@ -169,12 +188,13 @@ class VisionLanguageModel(nn.Module):
             batch["labels"] = torch.tensor([[IGNORE_INDEX] * (L - len(ids)) + labels for ids, labels in rows])
         return batch
 
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected image tokens (B, N', D_lm)."""
+    def image_features(self, pixel_values: torch.Tensor, **naflex: torch.Tensor) -> torch.Tensor:
+        """Projected image tokens (B, N', D_lm); `naflex` holds NaFlex's pixel_attention_mask and spatial_shapes."""
         config = self.projector.config
         train_vision = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())
         with torch.set_grad_enabled(train_vision):  # a frozen tower keeps no activations for backward
-            out = self.vision(pixel_values.to(self.vision.device), output_hidden_states=config.needs_hidden_states)
+            out = self.vision(pixel_values.to(self.vision.device), output_hidden_states=config.needs_hidden_states,
+                              **{k: v.to(self.vision.device) for k, v in naflex.items()})
         features = select_features(out, config)  # (B, N, D_vision)
         return self.projector(features.to(self.projector_dtype))  # (B, N', D_lm)
 
@@ -182,18 +202,19 @@ class VisionLanguageModel(nn.Module):
     def projector_dtype(self) -> torch.dtype:
         return next(self.projector.parameters()).dtype
 
-    def embed(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, **naflex: torch.Tensor) -> torch.Tensor:
         """The LM's input embeddings (B, L, D_lm), image features scattered into the image-token positions."""
         input_ids = input_ids.to(self.device)
         embeds = self.language_model.get_input_embeddings()(input_ids)  # (B, L, D_lm)
-        features = self.image_features(pixel_values)  # (B, N', D_lm)
+        features = self.image_features(pixel_values, **naflex)  # (B, N', D_lm)
+        used = self.image_tokens({"pixel_values": pixel_values, **naflex}).to(features.device)  # (B, N')
         is_image = input_ids == self.image_token_id  # (B, L)
-        counts = is_image.sum(1).tolist()
-        if features.shape[0] != input_ids.shape[0] or any(c != features.shape[1] for c in counts):
-            raise ValueError(f"{features.shape[0]} images of {features.shape[1]} tokens each don't fill the "
-                             f"image-token positions of {input_ids.shape[0]} sequences: {counts}")
-        # Row-major fill: sequence b's image positions get features[b] in order, as in transformers' Llava.
-        return embeds.masked_scatter(is_image.unsqueeze(-1), features.to(embeds.device, embeds.dtype))
+        counts, wanted = is_image.sum(1).tolist(), used.sum(1).tolist()
+        if counts != wanted:
+            raise ValueError(f"The images' tokens {wanted} don't fill the image-token positions of the "
+                             f"{input_ids.shape[0]} sequences: {counts}")
+        # Row-major fill: sequence b's image positions get image b's tokens in order, as in transformers' Llava.
+        return embeds.masked_scatter(is_image.unsqueeze(-1), features[used].to(embeds.device, embeds.dtype))
 
     def forward(
         self,
@@ -201,15 +222,19 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """The LM's output for a `prepare_inputs` batch: logits (B, L, V), and the mean loss when labels are given."""
+        naflex = {} if spatial_shapes is None else {"pixel_attention_mask": pixel_attention_mask,
+                                                    "spatial_shapes": spatial_shapes}
         position_ids = None
         if attention_mask is not None:
             attention_mask = attention_mask.to(self.device)
             position_ids = positions(attention_mask)  # left padding must not shift the real tokens' positions
         return self.language_model(
-            inputs_embeds=self.embed(pixel_values, input_ids),
+            inputs_embeds=self.embed(pixel_values, input_ids, **naflex),
             attention_mask=attention_mask,
             position_ids=position_ids,
             labels=labels.to(self.device) if labels is not None else None,
@@ -228,7 +253,8 @@ class VisionLanguageModel(nn.Module):
                       eos_token_id=self.tokenizer.eos_token_id) | gen_kwargs
         # Given only inputs_embeds, generate returns only the new tokens; it derives position ids from the mask.
         return self.language_model.generate(
-            inputs_embeds=self.embed(batch["pixel_values"], batch["input_ids"]),
+            inputs_embeds=self.embed(batch["pixel_values"], batch["input_ids"],
+                                     **{k: batch[k] for k in NAFLEX_INPUTS if k in batch}),
             attention_mask=batch["attention_mask"].to(self.device),
             **kwargs,
         )
@@ -303,7 +329,7 @@ class VisionLanguageModel(nn.Module):
         if prompt is None:  # a folder written before the prompt was saved here: training wrote it beside the model
             prompt = (read_json(folder, "training_config.json") or {}).get("prompt", "")
         model = cls(vision, projector, language_model, AutoTokenizer.from_pretrained(folder / "tokenizer"),
-                    ImageProcessor.from_pretrained(folder), raw["image_token"], vision_name_or_path=vision_ref,
+                    processor_from_pretrained(folder), raw["image_token"], vision_name_or_path=vision_ref,
                     prompt=prompt)
         return model.to(device=device, dtype=dtype).eval()
 
