@@ -16,9 +16,8 @@ the memory the variant added (RSS after its first call minus before it was built
 first call's seconds (compiling, exporting, quantising included).
 
 A NaFlex preset (SigLIP 2) compares with transformers' Siglip2VisionModel on photos of four aspect ratios (3:4, 4:3,
-1:1, 1:3), each cut into at most max patches (the preset's grid, 256 for B/16) and padded to it; ONNX rows are left
-out (the ONNX modes take whole images). Fixed-resolution SigLIP 2 towers are SigLIP's architecture: their rows are
-the SigLIP preset of the same shape.
+1:1, 1:3), each cut into at most max patches (the preset's grid, 256 for B/16) and padded to it. Fixed-resolution
+SigLIP 2 towers are SigLIP's architecture: their rows are the SigLIP preset of the same shape.
 """
 
 from __future__ import annotations
@@ -148,7 +147,6 @@ def main() -> None:
     torch.manual_seed(0)
     hf_state = transformers_tower(config).state_dict()
     variants = [v for v in args.variants if args.device == "cpu" or not v.startswith(("onnx", "ours int8"))]
-    variants = [v for v in variants if not (config.naflex and v.startswith("onnx"))]
     flops = gflop_per_image(config)
     process = psutil.Process()
     roofs = matmul_roofs(config, args.device, min_time=5)

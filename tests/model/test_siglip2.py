@@ -249,6 +249,22 @@ def test_naflex_towers_run_in_the_fast_and_int8_modes(tmp_path):
         int8 = optimize(VisionTransformer.from_pretrained(tmp_path), "int8")(**inputs).pooler_output
     assert (fast - expected).abs().max() < 1e-4
     assert torch.nn.functional.cosine_similarity(int8, expected).min() >= 0.999
-    checkpoints.naflex_checkpoint(tmp_path / "dual")
-    with pytest.raises(ValueError, match="NaFlex tower resizes its positions per image"):
-        optimize(DualEncoder.from_pretrained(tmp_path / "dual"), "onnx")
+
+
+
+def test_naflex_towers_run_in_onnx_runtime(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from vlm_vision import optimize
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the exported graphs go there
+    checkpoints.naflex_checkpoint(tmp_path / "model")
+    exact = DualEncoder.from_pretrained(tmp_path / "model")
+    for mode, tolerance in (("onnx", 1e-4), ("onnx-int8", None)):
+        onnx = optimize(DualEncoder.from_pretrained(tmp_path / "model"), mode)
+        for budget, count in ((24, 4), (9, 1)):  # the graph's batch and patch count are both dynamic
+            inputs = NaFlexProcessor(patch_size=8, max_num_patches=budget)(images()[:count])
+            got, expected = onnx.encode_images(inputs), exact.encode_images(inputs)
+            if tolerance is not None:
+                assert (got - expected).abs().max() < tolerance, (mode, budget)
+            else:
+                assert torch.nn.functional.cosine_similarity(got, expected).min() >= 0.999, (mode, budget)

@@ -19,8 +19,9 @@ from ..quiet import quiet_torchao
 
 logger = logging.getLogger(__name__)
 
-# Kept in float by both int8 modes: quantising them moved the embedded model's zero-shot answers most.
-FLOAT_LAYERS = ("blocks.0.", "head.")
+# Kept in float: the first block and the head, whose quantising moved the embedded model's zero-shot answers most,
+# and the patch embedding (linear in SigLIP 2 NaFlex towers; SigLIP's convolution is never quantised).
+FLOAT_LAYERS = ("patch_embed.", "blocks.0.", "head.")
 
 
 def int8_available() -> bool:

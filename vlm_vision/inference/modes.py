@@ -59,9 +59,6 @@ def optimize(model: DualEncoder | VisionTransformer, mode: str) -> DualEncoder |
     if mode.startswith("onnx"):
         from .onnx_runtime import OnnxVisionTower
 
-        if tower.config.naflex:
-            raise ValueError("The ONNX graph takes whole images; a SigLIP 2 NaFlex tower resizes its positions per "
-                             "image, which the exported graph does not do yet: use mode 'exact', 'fast' or 'int8'")
         if isinstance(model, VisionTransformer):
             raise ValueError("ONNX modes replace a DualEncoder's vision tower; for a tower alone use "
                              "vlm_vision.inference.OnnxVisionTower.from_tower")

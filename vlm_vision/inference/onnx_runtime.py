@@ -19,15 +19,16 @@ import torch
 from torch import nn
 
 from ..cache import cache_dir
-from ..export import export_tower
+from ..export import export_tower, vision_example
 from ..model import VisionConfig, VisionOutput, VisionTransformer
 from ..quiet import quiet_loggers
 
 logger = logging.getLogger(__name__)
 
 # Kept in float: with the first block and the head alone, 98.7% of the embedded model's zero-shot answers over
-# 1,906 emoji names stayed the same on 300 images; with the second block as well, 99.0% (2026-12-08).
-FLOAT_LAYERS = ("blocks.0.", "blocks.1.", "head.")
+# 1,906 emoji names stayed the same on 300 images; with the second block as well, 99.0% (2026-12-08). The patch
+# embedding too, as in the torch int8 mode.
+FLOAT_LAYERS = ("patch_embed.", "blocks.0.", "blocks.1.", "head.")
 INT8_SCHEME = "int8-float-blocks-0-1"  # in the cached graph's name: a new scheme never loads an old graph
 
 
@@ -47,14 +48,23 @@ class OnnxVisionTower(nn.Module):
     dtype = torch.float32  # the graph's precision, whatever the source tower's
     device = torch.device("cpu")
 
-    def forward(self, pixel_values: torch.Tensor, **unsupported: bool) -> VisionOutput:
+    def forward(self, pixel_values: torch.Tensor, *, pixel_attention_mask: torch.Tensor | None = None,
+                spatial_shapes: torch.Tensor | None = None, **unsupported: bool) -> VisionOutput:
+        """As `VisionTransformer.forward`: pixel values, or a NaFlex tower's patches with their mask and shapes."""
+        naflex = {} if spatial_shapes is None else {"pixel_attention_mask": pixel_attention_mask,
+                                                    "spatial_shapes": spatial_shapes}
         asked = [k for k, v in unsupported.items() if v]
         if asked and self.exact is None:
             raise ValueError(f"The ONNX graph returns pooled and last hidden states only, not {asked}: use mode "
                              f"'exact' for those")
         if asked:
-            return self.exact(pixel_values.to(self.exact.device), **unsupported)
-        pooled, last = self.session.run(None, {"pixel_values": pixel_values.float().cpu().numpy()})
+            device = self.exact.device
+            return self.exact(pixel_values.to(device), **{k: v.to(device) for k, v in naflex.items()}, **unsupported)
+        feed = {"pixel_values": pixel_values.float().cpu().numpy()}
+        if naflex:  # the graph takes them in the dtypes it was traced with: int32 mask, int64 shapes
+            feed |= {"pixel_attention_mask": pixel_attention_mask.to(torch.int32).cpu().numpy(),
+                     "spatial_shapes": spatial_shapes.to(torch.int64).cpu().numpy()}
+        pooled, last = self.session.run(None, feed)
         return VisionOutput(last_hidden_state=torch.from_numpy(last), pooler_output=torch.from_numpy(pooled))
 
     @classmethod
@@ -63,9 +73,8 @@ class OnnxVisionTower(nn.Module):
         folder = cache_dir("onnx") / _weights_hash(tower)
         graph = folder / "vision_model.onnx"
         if not graph.is_file():
-            size = tower.config.image_size
             partial = graph.with_name(f"partial-{os.getpid()}-{graph.name}")
-            export_tower(tower, "pixel_values", torch.zeros(2, 3, size, size), partial)
+            export_tower(tower, vision_example(tower), partial)
             partial.replace(graph)  # whole or absent: a killed export leaves no half-written graph to load
         if int8:
             # The range is this CPU's choice: a cache shared with another kind of CPU keeps both graphs.

@@ -127,16 +127,21 @@ class VisionTransformer(nn.Module):
     def naflex_position_embedding(self, spatial_shapes: torch.Tensor, length: int) -> torch.Tensor:
         """(B, length, D): the position grid resized to each image's (h, w) patch grid, then padded to `length`.
 
-        As transformers resizes it: bilinear, antialiased, align_corners=False, in float32; padding takes the
-        first position (its tokens are masked out of attention either way)."""
+        As transformers resizes it: `F.interpolate(mode="bilinear", antialias=True, align_corners=False)` in
+        float32, written as the weights that resize computes, so that one batched product serves images of any
+        grid (and compiles and exports without a loop). Padding takes the first position; its tokens are masked
+        out of attention either way."""
         g = self.config.grid_size
-        grid = self.pos_embed.float().reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
-        resized = []
-        for h, w in spatial_shapes.tolist():
-            pos = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-            pos = pos.permute(0, 2, 3, 1).reshape(h * w, -1)  # (h * w, D)
-            resized.append(torch.cat([pos, pos[:1].expand(length - h * w, -1)]))
-        return torch.stack(resized).to(self.dtype)
+        shapes = spatial_shapes.to(self.device, torch.float32)  # (B, 2): each image's h, w
+        n = torch.arange(length, device=self.device, dtype=torch.float32)  # output positions, row by row
+        real = n < shapes.prod(-1, keepdim=True)  # (B, length)
+        rows = torch.where(real, torch.div(n, shapes[:, 1:], rounding_mode="floor"), 0)  # (B, length)
+        cols = torch.where(real, n - rows * shapes[:, 1:], 0)
+        row_weights = _resize_weights(rows, shapes[:, :1], g)  # (B, length, g)
+        col_weights = _resize_weights(cols, shapes[:, 1:], g)
+        weights = row_weights[..., :, None] * col_weights[..., None, :]  # (B, length, g, g): over the trained grid
+        grid = self.pos_embed.float()  # (g * g, D), row by row
+        return (weights.flatten(2) @ grid).to(self.dtype)
 
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool,
               pixel_attention_mask: torch.Tensor | None, spatial_shapes: torch.Tensor | None) -> torch.Tensor:
@@ -172,6 +177,8 @@ class VisionTransformer(nn.Module):
         if mask.shape != (B, N) or spatial_shapes.shape != (B, 2):
             raise ValueError(f"pixel_attention_mask must be (B, N) = {(B, N)} and spatial_shapes (B, 2) = {(B, 2)}; "
                              f"got {tuple(mask.shape)} and {tuple(spatial_shapes.shape)}")
+        if torch.compiler.is_compiling():
+            return  # the checks below read values: a compiled or exported graph takes them on trust
         patches = spatial_shapes.prod(-1)
         if (patches > N).any() or (patches < 1).any() or (mask.sum(-1) != patches.to(mask.device)).any():
             raise ValueError("Each image's spatial_shapes h x w must count its unmasked patches, between 1 and N")
@@ -293,6 +300,18 @@ class VisionTransformer(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         write_safetensors(folder / "model.safetensors", self.hf_state_dict())
         write_json(folder / "config.json", self.config.to_hf_dict())
+
+
+def _resize_weights(index: torch.Tensor, size: torch.Tensor, source: int) -> torch.Tensor:
+    """(B, N, source): the weights of antialiased bilinear resizing (align_corners=False) from `source` positions to
+    `size` (B, 1) ones, for output position `index` (B, N) along one axis: a triangle as wide as one source step
+    when upsampling, as one output step when downsampling, normalised to sum to 1."""
+    scale = source / size  # source positions per output position
+    center = (index + 0.5) * scale - 0.5  # where the output position falls on the source axis
+    positions = torch.arange(source, device=index.device, dtype=torch.float32)
+    distance = (positions - center[..., None]).abs() / scale.clamp(min=1)[..., None]
+    weights = (1 - distance).clamp(min=0)
+    return weights / weights.sum(-1, keepdim=True)
 
 
 def _lecun_normal_(weight: torch.Tensor) -> None:
