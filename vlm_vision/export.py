@@ -90,8 +90,8 @@ def export_tower(tower: nn.Module, example: dict[str, torch.Tensor], path: Path,
     dynamic = tuple({0: batch, 1: patches} if naflex and name != "spatial_shapes" else {0: batch} for name in example)
     with _quiet_exporter():
         torch.onnx.export(graph, tuple(v.cpu() for v in example.values()), path, input_names=list(example),
-                          output_names=OUTPUT_NAMES, dynamic_shapes={"inputs": dynamic}, opset_version=opset, dynamo=True,
-                          external_data=False)  # one file per tower: up to 2 GB, So400m's vision tower included
+                          output_names=OUTPUT_NAMES, dynamic_shapes={"inputs": dynamic}, opset_version=opset,
+                          dynamo=True, external_data=False)  # one file per tower: up to 2 GB, So400m's included
     logger.info("Wrote %s", path)
     return path
 

@@ -82,16 +82,10 @@ def siglip_checkpoint(folder: Path, seed: int = 0, vision: dict | None = None, t
     text_config = TINY_TEXT | dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                    eos_token_id=tokenizer.eos_token_id, bos_token_id=None) | (text or {})
     vision_config = TINY_VISION | (vision or {})
-    torch.manual_seed(seed)
-    model = SiglipModel(SiglipConfig(vision_config=vision_config, text_config=text_config)).eval()
-    perturb_(model, seed)
-    with torch.no_grad():
-        model.logit_scale.fill_(math.log(10.0))
-        model.logit_bias.fill_(-2.0)
-    model.save_pretrained(folder)
     size = vision_config["image_size"]
-    SiglipImageProcessorPil(size={"height": size, "width": size}).save_pretrained(folder)
-    return model
+    torch.manual_seed(seed)
+    model = SiglipModel(SiglipConfig(vision_config=vision_config, text_config=text_config))
+    return _save_dual_encoder(folder, seed, model, SiglipImageProcessorPil(size={"height": size, "width": size}))
 
 
 def gemma_tokenizer(folder: Path) -> GemmaTokenizer:
@@ -118,24 +112,27 @@ def _text_config(tokenizer, text: dict | None) -> dict:
     return TINY_TEXT | dict(vocab_size=len(tokenizer)) | ids | (text or {})
 
 
-def _set_scale_and_bias(model: torch.nn.Module) -> None:
+def _save_dual_encoder(folder: Path, seed: int, model: torch.nn.Module, processor) -> torch.nn.Module:
+    """Perturb a random transformers dual encoder (built after seeding), set a scale and bias, save it with its
+    image processor's config."""
+    model.eval()
+    perturb_(model, seed)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(10.0))
         model.logit_bias.fill_(-2.0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model
 
 
 def siglip2_fixed_checkpoint(folder: Path, seed: int = 0, vision: dict | None = None) -> SiglipModel:
     """A fixed-resolution SigLIP 2 checkpoint: a `SiglipModel` (model_type "siglip") with a Gemma tokenizer."""
     tokenizer = gemma_tokenizer(folder)
     vision_config = TINY_VISION | (vision or {})
-    torch.manual_seed(seed)
-    model = SiglipModel(SiglipConfig(vision_config=vision_config, text_config=_text_config(tokenizer, None))).eval()
-    perturb_(model, seed)
-    _set_scale_and_bias(model)
-    model.save_pretrained(folder)
     size = vision_config["image_size"]
-    SiglipImageProcessorPil(size={"height": size, "width": size}).save_pretrained(folder)
-    return model
+    torch.manual_seed(seed)
+    model = SiglipModel(SiglipConfig(vision_config=vision_config, text_config=_text_config(tokenizer, None)))
+    return _save_dual_encoder(folder, seed, model, SiglipImageProcessorPil(size={"height": size, "width": size}))
 
 
 def naflex_vision_checkpoint(folder: Path, seed: int = 0, **config) -> Siglip2VisionModel:
@@ -153,10 +150,6 @@ def naflex_checkpoint(folder: Path, seed: int = 0, max_num_patches: int = 24, vi
     tokenizer = gemma_tokenizer(folder)
     vision_config = TINY_NAFLEX | (vision or {})
     torch.manual_seed(seed)
-    model = Siglip2Model(Siglip2Config(vision_config=vision_config, text_config=_text_config(tokenizer, text))).eval()
-    perturb_(model, seed)
-    _set_scale_and_bias(model)
-    model.save_pretrained(folder)
-    Siglip2ImageProcessorPil(patch_size=vision_config["patch_size"], max_num_patches=max_num_patches
-                             ).save_pretrained(folder)
-    return model
+    model = Siglip2Model(Siglip2Config(vision_config=vision_config, text_config=_text_config(tokenizer, text)))
+    processor = Siglip2ImageProcessorPil(patch_size=vision_config["patch_size"], max_num_patches=max_num_patches)
+    return _save_dual_encoder(folder, seed, model, processor)
