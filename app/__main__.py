@@ -17,9 +17,13 @@ from vlm_vision.model import AUTO, DTYPE_CHOICES, DTYPE_HELP
 EXAMPLE = """examples:
   vlm-app                                   # the embedded model and a demo index of the sample images
   vlm-app --index ~/Pictures/.vlm-index.db  # your own index (vlm-index build ~/Pictures --db ...)
-  vlm-app --host 0.0.0.0 --auth me:secret   # reachable from other machines: set a password"""
+  vlm-app --host 0.0.0.0 --auth-file ~/.config/vlm-app.auth   # reachable from other machines, with a login
+
+A login is USER:PASSWORD in a file (--auth-file) or in $VLM_APP_AUTH, never on the command line, where shell
+history and `ps` would keep the password. Any --host but this machine's needs a login, or --open."""
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+AUTH_ENV = "VLM_APP_AUTH"  # USER:PASSWORD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,10 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "the sample images)")
     parser.add_argument("--model", default=None, help="SigLIP model (default: the index's own, else the embedded one)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only); anything else is a choice to "
-                             "expose the app and prints a warning")
+                        help="address to bind (default 127.0.0.1: this machine only); any other needs a login "
+                             "(--auth-file or $VLM_APP_AUTH) or --open")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
+    parser.add_argument("--auth-file", default=None, metavar="FILE",
+                        help=f"require the login USER:PASSWORD written in FILE (or set ${AUTH_ENV})")
+    parser.add_argument("--open", action="store_true",
+                        help="serve a non-local --host without a login: anyone who reaches the port can search "
+                             "your photos")
+    parser.add_argument("--auth", default=None, help=argparse.SUPPRESS)  # refused: the password would be in history
     parser.add_argument("--captioner", default=None,
                         help="vision-language model for the Describe tab (default: the embedded emoji-captioner "
                              "when present)")
@@ -74,16 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry, no version check
-    auth = None
-    if args.auth is not None:
-        user, sep, password = args.auth.partition(":")
-        if not sep or not user or not password:
-            print("error: --auth needs USER:PASS", file=sys.stderr)
-            return 2
-        auth = (user, password)
+    try:
+        auth = read_auth(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.host not in LOCAL_HOSTS:
-        print(f"WARNING: binding {args.host}: anyone who can reach this machine on port {args.port} can search "
-              f"your indexed photos{'' if auth else ' (no --auth set)'}.", file=sys.stderr)
+        if auth is None and not args.open:
+            print(f"error: --host {args.host} lets other machines reach the app, and so your photos: set a login "
+                  f"(USER:PASSWORD in a file given by --auth-file, or in ${AUTH_ENV}), or pass --open to serve "
+                  f"without one.", file=sys.stderr)
+            return 2
+        print(f"WARNING: binding {args.host}: anyone who can reach this machine on port {args.port} "
+              f"{'and logs in ' if auth else ''}can search your indexed photos"
+              f"{'' if auth else ' (--open: no login)'}.", file=sys.stderr)
 
     from vlm_vision.index import default_db_path
 
@@ -109,6 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     demo.queue(default_concurrency_limit=4).launch(**launch_options(backend, args.host, args.port, auth,
                                                                     args.max_upload_mb))
     return 0
+
+
+def read_auth(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The login (user, password) from --auth-file or $VLM_APP_AUTH; None without either. ValueError says what is
+    wrong: a password on the command line, an unreadable file, or no USER:PASSWORD in it."""
+    if args.auth is not None:
+        raise ValueError(f"--auth puts the password in your shell history and in `ps`: write USER:PASSWORD into a "
+                         f"file readable only by you and pass --auth-file FILE, or set ${AUTH_ENV}")
+    if args.auth_file is not None:
+        path = Path(args.auth_file).expanduser()
+        try:
+            text, where = path.read_text().strip(), f"--auth-file {path}"
+        except OSError as e:
+            raise ValueError(f"Can't read --auth-file {path}: {e.strerror or e}") from e
+        if path.stat().st_mode & 0o077:
+            print(f"WARNING: {path} is readable by other users; chmod 600 it.", file=sys.stderr)
+    elif os.environ.get(AUTH_ENV):
+        text, where = os.environ[AUTH_ENV].strip(), f"${AUTH_ENV}"
+    else:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"{where} must hold USER:PASSWORD (one line)")
+    return user, password
 
 
 def launch_options(backend, host: str, port: int, auth: tuple[str, str] | None = None,

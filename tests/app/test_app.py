@@ -290,7 +290,7 @@ def test_upload_size_is_bounded(server, tmp_path):
         Client(server, verbose=False).predict(handle_file(str(big)), "cat", "{}", api_name="/classify")
 
 
-def test_cli_help_and_exposed_host_warning(capsys, monkeypatch, tmp_path):
+def test_cli_help_and_a_non_local_host_needs_a_login_or_open(capsys, monkeypatch, tmp_path):
     import gradio as gr
 
     from vlm_vision.app.__main__ import build_parser, main
@@ -300,12 +300,53 @@ def test_cli_help_and_exposed_host_warning(capsys, monkeypatch, tmp_path):
     assert "vlm-app" in capsys.readouterr().out
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw))
-    assert main(["--index", str(tmp_path / "none.db"), "--host", "0.0.0.0", "--port", "7999"]) == 0
+    monkeypatch.delenv("VLM_APP_AUTH", raising=False)
+    index = ["--index", str(tmp_path / "none.db"), "--port", "7999"]
+
+    assert main([*index, "--host", "0.0.0.0"]) == 2 and launched == {}  # no login, no --open: not served
+    assert "set a login" in capsys.readouterr().err
+
+    assert main([*index, "--host", "0.0.0.0", "--open"]) == 0
     assert list(tmp_path.iterdir()) == []  # no index there: nothing is created beside the path
-    err = capsys.readouterr().err
-    assert "WARNING: binding 0.0.0.0" in err and "no --auth" in err
+    assert "WARNING: binding 0.0.0.0" in capsys.readouterr().err and launched["auth"] is None
     assert launched["server_name"] == "0.0.0.0" and launched["share"] is False
-    assert main(["--auth", "nopassword"]) == 2
+
+    monkeypatch.setenv("VLM_APP_AUTH", "me:from env")
+    assert main([*index, "--host", "0.0.0.0"]) == 0 and launched["auth"] == ("me", "from env")
+    monkeypatch.delenv("VLM_APP_AUTH")
+
+    secret = tmp_path / "login"
+    secret.write_text("me:from a file\n")
+    secret.chmod(0o644)
+    assert main([*index, "--host", "0.0.0.0", "--auth-file", str(secret)]) == 0
+    assert launched["auth"] == ("me", "from a file") and "readable by other users" in capsys.readouterr().err
+    secret.write_text("no password")
+    assert main([*index, "--auth-file", str(secret)]) == 2 and "must hold USER:PASSWORD" in capsys.readouterr().err
+    assert main([*index, "--auth", "me:secret"]) == 2  # refused: it would sit in the shell history
+    assert "--auth puts the password in your shell history" in capsys.readouterr().err
+
+
+def test_a_login_guards_the_api(backend):
+    from gradio_client import Client, handle_file
+
+    from vlm_vision.app.__main__ import launch_options
+    from vlm_vision.app.ui import build_demo
+
+    demo = build_demo(backend=backend)
+    port = free_port()
+    demo.queue().launch(prevent_thread_lock=True, quiet=True,
+                        **launch_options(backend, "127.0.0.1", port, auth=("me", "pw")))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/config").status_code == 401
+        with pytest.raises(Exception):
+            Client(url, auth=("me", "wrong"), verbose=False)
+        client = Client(url, auth=("me", "pw"), verbose=False)
+        result, _ = client.predict(handle_file(str(SAMPLES / "pizza.png")), "pizza, rocket", "{}",
+                                   api_name="/classify")
+        assert result["label"] == "pizza"
+    finally:
+        demo.close()
 
 
 def test_cli_index_of_another_model_is_a_message(capsys, photos, tiny_siglip):
