@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable
@@ -124,6 +125,10 @@ class Backend:
                 raise UserError(str(e)) from e
             except QueryError as e:  # a date that isn't one, terms that cancel out, ...
                 raise UserError(str(e)) from e
+            except sqlite3.DatabaseError as e:  # pages damaged since the index opened
+                raise UserError(f"The index database is damaged ({e}). Run `vlm-index repair --db "
+                                f"{self.index_path}` to see what can be mended; if SQLite finds the file itself "
+                                f"damaged, build a new index. Your photos are not touched.") from e
             return [self._result(h.path, h.score, h.file.hash) for h in hits]
 
     def _result(self, path: str, score: float, content_hash: str) -> Result:

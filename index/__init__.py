@@ -7,7 +7,7 @@ Python: `vlm_vision.index.PhotoIndex`.
 from .build import BuildProgress, BuildSummary
 from .db import IndexedFile, ModelInfo, SkippedFile
 from .errors import BuildLockedError, IndexNotFoundError, ModelMismatchError, QueryError, SchemaError
-from .photo_index import IndexStats, PhotoIndex, SearchHit, default_db_path
+from .photo_index import IndexStats, PhotoIndex, RepairReport, SearchHit, default_db_path
 
 __all__ = [
     "BuildLockedError",
@@ -19,6 +19,7 @@ __all__ = [
     "ModelInfo",
     "ModelMismatchError",
     "PhotoIndex",
+    "RepairReport",
     "QueryError",
     "SchemaError",
     "SearchHit",

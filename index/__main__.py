@@ -1,4 +1,4 @@
-"""Command line: `vlm-index build|search|stats|errors|forget` (each has --help with examples)."""
+"""Command line: `vlm-index build|search|stats|errors|forget|repair` (each has --help with examples)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 
 from vlm_vision.errors import CheckpointError, ImageLoadError
@@ -29,6 +30,17 @@ BUILD_EXAMPLE = """examples:
 Incremental: unchanged files (same size and mtime) are not read again, renamed
 and duplicated files reuse their vectors, deleted files leave the index. Files
 that can't be indexed are skipped and listed (`vlm-index errors`)."""
+
+REPAIR_EXAMPLE = """examples:
+  vlm-index repair --db ~/Pictures/.vlm-index.db
+
+Runs SQLite's integrity check, mends links between files and vectors (a file
+left without a vector is dropped, so the next build encodes it again), and
+writes the FAISS file afresh from the stored vectors. Searches rebuild a
+damaged FAISS file by themselves; this does it up front, under the build lock."""
+DAMAGED_ADVICE = ("Its rows can't be trusted. Move it aside (with its -wal and -shm files) and build a new index: "
+                  "vlm-index build FOLDER --db {path}. Your photos are not touched; `sqlite3 OLD.db .recover` may "
+                  "salvage rows.")
 
 SEARCH_EXAMPLE = """examples:
   vlm-index search "red apple" --db /tmp/samples.db
@@ -116,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     forget = command("forget", "remove what is indexed under folders, such as one renamed or gone", FORGET_EXAMPLE)
     forget.add_argument("folders", nargs="+", metavar="FOLDER", help="folders whose files leave the index")
+
+    command("repair", "check the database and rebuild the FAISS file from the stored vectors, encoding nothing",
+            REPAIR_EXAMPLE)
     return parser
 
 
@@ -229,13 +244,33 @@ def run_forget(args: argparse.Namespace) -> None:
     print(f"Removed {files} files and {skipped} skip records under {', '.join(args.folders)}; {left} files remain.")
 
 
+def run_repair(args: argparse.Namespace) -> int:
+    with PhotoIndex(args.db) as index:
+        report = index.repair()
+        path = index.db.path
+    if report.damage:
+        print(f"error: {path} is damaged; SQLite's check found:", file=sys.stderr)
+        for line in report.damage[:10]:
+            print(f"  {line}", file=sys.stderr)
+        print(f"{DAMAGED_ADVICE.format(path=path)}", file=sys.stderr)
+        return 1
+    mended = ", ".join(f"{n} {kind}" for kind, n in report.links.items() if n) or "no broken links"
+    print(f"Database sound ({mended}); FAISS file rebuilt from {report.vectors} stored vectors for {report.files} "
+          f"files, nothing re-encoded.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     commands = {"build": run_build, "search": run_search, "stats": run_stats, "errors": run_errors,
-                "forget": run_forget}
+                "forget": run_forget, "repair": run_repair}
     try:
-        commands[args.command](args)
+        return commands[args.command](args) or 0
+    except sqlite3.DatabaseError as e:  # pages damaged after the database opened (its header is sound)
+        print(f"error: the index database is damaged ({e}).\n{DAMAGED_ADVICE.format(path=args.db or 'DB')}",
+              file=sys.stderr)
+        return 1
     except (BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError, CheckpointError, ImageLoadError,
             FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -244,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
         print("Interrupted; everything committed so far is kept. Run the same build again to go on.",
               file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

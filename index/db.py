@@ -109,7 +109,9 @@ class Database:
             if not existed and not self.path.exists():
                 raise IndexNotFoundError(f"Can't create an index at {self.path} ({e}): give a path in a folder you "
                                          f"can write to") from e
-            raise SchemaError(f"{self.path} is not a vlm-vision index database ({e})") from e
+            raise SchemaError(f"{self.path} is not a vlm-vision index database ({e}). If it was one, it is damaged: "
+                              f"move it aside and build again (vlm-index build FOLDER --db {self.path}); your "
+                              f"photos are not touched.") from e
 
     # -- schema ---------------------------------------------------------------------------------------------
 
@@ -450,6 +452,25 @@ class Database:
             self.db.execute(f"DELETE FROM roots WHERE {where}", params)
             self._drop_orphans(old)
         return files, skipped
+
+    def damage(self) -> list[str]:
+        """What SQLite's own integrity check finds wrong in the file (empty when it is sound)."""
+        rows = [row[0] for row in self.db.execute("PRAGMA integrity_check")]
+        return [] if rows == ["ok"] else rows
+
+    def repair_links(self) -> dict[str, int]:
+        """Make every file point at its vector and every vector belong to a file, in one transaction: vectors no file
+        has are dropped, files whose vector is gone are dropped (the next build reads and encodes them again), and a
+        file's vector_id is set to its vector's. Returns how many of each were found."""
+        with self.transaction():
+            orphans = self.db.execute("DELETE FROM vectors WHERE NOT EXISTS "
+                                      "(SELECT 1 FROM files WHERE files.hash = vectors.hash)").rowcount
+            unencoded = self.db.execute("DELETE FROM files WHERE NOT EXISTS "
+                                        "(SELECT 1 FROM vectors WHERE vectors.hash = files.hash)").rowcount
+            relinked = self.db.execute("UPDATE files SET vector_id = (SELECT id FROM vectors WHERE vectors.hash = "
+                                       "files.hash) WHERE vector_id IS NOT (SELECT id FROM vectors WHERE "
+                                       "vectors.hash = files.hash)").rowcount
+        return {"orphan vectors": orphans, "files without a vector": unencoded, "files relinked": relinked}
 
     def _hashes_of(self, paths: Sequence[str]) -> set[str]:
         out = set()

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,6 +83,16 @@ class IndexStats:
     ann_bytes: int
     last_build: dict | None
     encoders: list[str]  # what encoded the stored vectors: a mode and dtype each, e.g. "exact bfloat16"
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What `PhotoIndex.repair` found and did."""
+
+    damage: list[str] = field(default_factory=list)  # SQLite's integrity errors: then nothing else was done
+    links: dict[str, int] = field(default_factory=dict)  # broken links mended, by kind
+    vectors: int = 0  # vectors in the rebuilt ANN file
+    files: int = 0
 
 
 def absolute(folder: str | os.PathLike) -> str:
@@ -236,6 +246,23 @@ class PhotoIndex:
                     "spans both; for one encoder throughout, build a new index (another --db).",
                     " and ".join(encoders), encoder)
             self.db.set_setting("encoders", [*encoders, encoder])
+
+    def repair(self) -> RepairReport:
+        """Check the database and rebuild the ANN file from the stored vectors, re-encoding nothing.
+
+        A database that SQLite finds damaged is only reported (`RepairReport.damage`): its rows can't be trusted, so
+        the way back is a new index. Otherwise broken links between files and vectors are mended (a file left
+        without a vector is dropped, so the next build encodes it again) and `<db>.faiss` is written afresh."""
+        with BuildLock(self.lock_path, "repair"):
+            damage = self.db.damage()
+            if damage:
+                return RepairReport(damage=damage)
+            links = self.db.repair_links()
+            self.ann_path.unlink(missing_ok=True)
+            self._ann = None
+            if self.db.count("vectors"):
+                self._ann_index(write=True)
+            return RepairReport(links=links, vectors=self.db.count("vectors"), files=self.db.count("files"))
 
     def forget(self, folders: Sequence[str | os.PathLike]) -> tuple[int, int]:
         """Remove what is indexed under `folders` (which need not exist any more: a renamed or retired folder);
