@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from vlm_vision.checkpoints import DEFAULT_CAPTIONER, DEFAULT_MODEL_NAME
 from vlm_vision.errors import ImageLoadError
-from vlm_vision.explain import overlay_heatmap, pooling_attention
+from vlm_vision.explain import as_inputs, attention_grids, overlay_heatmap, pooling_attention
 from vlm_vision.inference import optimize
 from vlm_vision.index import (
     BuildLockedError,
@@ -151,7 +153,27 @@ class Backend:
 
     def classify(self, image: str | None, labels: str, template: str = "{}") -> dict[str, float]:
         """Each label's sigmoid probability (SigLIP scores each label on its own; they need not sum to 1)."""
-        picture = self._open_upload(image)
+        picture, names = self._open_upload(image), self._labels(labels, template)
+        return dict(self.model.classify(picture, names, template=template))
+
+    def classify_and_heatmap(self, image: str | None, labels: str, template: str = "{}"
+                             ) -> tuple[dict[str, float], Image.Image]:
+        """The Classify tab's two answers, `classify`'s and `heatmap`'s, from one pass of the uncompiled tower (the
+        heatmap needs the pooling head's weights, which a compiled or ONNX tower does not return)."""
+        picture, names = self._open_upload(image), self._labels(labels, template)
+        tower = getattr(self.model.vision, "exact", self.model.vision)
+        inputs = self.model.processor([picture])
+        with torch.inference_mode():
+            out = tower.forward(**{k: v.to(tower.device) for k, v in as_inputs(inputs).items()},
+                                output_head_attention=True)
+        embedding = F.normalize(out.pooler_output[0].float(), dim=-1)
+        # The index's query cache embeds repeated labels once; without an index, the model does each time.
+        texts = self.index.text_vectors if self.index is not None else None
+        probabilities = dict(self.model.classify_embedding(embedding, names, template=template, text_vectors=texts))
+        return probabilities, self._overlay(picture, attention_grids(out.head_attention, inputs,
+                                                                     tower.config.patch_size)[0])
+
+    def _labels(self, labels: str, template: str) -> list[str]:
         names = split_labels(labels or "")
         if not names:
             raise UserError("Type at least one label, separated by commas or new lines (e.g. cat, dog, pizza).")
@@ -159,17 +181,20 @@ class Backend:
             raise UserError(f"{len(names)} labels is too many; give at most {MAX_LABELS}.")
         if "{}" not in (template or ""):
             raise UserError('The prompt template needs {} where the label goes, e.g. "a photo of {}."')
-        return dict(self.model.classify(picture, names, template=template))
+        return names
 
     def heatmap(self, image: str | Image.Image | None) -> Image.Image:
         """The image with the attention-pooling head's weights drawn over it."""
         picture = image if isinstance(image, Image.Image) else self._open_upload(image)
         tower = getattr(self.model.vision, "exact", self.model.vision)  # an ONNX tower keeps the exact one beside it
-        grid = pooling_attention(tower, self.model.processor([picture]))[0].cpu()
+        return self._overlay(picture, pooling_attention(tower, self.model.processor([picture]))[0])
+
+    @staticmethod
+    def _overlay(picture: Image.Image, grid: torch.Tensor) -> Image.Image:
         scale = HEATMAP_SIZE / max(picture.size)  # small images (emoji) are drawn larger, large ones smaller
         shown = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
                                Image.Resampling.LANCZOS)
-        return overlay_heatmap(shown, grid)
+        return overlay_heatmap(shown, grid.cpu())
 
     # -- describe ---------------------------------------------------------------------------------------------
 

@@ -59,10 +59,19 @@ def sample_images() -> list[str]:
     return sorted(str(p) for p in SAMPLES.glob("*.png")) if SAMPLES.is_dir() else []
 
 
+# Requests of a kind that run at once. Measured with 16 clients on 2 cores (benchmarks/app_load.py): 4 searches
+# and 1 classify gave text-search p95 0.10 s, classify p95 1.8 s; 1 and 2: 1.2 s, 0.19 s; 4 and 4: 1.2-1.4 s.
+SEARCH_WORKERS = 4
+CLASSIFY_WORKERS = 1
+
+
 def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike | None = None, *,
                device: str = "cpu", backend: Backend | None = None) -> gr.Blocks:
     """The app's Blocks over `index` (a database path) and `model` (default: the index's model)."""
     backend = backend or Backend(index, model, device=device)
+    # Thumbnails and samples are served from where they are: never rewritten, they need no copy in Gradio's cache
+    # (copying 12 per search took a tenth of the app's time under load).
+    gr.set_static_paths([str(backend.thumbnails.folder), *([str(SAMPLES)] if SAMPLES.is_dir() else [])])
     template_default = "{}" if backend.model_name == "default" else "This is a photo of {}."
 
     @friendly
@@ -93,7 +102,7 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
 
     @friendly
     def classify(image, labels, template):
-        return backend.classify(image, labels, template), backend.heatmap(image)
+        return backend.classify_and_heatmap(image, labels, template)
 
     @friendly
     def describe(image):
@@ -192,12 +201,16 @@ def build_demo(index: str | os.PathLike | None = None, model: str | os.PathLike 
         filters = [under, since, until, camera, min_score]
         search_inputs = [query, image_query, negative, k, *filters]
         search_outputs = [gallery, paths, selected, selected_text]
-        search_button.click(search, search_inputs, search_outputs, api_name="search")
-        query.submit(search, search_inputs, search_outputs, api_name=False)
+        # Every way to search shares SEARCH_WORKERS; classify, which runs the tower and draws a heatmap, gets
+        # CLASSIFY_WORKERS of its own, so that it never starves the quick searches (docs/app.md#under-load).
+        searches = dict(concurrency_id="search", concurrency_limit=SEARCH_WORKERS)
+        search_button.click(search, search_inputs, search_outputs, api_name="search", **searches)
+        query.submit(search, search_inputs, search_outputs, api_name=False, **searches)
         gallery.select(select, [paths], [selected, selected_text], api_name=False)
-        more_button.click(more_like_this, [selected, k, *filters], search_outputs, api_name=False)
+        more_button.click(more_like_this, [selected, k, *filters], search_outputs, api_name=False, **searches)
         explain_button.click(explain_result, [selected], [result_heatmap], api_name=False)
         build_button.click(build, [folder], [build_result, status], api_name="index_folder")
         forget_button.click(forget, [folder], [build_result, status], api_name="forget_folder")
-        classify_button.click(classify, [image, labels, template], [probabilities, heatmap], api_name="classify")
+        classify_button.click(classify, [image, labels, template], [probabilities, heatmap], api_name="classify",
+                              concurrency_limit=CLASSIFY_WORKERS)
     return demo

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,6 +58,9 @@ def probe_image() -> Image.Image:
     rgb = np.stack([x * 2.65, y * 2.65, (x + y) * 1.3], axis=-1) % 256
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
+
+# Query embeddings kept (PhotoIndex.text_vectors): at most 4096 x 1152 float32 = 19 MB, for So400m.
+TEXT_CACHE_SIZE = 4096
 
 # A filter that passes at most LIST_FIRST_MAX files searches among them alone; a wider one first ranks
 # FILTER_CANDIDATES vectors without the filter (see PhotoIndex._filtered).
@@ -139,6 +144,8 @@ class PhotoIndex:
         self.model_name = str(model) if model is not None else None
         self._info: ModelInfo | None = None  # set once the model is loaded and checked
         self._ann: tuple[str, object] | None = None  # (stamp, faiss index)
+        self._text_vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # query text -> embedding, newest last
+        self._text_lock = threading.Lock()  # the app's classify workers share the cache with its searches
         register_plugins()
 
     # -- the model ------------------------------------------------------------------------------------------
@@ -338,17 +345,32 @@ class PhotoIndex:
             raise QueryError("Give a text query, an image, or both")
         parts = []
         if texts:
-            parts.append(self.model.encode_texts(texts).numpy().sum(0))
+            parts.append(self.text_vectors(texts).sum(0))
         if image is not None:
             stored = self.db.vector_of(os.path.abspath(image)) if isinstance(image, (str, os.PathLike)) else None
             parts.append(stored if stored is not None else self.model.encode_images(image)[0].numpy())
         query = np.sum(parts, axis=0)
         if negatives:
-            query = query - self.model.encode_texts(negatives).numpy().sum(0)
+            query = query - self.text_vectors(negatives).sum(0)
         norm = np.linalg.norm(query)
         if norm == 0:
             raise QueryError("The query terms cancel out; change the negative term")
         return (query / norm).astype(np.float32)
+
+    def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings (T, D) of query texts, the last TEXT_CACHE_SIZE distinct ones kept: a repeated query (a
+        server's popular searches, a page's refresh, the app's labels) skips the text tower. Thread-safe."""
+        with self._text_lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._text_vectors))
+            if missing:
+                for text, vector in zip(missing, self.model.encode_texts(missing).numpy()):
+                    self._text_vectors[text] = vector
+            for text in texts:
+                self._text_vectors.move_to_end(text)
+            vectors = np.stack([self._text_vectors[t] for t in texts])
+            while len(self._text_vectors) > TEXT_CACHE_SIZE:
+                self._text_vectors.popitem(last=False)
+            return vectors
 
     def search(self, text: str | Sequence[str] | None = None, *, image: str | os.PathLike | Image.Image | None = None,
                negative: str | Sequence[str] | None = None, k: int = 10, under: str | os.PathLike | None = None,

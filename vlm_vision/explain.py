@@ -25,16 +25,28 @@ def pooling_attention(model: VisionTransformer, inputs: torch.Tensor | dict[str,
     SigLIP 2 NaFlex tower the dict of patches, mask and `spatial_shapes`, each image with a grid of its own."""
     if model.head is None:
         raise ValueError("This vision tower has no attention-pooling head (vision_use_head=False): nothing to show")
-    kwargs = {k: v.to(model.device) for k, v in (inputs if isinstance(inputs, dict) else {"pixel_values": inputs}
-                                                 ).items()}
-    # forward, not __call__: a compiled tower (vlm_vision.inference) would compile again for the attention outputs
-    weights = model.forward(**kwargs, output_attentions=True).head_attention.float().mean(1)[:, 0]  # (B, N)
-    if "spatial_shapes" in kwargs:
-        grids = kwargs["spatial_shapes"].tolist()
+    kwargs = {k: v.to(model.device) for k, v in as_inputs(inputs).items()}
+    # forward, not __call__: a compiled tower (vlm_vision.inference) would compile again for the head's weights
+    weights = model.forward(**kwargs, output_head_attention=True).head_attention
+    return attention_grids(weights, kwargs, model.config.patch_size)
+
+
+def attention_grids(head_attention: torch.Tensor, inputs: torch.Tensor | dict[str, torch.Tensor],
+                    patch_size: int) -> list[torch.Tensor]:
+    """The head's weights (B, heads, 1, N), averaged over heads, as one (h, w) map per image of `inputs`."""
+    inputs = as_inputs(inputs)
+    weights = head_attention.float().mean(1)[:, 0]  # (B, N)
+    if "spatial_shapes" in inputs:
+        grids = inputs["spatial_shapes"].tolist()
     else:
-        p = model.config.patch_size
-        grids = [(kwargs["pixel_values"].shape[2] // p, kwargs["pixel_values"].shape[3] // p)] * len(weights)
+        H, W = inputs["pixel_values"].shape[2:]
+        grids = [(H // patch_size, W // patch_size)] * len(weights)
     return [w[: h * g].reshape(h, g) for w, (h, g) in zip(weights, grids)]  # padding, if any, comes last
+
+
+def as_inputs(inputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A processor's output as the tower's keyword arguments."""
+    return inputs if isinstance(inputs, dict) else {"pixel_values": inputs}
 
 
 def overlay_heatmap(image: Image.Image, grid: torch.Tensor | np.ndarray, alpha: float = 0.55) -> Image.Image:

@@ -383,3 +383,13 @@ def test_describe_runs_the_captioner_and_explains_when_there_is_none(tmp_path, p
             without.describe(str(SAMPLES / "pizza.png"))
     finally:
         without.close()
+
+
+def test_the_classify_tab_takes_both_answers_from_one_pass(backend):
+    image = str(SAMPLES / "pizza.png")
+    probabilities, overlay = backend.classify_and_heatmap(image, "pizza, rocket, sun")
+    expected = backend.classify(image, "pizza, rocket, sun")
+    assert probabilities.keys() == expected.keys()
+    assert all(abs(probabilities[k] - expected[k]) < 1e-5 for k in expected)
+    separate = np.asarray(backend.heatmap(image), dtype=int)
+    assert overlay.size == backend.heatmap(image).size and np.abs(np.asarray(overlay, dtype=int) - separate).max() <= 1

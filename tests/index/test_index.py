@@ -434,3 +434,23 @@ def test_schema_1_database_is_migrated_and_its_old_faiss_files_are_not_updated(t
         database = index.db._meta("database_id")  # a FAISS file from the state at the migration can be updated,
         assert index.db.can_update_from(f"{database}:{version}")  # one from before it may hold a reused id
         assert not index.db.can_update_from(f"{database}:{version - 1}")
+
+
+def test_query_embeddings_are_cached_within_a_bound(tmp_path, emoji_model, monkeypatch):
+    from vlm_vision.index import photo_index as photo_index_module
+
+    with PhotoIndex(tmp_path / "index.db", emoji_model, create=True) as index:
+        index.build([SAMPLES], workers=0)
+        encoded = []
+        encode_texts = emoji_model.encode_texts
+        monkeypatch.setattr(emoji_model, "encode_texts", lambda texts: encoded.append(list(texts)) or
+                            encode_texts(texts))
+        monkeypatch.setattr(photo_index_module, "TEXT_CACHE_SIZE", 3)
+        first = [h.path for h in index.search("red apple", k=3)]
+        assert [h.path for h in index.search("red apple", k=3)] == first and encoded == [["red apple"]]
+        assert np.array_equal(index.text_vectors(["red apple"])[0], encode_texts(["red apple"])[0].numpy())
+        for query in ("pizza", "rocket", "sun"):  # three newer queries push "red apple" out
+            index.search(query, k=1)
+        assert list(index._text_vectors) == ["pizza", "rocket", "sun"]
+        index.search("red apple", k=1)
+        assert encoded[-1] == ["red apple"]

@@ -182,3 +182,16 @@ def test_bad_pixel_shape_is_explained(tiny_vision):
         model(torch.randn(3, 32, 32))
     with pytest.raises(ValueError, match="Unknown attention implementation 'flash'"):
         model.set_attn_implementation("flash")
+
+
+def test_the_head_attention_alone_keeps_the_blocks_fused(tiny_vision):
+    from vlm_vision import VisionTransformer
+
+    tower = VisionTransformer.from_pretrained(tiny_vision[0])
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        everything = tower(pixels, output_attentions=True)
+        head_only = tower(pixels, output_head_attention=True)
+    assert head_only.attentions is None and head_only.head_attention.shape == (2, 4, 1, 16)
+    assert torch.allclose(head_only.head_attention, everything.head_attention, atol=1e-6)
+    assert torch.allclose(head_only.pooler_output, tower(pixels).pooler_output, atol=1e-5)  # eager head vs SDPA

@@ -9,9 +9,10 @@ image-text pair independently, so probabilities don't sum to one).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -143,10 +144,20 @@ class DualEncoder(nn.Module):
     def classify(self, image: ImageInput, labels: Sequence[str],
                  template: str = DEFAULT_TEMPLATE) -> list[tuple[str, float]]:
         """Each label's sigmoid probability for one image, highest first."""
+        return self.classify_embedding(self.encode_images(image)[0], labels, template)
+
+    @torch.inference_mode()
+    def classify_embedding(self, embedding: torch.Tensor, labels: Sequence[str], template: str = DEFAULT_TEMPLATE,
+                           text_vectors: Callable[[Sequence[str]], np.ndarray] | None = None
+                           ) -> list[tuple[str, float]]:
+        """`classify` for an image already encoded: its L2-normalised embedding (D,). `text_vectors`, when given,
+        embeds the prompts instead of `encode_texts` (a cache of them, as the photo index keeps)."""
         labels = [label.strip() for label in labels if label.strip()]
         if not labels:
             raise ValueError("Give at least one non-empty label")
-        probs = torch.sigmoid(self.logits(image, fill_template(template, labels)))[0]
+        prompts = fill_template(template, labels)
+        texts = torch.from_numpy(text_vectors(prompts)) if text_vectors is not None else self.encode_texts(prompts)
+        probs = torch.sigmoid(self.scale_and_bias(embedding.float().cpu()[None] @ texts.T))[0]
         return sorted(zip(labels, probs.tolist()), key=lambda pair: pair[1], reverse=True)
 
     @classmethod

@@ -192,8 +192,10 @@ class VisionTransformer(nn.Module):
         *,
         pixel_attention_mask: torch.Tensor | None = None,
         spatial_shapes: torch.Tensor | None = None,
+        output_head_attention: bool = False,
     ) -> VisionOutput:
-        """`pixel_attention_mask` and `spatial_shapes` come with NaFlex patches (see the module's docstring)."""
+        """`pixel_attention_mask` and `spatial_shapes` come with NaFlex patches (see the module's docstring).
+        `output_head_attention` returns the pooling head's weights alone (a heatmap's), the blocks staying fused."""
         x = self.embed(pixel_values, interpolate_pos_encoding, pixel_attention_mask, spatial_shapes)
         keys = None if pixel_attention_mask is None else pixel_attention_mask.to(x.device, torch.bool)
         # Keep intermediate tensors only when asked: holding them all defeats the allocator's reuse.
@@ -206,7 +208,8 @@ class VisionTransformer(nn.Module):
             if attentions is not None:
                 attentions.append(weights)
         x = self.norm(x)
-        pooled, head_attention = self.head(x, output_attentions, keys) if self.head is not None else (None, None)
+        head_weights = output_attentions or output_head_attention
+        pooled, head_attention = self.head(x, head_weights, keys) if self.head is not None else (None, None)
         return VisionOutput(
             last_hidden_state=x,
             pooler_output=pooled,
