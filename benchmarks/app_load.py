@@ -1,18 +1,17 @@
-"""The app under load: N concurrent clients on its real HTTP/queue API (gradio_client), for a fixed time.
+"""The app under load: N concurrent clients on its real HTTP queue API (the one gradio_client uses), for a fixed time.
 
     python benchmarks/app_load.py                                   # 10,000 images; 1, 4, 16 clients, 60 s each
     python benchmarks/app_load.py --clients 16 --seconds 10         # a quick look
 
-The index holds the sample images, encoded for real, and --images small noise pictures stored with synthetic
-vectors (random unit vectors), so every result has a real thumbnail and nothing but the samples is encoded. The app runs as `vlm-app` in a
-process of its own on 127.0.0.1 with the embedded model, so the clients' threads don't share its interpreter. The
-clients speak the HTTP queue API that gradio_client speaks (POST /gradio_api/call/NAME, then the answer's event
-stream), with httpx: gradio_client's own threads took 60% of this machine's 2 cores at 16 clients. Each
-client repeats, in turn: a text search (one of a few dozen queries, so some repeat), an image search by a sample
-image, and a classify of a sample image. Latency is the API's answer (result images as URLs; the client does not
-download them, as a browser fetches and caches thumbnails apart). Printed per client count and request kind:
-requests/s, p50/p95/p99 latency and errors; then the text-search p95 against the issue's target of 1 s.
-"""
+The index holds the sample images, encoded for real, and --images small noise pictures stored with synthetic vectors
+(random unit vectors), so every result has a real thumbnail and nothing but the samples is encoded. The app runs as
+`vlm-app` in a process of its own on 127.0.0.1 with the embedded model, so the clients' threads don't share its
+interpreter. The clients speak the HTTP queue API that gradio_client speaks (POST /gradio_api/call/NAME, then the
+answer's event stream), with httpx: gradio_client's own threads took 60% of this machine's 2 cores at 16 clients.
+Each client repeats, in turn: a text search (one of a few dozen queries, so some repeat), an image search by a
+sample image, and a classify of a sample image. Latency is the API's answer (result images as URLs; the client does
+not download them, as a browser fetches and caches thumbnails apart). Printed per client count and request kind:
+requests/s, p50/p95/p99 latency and errors; then the text-search p95 against the issue's target of 1 s."""
 
 from __future__ import annotations
 

@@ -336,7 +336,8 @@ def test_a_naflex_tower_gives_each_image_its_own_number_of_tokens():
     projector = Projector(ProjectorConfig(kind="mlp2x_gelu", vision_dim=64, lm_dim=64))
     vlm = VisionLanguageModel(vision, projector, tiny_llama(tokenizer), tokenizer,
                               NaFlexProcessor(patch_size=8, max_num_patches=16)).eval()
-    wide, tall = Image.new("RGB", (120, 30), (200, 40, 40)), Image.new("RGB", (30, 50), (40, 40, 200))  # 2 x 8 and 5 x 3 patches
+    # 2 x 8 and 5 x 3 patches:
+    wide, tall = Image.new("RGB", (120, 30), (200, 40, 40)), Image.new("RGB", (30, 50), (40, 40, 200))
     batch = vlm.prepare_inputs([wide, tall], "<image> caption:")
     grids = batch["spatial_shapes"].prod(1).tolist()
     assert grids[0] != grids[1] and (batch["input_ids"] == vlm.image_token_id).sum(1).tolist() == grids
