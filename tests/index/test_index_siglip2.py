@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,4 +92,29 @@ def test_the_app_searches_classifies_and_draws_a_non_square_heatmap(built):
         overlay = backend.heatmap(str(photos / "photo3.png"))
         assert overlay.width / overlay.height == pytest.approx(wide.width / wide.height, rel=0.05)
     finally:
+        backend.close()
+
+
+def test_the_launched_app_searches_a_naflex_index(built):
+    from gradio_client import Client, handle_file
+
+    from tests.app.test_app import free_port
+    from vlm_vision.app.__main__ import launch_options
+    from vlm_vision.app.ui import build_demo
+
+    photos, db = built
+    backend = Backend(db, dtype="float32")
+    demo = build_demo(backend=backend)
+    port = free_port()
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, **launch_options(backend, "127.0.0.1", port))
+    try:
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        gallery, _ = client.predict("", handle_file(str(photos / "photo3.png")), "", 3, "", "", "", "", None,
+                                    api_name="/search")
+        assert gallery[0]["caption"].endswith("photo3.png")  # by its stored vector, at the index's own budget
+        result, heatmap = client.predict(handle_file(str(photos / "photo0.png")), "cat, dog", "{}",
+                                         api_name="/classify")
+        assert {c["label"] for c in result["confidences"]} == {"cat", "dog"} and Path(heatmap).is_file()
+    finally:
+        demo.close()
         backend.close()
