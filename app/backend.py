@@ -127,6 +127,9 @@ class Backend:
                 raise UserError(str(e)) from e
             except QueryError as e:  # a date that isn't one, terms that cancel out, ...
                 raise UserError(str(e)) from e
+            except sqlite3.OperationalError as e:  # a locked, vanished or unreadable file: not damage
+                raise UserError(f"The index can't be read right now ({e}). Try again; if it persists, check the "
+                                f"index's folder ({self.index_path}).") from e
             except sqlite3.DatabaseError as e:  # pages damaged since the index opened
                 raise UserError(f"The index database is damaged ({e}). Run `vlm-index repair --db "
                                 f"{self.index_path}` to see what can be mended; if SQLite finds the file itself "

@@ -267,13 +267,18 @@ def main(argv: list[str] | None = None) -> int:
                 "forget": run_forget, "repair": run_repair}
     try:
         return commands[args.command](args) or 0
-    except sqlite3.DatabaseError as e:  # pages damaged after the database opened (its header is sound)
-        print(f"error: the index database is damaged ({e}).\n{DAMAGED_ADVICE.format(path=args.db or 'DB')}",
-              file=sys.stderr)
-        return 1
     except (BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError, CheckpointError, ImageLoadError,
             FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (sqlite3.OperationalError, OSError) as e:  # a full disk, a read-only file system, no permission
+        print(f"error: the index can't be written ({e}). What was being written was rolled back; everything "
+              f"committed before is kept. Free some disk space or make the index's folder writable, then run the "
+              f"same command again.", file=sys.stderr)
+        return 1
+    except sqlite3.DatabaseError as e:  # pages damaged after the database opened (its header is sound)
+        print(f"error: the index database is damaged ({e}).\n{DAMAGED_ADVICE.format(path=args.db or 'DB')}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted; everything committed so far is kept. Run the same build again to go on.",

@@ -26,6 +26,7 @@ import faiss
 
 from vlm_vision.checkpoints import replace_atomically
 
+from . import faults
 from .ann import index_type_of
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def write_ann(index: faiss.Index, path: Path, stamp: str, *, trained_imbalance: 
 
         # Streams the index through a callback, so no second in-memory copy of it is made.
         faiss.write_index(index, faiss.PyCallbackIOWriter(write_chunk))
+        faults.point("ann-write")
         length = f.tell() - payload_at
         f.seek(payload_at - _PAYLOAD_HEADER.size)
         f.write(_PAYLOAD_HEADER.pack(length, crc))

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
+from . import faults
 from .errors import IndexNotFoundError, SchemaError
 from .filters import SearchFilter
 from .schema import MIGRATIONS, SCHEMA_VERSION
@@ -422,7 +423,9 @@ class Database:
                 self.db.execute("DELETE FROM files WHERE path = ?", [self.to_stored(s.path)])
                 self.db.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?, ?)",
                                 [self.to_stored(s.path), s.reason, s.size, s.mtime_ns, s.ctime_ns, now])
-            return self._drop_orphans(old)
+            dropped = self._drop_orphans(old)
+            faults.point("commit")
+            return dropped
 
     def remove(self, paths: Sequence[str]) -> None:
         """Forget files (deleted from disk) and skip records, and the vectors no other file shares."""
@@ -432,6 +435,7 @@ class Database:
                 self.db.execute("DELETE FROM files WHERE path = ?", [self.to_stored(path)])
                 self.db.execute("DELETE FROM skipped WHERE path = ?", [self.to_stored(path)])
             self._drop_orphans(old)
+            faults.point("remove")
 
     def forget(self, folders: Sequence[str]) -> tuple[int, int]:
         """Remove the files and skip records under `folders`, the roots at or below them, and the vectors no other
@@ -451,6 +455,7 @@ class Database:
             skipped = self.db.execute(f"DELETE FROM skipped WHERE {where}", params).rowcount
             self.db.execute(f"DELETE FROM roots WHERE {where}", params)
             self._drop_orphans(old)
+            faults.point("forget")
         return files, skipped
 
     def damage(self) -> list[str]:
