@@ -64,8 +64,9 @@ def test_kills_and_disk_errors_at_the_write_points_lose_nothing(tmp_path):
         (photos / "b" / f"img_{100 + i:04d}.png").unlink()
     killed_at("remove", 1, *build)
     killed_at("commit", 3, *build)
-    for what in ("enospc", "erofs"):  # a full disk and a read-only one at a commit: a message, nothing half-stored
-        failed = run(*build, fault=f"commit:1:{what}")
+    for point, what in (("commit", "enospc"), ("commit", "erofs"), ("ann-write", "enospc")):
+        noise_image(700).save(photos / "a" / "late.png")  # something to write, so that the point is passed
+        failed = run(*build, fault=f"{point}:1:{what}")  # a full or read-only disk: a message, nothing half-stored
         assert failed.returncode == 1 and "can't be written" in failed.stderr and "Traceback" not in failed.stderr
         links_hold(db)
     assert run(*build).returncode == 0
