@@ -94,6 +94,13 @@ class _Batch:
     rows: list[int | None]  # records[i]'s row in `pixels`; None when it wasn't decoded
     grids: torch.Tensor | None = None  # NaFlex: (B', 2), each row's patch grid (h, w)
 
+    def pin_memory(self) -> _Batch:
+        """Called by the DataLoader's pinning thread (pin_memory=True): page-locked pixels copy to a GPU without
+        waiting for the host."""
+        if self.pixels is not None:
+            self.pixels = self.pixels.pin_memory()
+        return self
+
 
 def _collate(records: list[PhotoRecord]) -> _Batch:
     rows, stacked, grids = [], [], []
@@ -110,11 +117,12 @@ def _collate(records: list[PhotoRecord]) -> _Batch:
 def run_build(db: Database, encode: Encoder, processor: Preprocessing, folders: Sequence[str], *,
               batch_size: int = 32, workers: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
               progress: Callable[[BuildProgress], None] | None = None,
-              before_reading: Callable[[int], None] | None = None) -> BuildSummary:
+              before_reading: Callable[[int], None] | None = None, pin_memory: bool = False) -> BuildSummary:
     """Bring the index up to date with `folders` (absolute paths of existing folders).
 
     `before_reading(n)` learns how many files the build will read, at most the images it will encode, before the
-    first is read: the encoder's mode may depend on it (compiling pays only for many images)."""
+    first is read: the encoder's mode may depend on it (compiling pays only for many images). `pin_memory` pins
+    each batch's pixels as it arrives (for a model on a GPU)."""
     start = time.perf_counter()
     summary = BuildSummary()
     found = scan(folders)
@@ -144,7 +152,7 @@ def run_build(db: Database, encode: Encoder, processor: Preprocessing, folders: 
     dataset = _PhotoDataset(to_read, processor, frozenset(known), max_pixels)
     workers = min(default_workers() if workers is None else workers, len(to_read) // batch_size + 1)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if to_read else 0,
-                        collate_fn=_collate, prefetch_factor=4 if workers and to_read else None)
+                        collate_fn=_collate, prefetch_factor=4 if workers and to_read else None, pin_memory=pin_memory)
     done = 0
     def reread(file: FoundFile) -> PhotoRecord:
         return read_photo(file, processor, frozenset(), max_pixels)
