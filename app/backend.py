@@ -23,7 +23,7 @@ from PIL import Image
 from vlm_vision.checkpoints import DEFAULT_CAPTIONER, DEFAULT_MODEL_NAME
 from vlm_vision.errors import ImageLoadError
 from vlm_vision.explain import as_inputs, attention_grids, overlay_heatmap, pooling_attention
-from vlm_vision.inference import optimize
+from vlm_vision.inference import mode_of, optimize
 from vlm_vision.index import (
     BuildLockedError,
     IndexNotFoundError,
@@ -161,10 +161,13 @@ class Backend:
 
     def classify_and_heatmap(self, image: str | None, labels: str, template: str = "{}"
                              ) -> tuple[dict[str, float], Image.Image]:
-        """The Classify tab's two answers, `classify`'s and `heatmap`'s, from one pass of the uncompiled tower (the
-        heatmap needs the pooling head's weights, which a compiled or ONNX tower does not return)."""
+        """The Classify tab's two answers, `classify`'s and `heatmap`'s, from one pass of the exact tower; a compiled
+        tower (modes fast and int8) answers `classify` itself, and the heatmap comes from a second pass."""
+        tower = getattr(self.model.vision, "exact", None)  # an ONNX tower keeps the exact one beside it
+        if tower is None and mode_of(self.model) != "exact":  # compiled: its forward would run uncompiled, slowly
+            return self.classify(image, labels, template), self.heatmap(image)
+        tower = tower or self.model.vision
         picture, names = self._open_upload(image), self._labels(labels, template)
-        tower = getattr(self.model.vision, "exact", self.model.vision)
         inputs = self.model.processor([picture])
         with torch.inference_mode():
             out = tower.forward(**{k: v.to(tower.device) for k, v in as_inputs(inputs).items()},

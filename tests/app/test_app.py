@@ -385,7 +385,11 @@ def test_describe_runs_the_captioner_and_explains_when_there_is_none(tmp_path, p
         without.close()
 
 
-def test_the_classify_tab_takes_both_answers_from_one_pass(backend):
+@pytest.mark.parametrize("mode", ["exact", "int8"])
+def test_the_classify_tab_takes_both_answers_from_one_pass(backend, monkeypatch, mode):
+    import vlm_vision.app.backend as backend_module
+
+    monkeypatch.setattr(backend_module, "mode_of", lambda model: mode)  # int8: a compiled tower, two passes
     image = str(SAMPLES / "pizza.png")
     probabilities, overlay = backend.classify_and_heatmap(image, "pizza, rocket, sun")
     expected = backend.classify(image, "pizza, rocket, sun")
