@@ -22,7 +22,7 @@ from PIL import Image
 
 from vlm_vision.checkpoints import DEFAULT_CAPTIONER, DEFAULT_MODEL_NAME
 from vlm_vision.errors import ImageLoadError
-from vlm_vision.explain import as_inputs, attention_grids, overlay_heatmap, pooling_attention
+from vlm_vision.explain import attention_grids, overlay_heatmap, pooling_attention
 from vlm_vision.inference import mode_of, optimize
 from vlm_vision.index import (
     BuildLockedError,
@@ -32,7 +32,7 @@ from vlm_vision.index import (
     QueryError,
     SchemaError,
 )
-from vlm_vision.model import AUTO, DualEncoder, load_image
+from vlm_vision.model import AUTO, DualEncoder, load_image, vision_inputs
 
 from .thumbnails import ThumbnailCache
 
@@ -170,8 +170,7 @@ class Backend:
         picture, names = self._open_upload(image), self._labels(labels, template)
         inputs = self.model.processor([picture])
         with torch.inference_mode():
-            out = tower.forward(**{k: v.to(tower.device) for k, v in as_inputs(inputs).items()},
-                                output_head_attention=True)
+            out = tower.forward(**vision_inputs(inputs, tower.device), output_head_attention=True)
         embedding = F.normalize(out.pooler_output[0].float(), dim=-1)
         # The index's query cache embeds repeated labels once; without an index, the model does each time.
         texts = self.index.text_vectors if self.index is not None else None

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .model import VisionTransformer
+from .model import VisionTransformer, vision_inputs
 
 # Anchor colours of a dark-to-bright ramp (close to matplotlib's "inferno"), so the library needs no matplotlib.
 _RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)
@@ -25,7 +25,7 @@ def pooling_attention(model: VisionTransformer, inputs: torch.Tensor | dict[str,
     SigLIP 2 NaFlex tower the dict of patches, mask and `spatial_shapes`, each image with a grid of its own."""
     if model.head is None:
         raise ValueError("This vision tower has no attention-pooling head (vision_use_head=False): nothing to show")
-    kwargs = {k: v.to(model.device) for k, v in as_inputs(inputs).items()}
+    kwargs = vision_inputs(inputs, model.device)
     # forward, not __call__: a compiled tower (vlm_vision.inference) would compile again for the head's weights
     weights = model.forward(**kwargs, output_head_attention=True).head_attention
     return attention_grids(weights, kwargs, model.config.patch_size)
@@ -34,7 +34,7 @@ def pooling_attention(model: VisionTransformer, inputs: torch.Tensor | dict[str,
 def attention_grids(head_attention: torch.Tensor, inputs: torch.Tensor | dict[str, torch.Tensor],
                     patch_size: int) -> list[torch.Tensor]:
     """The head's weights (B, heads, 1, N), averaged over heads, as one (h, w) map per image of `inputs`."""
-    inputs = as_inputs(inputs)
+    inputs = vision_inputs(inputs)
     weights = head_attention.float().mean(1)[:, 0]  # (B, N)
     if "spatial_shapes" in inputs:
         grids = inputs["spatial_shapes"].tolist()
@@ -42,11 +42,6 @@ def attention_grids(head_attention: torch.Tensor, inputs: torch.Tensor | dict[st
         H, W = inputs["pixel_values"].shape[2:]
         grids = [(H // patch_size, W // patch_size)] * len(weights)
     return [w[: h * g].reshape(h, g) for w, (h, g) in zip(weights, grids)]  # padding, if any, comes last
-
-
-def as_inputs(inputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A processor's output as the tower's keyword arguments."""
-    return inputs if isinstance(inputs, dict) else {"pixel_values": inputs}
 
 
 def overlay_heatmap(image: Image.Image, grid: torch.Tensor | np.ndarray, alpha: float = 0.55) -> Image.Image:

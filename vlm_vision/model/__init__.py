@@ -27,7 +27,7 @@ from .processor import (
     open_image,
 )
 from .prompts import fill_template
-from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionOutput, VisionTransformer
+from .vision_transformer import ATTN_IMPLEMENTATIONS, VisionOutput, VisionTransformer, vision_inputs
 
 # These import transformers (seconds): loaded on first use.
 _LAZY = {
@@ -68,6 +68,7 @@ __all__ = [
     "processor_from_dict",
     "processor_from_pretrained",
     "use_bf16_autocast",
+    "vision_inputs",
     *_LAZY,
 ]
 

@@ -48,7 +48,7 @@ from .device import as_device, compute_dtype
 from .naflex import NaFlexProcessor, processor_from_pretrained
 from .processor import CONFIG_NAME, ImageInput, ImageProcessor, Preprocessing
 from .prompts import fill_template
-from .vision_transformer import VisionTransformer
+from .vision_transformer import VisionTransformer, vision_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class DualEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised image (B, D) and text (T, D) embeddings, with gradients (for training)."""
-        image = self.vision(**_vision_inputs(pixel_values, self.device)).pooler_output
+        image = self.vision(**vision_inputs(pixel_values, self.device)).pooler_output
         text = self.text(input_ids=input_ids.to(self.device)).pooler_output
         return F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
 
@@ -118,7 +118,7 @@ class DualEncoder(nn.Module):
         """L2-normalised float32 embeddings (B, D) of images, paths, or the processor's output: pixel values
         (B, 3, H, W), or for a NaFlex tower the dict of patches, mask and spatial shapes."""
         if isinstance(images, (torch.Tensor, dict)):
-            inputs = images if isinstance(images, dict) else {"pixel_values": images}
+            inputs = vision_inputs(images)
             count = len(inputs["pixel_values"])
             batches = ({k: v[i: i + batch_size] for k, v in inputs.items()} for i in range(0, count, batch_size))
         else:
@@ -126,7 +126,7 @@ class DualEncoder(nn.Module):
             if not items:
                 raise ValueError("images must not be empty")
             batches = (self.processor(items[i: i + batch_size]) for i in range(0, len(items), batch_size))
-        pooled = [self.vision(**_vision_inputs(b, self.device)).pooler_output for b in batches]
+        pooled = [self.vision(**vision_inputs(b, self.device)).pooler_output for b in batches]
         return F.normalize(torch.cat(pooled).float(), dim=-1).cpu()
 
     @torch.inference_mode()
@@ -262,8 +262,3 @@ def load_processor(folder: Path, vision_config: VisionConfig) -> Preprocessing:
     logger.warning("%s has no %s; using SigLIP's defaults at %dx%d", folder, CONFIG_NAME, size, size)
     return ImageProcessor(size=(size, size))
 
-
-def _vision_inputs(batch: torch.Tensor | dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The vision tower's keyword arguments, on `device`: pixel values, or NaFlex's patches, mask and shapes."""
-    inputs = batch if isinstance(batch, dict) else {"pixel_values": batch}
-    return {k: v.to(device) for k, v in inputs.items()}

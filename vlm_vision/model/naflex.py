@@ -68,9 +68,7 @@ class NaFlexProcessor(Preprocessing):
 
     def resized(self, image: Image.Image) -> np.ndarray:
         """One RGB image resized to its patch grid, as uint8 (3, H, W); H and W are multiples of `patch_size`."""
-        if image.mode != "RGB":
-            raise ValueError(f"resized expects an RGB image, got mode {image.mode!r}: pass it through load_image "
-                             f"first")
+        self.check_rgb(image)
         if self.do_resize:
             height, width = patch_grid_size(image.height, image.width, self.patch_size, self.max_num_patches)
             image = image.resize((width, height), resample=self.resample)

@@ -236,6 +236,14 @@ class Preprocessing:
             return load_image(image)
         return image if isinstance(image, Image.Image) else open_image(image)
 
+    @staticmethod
+    def check_rgb(image: Image.Image) -> None:
+        """`resized` takes RGB images: ValueError otherwise, saying how to get one."""
+        if image.mode != "RGB":
+            raise ValueError(
+                f"resized expects an RGB image, got mode {image.mode!r}: pass it through load_image first"
+            )
+
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> float32, on any device: rescale, then normalise, with transformers' numbers.
 
@@ -285,10 +293,7 @@ class ImageProcessor(Preprocessing):
         Sending uint8 from DataLoader workers and finishing with `normalize` on the
         model's device moves a quarter of the bytes and the arithmetic off the workers.
         """
-        if image.mode != "RGB":
-            raise ValueError(
-                f"resized expects an RGB image, got mode {image.mode!r}: pass it through load_image first"
-            )
+        self.check_rgb(image)
         if self.do_resize:
             height, width = self.size
             image = image.resize((width, height), resample=self.resample)

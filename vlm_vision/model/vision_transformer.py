@@ -305,6 +305,14 @@ class VisionTransformer(nn.Module):
         write_json(folder / "config.json", self.config.to_hf_dict())
 
 
+def vision_inputs(batch: torch.Tensor | dict[str, torch.Tensor], device: torch.device | str | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """A processor's output as the vision tower's keyword arguments, moved to `device` if given: pixel values
+    (B, 3, H, W), or a NaFlex processor's dict of patches, mask and spatial shapes."""
+    inputs = batch if isinstance(batch, dict) else {"pixel_values": batch}
+    return inputs if device is None else {k: v.to(device) for k, v in inputs.items()}
+
+
 def _resize_weights(index: torch.Tensor, size: torch.Tensor, source: int) -> torch.Tensor:
     """(B, N, source): the weights of antialiased bilinear resizing (align_corners=False) from `source` positions to
     `size` (B, 1) ones, for output position `index` (B, N) along one axis: a triangle as wide as one source step

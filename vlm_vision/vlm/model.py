@@ -39,7 +39,15 @@ from ..checkpoints import (
     write_safetensors,
 )
 from ..errors import CheckpointError
-from ..model import ImageInput, Preprocessing, VisionTransformer, as_device, compute_dtype, processor_from_pretrained
+from ..model import (
+    ImageInput,
+    Preprocessing,
+    VisionTransformer,
+    as_device,
+    compute_dtype,
+    processor_from_pretrained,
+    vision_inputs,
+)
 from .projector import Projector, ProjectorConfig, select_features
 
 logger = logging.getLogger(__name__)
@@ -132,12 +140,12 @@ class VisionLanguageModel(nn.Module):
         self.language_model.requires_grad_(not language_model)
         self.projector.requires_grad_(True)
 
-    def image_tokens(self, vision_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def image_tokens(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, N') bool: which of the projector's tokens of each image enter the LM. All of them, except a NaFlex
         image's padding patches."""
         if self.num_image_tokens is None:  # NaFlex patch tokens: the image's real patches
-            return vision_inputs["pixel_attention_mask"].bool()
-        return torch.ones(len(vision_inputs["pixel_values"]), self.num_image_tokens, dtype=torch.bool)
+            return inputs["pixel_attention_mask"].bool()
+        return torch.ones(len(inputs["pixel_values"]), self.num_image_tokens, dtype=torch.bool)
 
     def _prompt_ids(self, prompt: str, image_tokens: int) -> list[int]:
         """Token ids of one prompt with its `<image>` expanded to `image_tokens` tokens (prepended if absent)."""
@@ -161,8 +169,8 @@ class VisionLanguageModel(nn.Module):
         EOS, and -100 (no loss) on padding, the prompt and its image tokens. No truncation.
         """
         processed = images if isinstance(images, (torch.Tensor, dict)) else self.processor(images)
-        vision_inputs = processed if isinstance(processed, dict) else {"pixel_values": processed}
-        counts = self.image_tokens(vision_inputs).sum(1).tolist()
+        inputs = vision_inputs(processed)
+        counts = self.image_tokens(inputs).sum(1).tolist()
         B = len(counts)
         prompts = [prompts] * B if isinstance(prompts, str) else list(prompts)
         if len(prompts) != B or (captions is not None and (isinstance(captions, str) or len(captions) != B)):
@@ -180,7 +188,7 @@ class VisionLanguageModel(nn.Module):
             rows.append((ids, labels))
         L = max(len(ids) for ids, _ in rows)
         batch = {
-            **vision_inputs,  # pixel_values (B, 3, H, W), or NaFlex patches with their mask and shapes
+            **inputs,  # pixel_values (B, 3, H, W), or NaFlex patches with their mask and shapes
             "input_ids": torch.tensor([[self.pad_token_id] * (L - len(ids)) + ids for ids, _ in rows]),  # (B, L)
             "attention_mask": torch.tensor([[0] * (L - len(ids)) + [1] * len(ids) for ids, _ in rows]),  # (B, L)
         }
@@ -193,8 +201,8 @@ class VisionLanguageModel(nn.Module):
         config = self.projector.config
         train_vision = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())
         with torch.set_grad_enabled(train_vision):  # a frozen tower keeps no activations for backward
-            out = self.vision(pixel_values.to(self.vision.device), output_hidden_states=config.needs_hidden_states,
-                              **{k: v.to(self.vision.device) for k, v in naflex.items()})
+            out = self.vision(**vision_inputs({"pixel_values": pixel_values, **naflex}, self.vision.device),
+                              output_hidden_states=config.needs_hidden_states)
         features = select_features(out, config)  # (B, N, D_vision)
         return self.projector(features.to(self.projector_dtype))  # (B, N', D_lm)
 
