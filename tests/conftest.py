@@ -34,6 +34,14 @@ def tiny_siglip(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_naflex(tmp_path_factory):
+    """(folder, transformers model) of a tiny random SigLIP 2 NaFlex `Siglip2Model` with a Gemma tokenizer (patch 8,
+    a 4 x 4 position grid, 24 patches per image in its processor config); the tests only read it."""
+    folder = tmp_path_factory.mktemp("tiny_naflex")
+    return folder, checkpoints.naflex_checkpoint(folder)
+
+
+@pytest.fixture(scope="session")
 def emoji_model():
     """The embedded default DualEncoder (data/models/siglip-emoji), loaded once; the index tests only read it."""
     from vlm_vision.checkpoints import DEFAULT_MODEL

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import checkpoints
 from tests.helpers.images import photo
 from vlm_vision.app.backend import Backend
 from vlm_vision.explain import pooling_attention
@@ -24,27 +23,20 @@ SIZES = [(120, 40), (40, 120), (64, 64), (200, 30), (31, 77), (90, 60)]  # (widt
 
 
 @pytest.fixture(scope="module")
-def naflex_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("naflex_model")
-    checkpoints.naflex_checkpoint(folder)  # patch 8, max_num_patches 24 in its processor config
-    return folder
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, naflex_model):
+def built(tmp_path_factory, tiny_naflex):
     """(photos, db): six photos of different aspect ratios, one a JPEG, built by the CLI with 16 patches each."""
     photos = tmp_path_factory.mktemp("naflex_photos")
     for i, (w, h) in enumerate(SIZES):
         photo(w, h, seed=i).save(photos / f"photo{i}.{'jpg' if i == 5 else 'png'}")
     db = photos.parent / "naflex.db"
-    assert index_main(["build", str(photos), "--db", str(db), "--model", str(naflex_model), "--max-patches", "16",
+    assert index_main(["build", str(photos), "--db", str(db), "--model", str(tiny_naflex[0]), "--max-patches", "16",
                        "--workers", "1", "--batch-size", "4", "--mode", "exact", "--dtype", "float32"]) == 0
     return photos, db
 
 
-def test_stored_vectors_are_the_models_own_at_the_index_patch_budget(built, naflex_model):
+def test_stored_vectors_are_the_models_own_at_the_index_patch_budget(built, tiny_naflex):
     photos, db = built
-    model = DualEncoder.from_pretrained(naflex_model)
+    model = DualEncoder.from_pretrained(tiny_naflex[0])
     model.processor = NaFlexProcessor(patch_size=8, max_num_patches=16)
     paths = sorted(photos.iterdir())
     expected = model.encode_images(paths).numpy()

@@ -40,12 +40,6 @@ def images(sizes=ASPECTS) -> list[Image.Image]:
 
 
 @pytest.fixture(scope="module")
-def naflex(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("naflex")
-    return folder, checkpoints.naflex_checkpoint(folder)
-
-
-@pytest.fixture(scope="module")
 def fixed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("siglip2_fixed")
     return folder, checkpoints.siglip2_fixed_checkpoint(folder)
@@ -188,8 +182,8 @@ def test_naflex_and_fixed_resolution_are_not_mixed_up(tmp_path, tiny_vision):
 
 # --- dual encoders: NaFlex, and fixed-resolution SigLIP 2 ---------------------------------------------------------
 
-def test_naflex_dual_encoder_logits_match_siglip2_model(naflex, tmp_path):
-    folder, theirs = naflex
+def test_naflex_dual_encoder_logits_match_siglip2_model(tiny_naflex, tmp_path):
+    folder, theirs = tiny_naflex
     ours = DualEncoder.from_pretrained(folder)
     assert isinstance(ours.processor, NaFlexProcessor) and ours.processor.max_num_patches == 24
     tokens = AutoTokenizer.from_pretrained(folder)(TEXTS, padding="max_length", max_length=64, truncation=True,
@@ -252,15 +246,14 @@ def test_naflex_towers_run_in_the_fast_and_int8_modes(tmp_path):
 
 
 
-def test_naflex_towers_run_in_onnx_runtime(tmp_path, monkeypatch):
+def test_naflex_towers_run_in_onnx_runtime(tiny_naflex, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     from vlm_vision import optimize
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the exported graphs go there
-    checkpoints.naflex_checkpoint(tmp_path / "model")
-    exact = DualEncoder.from_pretrained(tmp_path / "model")
+    exact = DualEncoder.from_pretrained(tiny_naflex[0])
     for mode, tolerance in (("onnx", 1e-4), ("onnx-int8", None)):
-        onnx = optimize(DualEncoder.from_pretrained(tmp_path / "model"), mode)
+        onnx = optimize(DualEncoder.from_pretrained(tiny_naflex[0]), mode)
         for budget, count in ((24, 4), (9, 1)):  # the graph's batch and patch count are both dynamic
             inputs = NaFlexProcessor(patch_size=8, max_num_patches=budget)(images()[:count])
             got, expected = onnx.encode_images(inputs), exact.encode_images(inputs)
