@@ -27,9 +27,18 @@ BUILD_EXAMPLE = """examples:
   vlm-index build ~/Pictures ~/Phone --model google/siglip-base-patch16-224
   vlm-index build ~/Pictures --model google/siglip2-base-patch16-naflex --max-patches 256 --db ~/siglip2.db
 
+  vlm-index build --engine ray /mnt/photos paths.parquet s3://bucket/pics/ --shards /mnt/shared/shards
+  vlm-index build --engine ray --address auto /mnt/photos --device cuda --shards /mnt/shared/shards
+
 Incremental: unchanged files (same size and mtime) are not read again, renamed
 and duplicated files reuse their vectors, deleted files leave the index. Files
-that can't be indexed are skipped and listed (`vlm-index errors`)."""
+that can't be indexed are skipped and listed (`vlm-index errors`).
+
+--engine ray (pip install "vlm-vision[ray]") reads and encodes on a Ray cluster
+(--address), or on a Ray instance of this machine; SOURCE may also be a listing
+of paths or URIs (.parquet/.csv with a "path" column, .txt) or a URI prefix.
+Each batch lands in a Parquet shard, and a rerun takes finished shards instead
+of reading their files again. See docs/scale.md."""
 
 REPAIR_EXAMPLE = """examples:
   vlm-index repair --db ~/Pictures/.vlm-index.db
@@ -82,11 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     build = command("build", "index the images under photo folders, or bring an index up to date", BUILD_EXAMPLE)
-    build.add_argument("folders", nargs="+", metavar="FOLDER", help="folders to index (recursively)")
+    build.add_argument("folders", nargs="+", metavar="FOLDER",
+                       help="folders to index (recursively); with --engine ray also listings and URI prefixes")
     build.add_argument("--model", default=None, help=MODEL_HELP)
     build.add_argument("--batch-size", type=int, default=32, help="images per model call and per commit (32)")
     build.add_argument("--workers", type=int, default=None,
-                       help="decoding processes beside the model (default: CPU cores - 1, at most 8; 0: none)")
+                       help="decoding processes beside the model (default: CPU cores - 1, at most 8; 0: none); with "
+                            "--engine ray: model actors (default: one per GPU with --device cuda, else one per "
+                            "--cpus-per-worker CPUs of the cluster but one)")
+    build.add_argument("--engine", default="local", choices=["local", "ray"],
+                       help="local (default): this process and its decoding workers; ray: a Ray cluster")
+    build.add_argument("--address", default=None,
+                       help="--engine ray: the cluster (auto, ray://HOST:10001, HOST:6379); default: start Ray on "
+                            "this machine, on 127.0.0.1 only")
+    build.add_argument("--shards", default=None, metavar="DIR",
+                       help="--engine ray: where each batch's Parquet shard is written (default: DB.shards beside "
+                            "the database); on a cluster, a folder or URI every node sees")
+    build.add_argument("--cpus-per-worker", type=int, default=1,
+                       help="--engine ray on CPUs: cores (torch threads) per model actor (1)")
     build.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     build.add_argument("--dtype", default=AUTO, choices=DTYPE_CHOICES, help=DTYPE_HELP)
     build.add_argument("--mode", default=AUTO, choices=MODE_CHOICES, help=MODE_HELP)
@@ -139,7 +161,12 @@ def run_build(args: argparse.Namespace) -> None:
 
     from .photos import DEFAULT_MAX_PIXELS
 
-    folder_roots(args.folders)  # a missing folder stops the build before a database is created for it
+    if args.engine == "ray":
+        from .sources import check_sources
+
+        check_sources(args.folders)  # a missing source stops the build before a database is created for it
+    else:
+        folder_roots(args.folders)  # a missing folder stops the build before a database is created for it
     index = PhotoIndex(args.db, args.model, device=args.device, dtype=args.dtype, mode=args.mode,
                        max_patches=args.max_patches, create=True)
     bar = None
@@ -153,14 +180,22 @@ def run_build(args: argparse.Namespace) -> None:
             bar.set_postfix_str(f"{p.encoded / p.seconds:.1f} images/s encoded", refresh=False)
 
     with index:
-        summary = index.build(args.folders, batch_size=args.batch_size, workers=args.workers,
-                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, index_type=args.index_type,
-                              progress=progress)
+        if args.engine == "ray":
+            summary = index.build_on_ray(args.folders, address=args.address, workers=args.workers,
+                                         cpus_per_worker=args.cpus_per_worker, shards=args.shards,
+                                         batch_size=args.batch_size, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                                         index_type=args.index_type, progress=progress)
+        else:
+            summary = index.build(args.folders, batch_size=args.batch_size, workers=args.workers,
+                                  max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, index_type=args.index_type,
+                                  progress=progress)
         if bar is not None:
             bar.close()
         print(f"{summary.added} added, {summary.updated} updated, {summary.reused} reused, {summary.removed} removed, "
               f"{summary.skipped} skipped, {summary.unchanged} unchanged; {summary.encoded} images encoded in "
               f"{summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s).")
+        if summary.resumed:
+            print(f"{summary.resumed} files were taken from the shards of an earlier run, not read again.")
         for skipped in summary.skipped_files[:20]:
             print(f"  skipped {skipped.path}: {skipped.reason}")
         if len(summary.skipped_files) > 20:
@@ -268,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args) or 0
     except (BuildLockedError, IndexNotFoundError, ModelMismatchError, SchemaError, CheckpointError, ImageLoadError,
-            FileNotFoundError, ValueError) as e:
+            FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (sqlite3.OperationalError, OSError) as e:  # a full disk, a read-only file system, no permission

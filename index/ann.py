@@ -116,11 +116,18 @@ def resolved_index_type(index_type: str, n: int, dim: int) -> str:
     return "flat" if index_type == "ivf" and _ivf_nlist(n) < IVF_MIN_LISTS else index_type
 
 
-def build_ann(vectors: np.ndarray, ids: np.ndarray, index_type: str = "auto") -> faiss.Index:
+# Fills a trained, empty IVF index with `vectors` and `ids` in parts, elsewhere (the distributed build: Ray tasks),
+# and returns the filled copies for `merge_from`, in the order of the parts.
+AddParts = Callable[[faiss.Index, np.ndarray, np.ndarray], list[faiss.Index]]
+
+
+def build_ann(vectors: np.ndarray, ids: np.ndarray, index_type: str = "auto",
+              add_parts: AddParts | None = None) -> faiss.Index:
     """An inner-product index over `vectors` (N, D) float32 that returns `ids` (N,) int64.
 
     "auto" picks the type with `choose_index_type(N, D)`. N = 0 gives an empty,
-    searchable flat index.
+    searchable flat index. An IVF index is trained once, on a sample; `add_parts`
+    then fills copies of it in parallel and they are merged, giving the same index.
     """
     if index_type != "auto" and index_type not in INDEX_TYPES:
         raise ValueError(f"Unknown index type: {index_type!r}; expected one of {('auto',) + INDEX_TYPES}")
@@ -130,7 +137,7 @@ def build_ann(vectors: np.ndarray, ids: np.ndarray, index_type: str = "auto") ->
     if index_type == "hnsw":
         return _build_hnsw(vectors, ids)
     if index_type == "ivf":
-        return _build_ivf(vectors, ids)
+        return _build_ivf(vectors, ids, add_parts=add_parts)
     return _build_flat(vectors, ids)
 
 
@@ -316,7 +323,8 @@ def _ivf_nlist(n: int) -> int:
 
 
 def _build_ivf(
-    vectors: np.ndarray, ids: np.ndarray, nlist: int | None = None, encoding: str = IVF_ENCODING, seed: int = 0
+    vectors: np.ndarray, ids: np.ndarray, nlist: int | None = None, encoding: str = IVF_ENCODING, seed: int = 0,
+    add_parts: AddParts | None = None,
 ) -> faiss.Index:
     """IVF index trained on a seeded sample of `vectors`; a flat index when there are too few to train lists."""
     n, dim = vectors.shape
@@ -329,7 +337,11 @@ def _build_ivf(
     n_train = min(n, nlist * IVF_TRAIN_POINTS_PER_LIST)
     rows = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
     index.train(vectors[rows])
-    index.add_with_ids(vectors, ids)
+    if add_parts is None:
+        index.add_with_ids(vectors, ids)
+        return index
+    for part in add_parts(index, vectors, ids):  # each list keeps the order of one add over all vectors
+        index.merge_from(part, 0)
     return index
 
 

@@ -22,7 +22,7 @@ from vlm_vision.model import Preprocessing
 
 from .db import Database, IndexedFile, SkippedFile
 from .photos import DEFAULT_MAX_PIXELS, PhotoRecord, read_photo
-from .scan import FoundFile, is_under, scan
+from .scan import FoundFile, ScanResult, is_under, scan
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class BuildSummary:
     skipped: int = 0  # files that can't be indexed; reasons in `skipped_files` and `vlm-index errors`
     unchanged: int = 0  # same size and mtime as at the last build: not read
     encoded: int = 0  # images run through the model
+    resumed: int = 0  # files taken from the shards of an earlier, unfinished distributed build: not read again
     seconds: float = 0.0
     skipped_files: list[SkippedFile] = field(default_factory=list)
 
@@ -63,7 +64,7 @@ class BuildSummary:
         return self.encoded / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict:
-        keys = ("added", "updated", "reused", "removed", "skipped", "unchanged", "encoded", "seconds")
+        keys = ("added", "updated", "reused", "removed", "skipped", "unchanged", "encoded", "resumed", "seconds")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -114,21 +115,24 @@ def _collate(records: list[PhotoRecord]) -> _Batch:
     return _Batch(records, torch.stack(stacked) if stacked else None, rows, torch.tensor(grids) if naflex else None)
 
 
-def run_build(db: Database, encode: Encoder, processor: Preprocessing, folders: Sequence[str], *,
-              batch_size: int = 32, workers: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-              progress: Callable[[BuildProgress], None] | None = None,
-              before_reading: Callable[[int], None] | None = None, pin_memory: bool = False) -> BuildSummary:
-    """Bring the index up to date with `folders` (absolute paths of existing folders).
+@dataclass
+class BuildPlan:
+    """What a build has to do, from a scan diffed against the database."""
 
-    `before_reading(n)` learns how many files the build will read, at most the images it will encode, before the
-    first is read: the encoder's mode may depend on it (compiling pays only for many images). `pin_memory` pins
-    each batch's pixels as it arrives (for a model on a GPU)."""
-    start = time.perf_counter()
-    summary = BuildSummary()
-    found = scan(folders)
+    to_read: list[FoundFile]  # new files, changed ones, and skipped ones changed since
+    indexed_before: dict[str, tuple[int, int, str]]  # path -> (size, mtime_ns, hash) under the folders
+    gone: list[str]  # paths in the index (indexed or skipped) no longer found: removed after the reading
+
+
+def plan_build(db: Database, found: ScanResult, folders: Sequence[str], summary: BuildSummary) -> BuildPlan:
+    """Diff `found` (a scan of `folders`, plus any listed files) against the database, count what is unchanged into
+    `summary`, and record the scan's problems at once."""
     indexed_before = db.file_states(folders)
     skipped_before = db.skipped_states(folders)
-
+    listed = [f.path for f in found.files if not is_under(f.path, folders)]  # from a listing, not a folder
+    if listed:
+        indexed_before |= db.file_states_at(listed)
+        skipped_before |= db.skipped_states_at(listed)
     to_read: list[FoundFile] = []
     seen: set[str] = set()
     for f in found.files:
@@ -145,7 +149,33 @@ def run_build(db: Database, encode: Encoder, processor: Preprocessing, folders: 
     db.commit_batch([], {}, problems)
     summary.skipped += len(problems)
     summary.skipped_files += problems
+    gone = [p for p in (indexed_before.keys() | skipped_before.keys())
+            if p not in seen and not is_under(p, found.unlisted)]
+    return BuildPlan(to_read, indexed_before, gone)
 
+
+def finish_build(db: Database, plan: BuildPlan, summary: BuildSummary, start: float) -> BuildSummary:
+    """Remove the files gone from disk (last: renamed files had their chance to reuse their vectors)."""
+    if plan.gone:
+        db.remove(plan.gone)
+    summary.removed = sum(p in plan.indexed_before for p in plan.gone)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def run_build(db: Database, encode: Encoder, processor: Preprocessing, folders: Sequence[str], *,
+              batch_size: int = 32, workers: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+              progress: Callable[[BuildProgress], None] | None = None,
+              before_reading: Callable[[int], None] | None = None, pin_memory: bool = False) -> BuildSummary:
+    """Bring the index up to date with `folders` (absolute paths of existing folders).
+
+    `before_reading(n)` learns how many files the build will read, at most the images it will encode, before the
+    first is read: the encoder's mode may depend on it (compiling pays only for many images). `pin_memory` pins
+    each batch's pixels as it arrives (for a model on a GPU)."""
+    start = time.perf_counter()
+    summary = BuildSummary()
+    plan = plan_build(db, scan(folders), folders, summary)
+    to_read = plan.to_read
     if to_read and before_reading is not None:
         before_reading(len(to_read))
     known = db.known_hashes()
@@ -154,22 +184,20 @@ def run_build(db: Database, encode: Encoder, processor: Preprocessing, folders: 
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if to_read else 0,
                         collate_fn=_collate, prefetch_factor=4 if workers and to_read else None, pin_memory=pin_memory)
     done = 0
-    def reread(file: FoundFile) -> PhotoRecord:
-        return read_photo(file, processor, frozenset(), max_pixels)
-
+    reread = rereader(processor, max_pixels)
     for batch in loader:
-        _commit(db, encode, reread, batch, indexed_before, known, summary)
+        _commit(db, encode, reread, batch, plan.indexed_before, known, summary)
         done += len(batch.records)
         if progress is not None:
             progress(BuildProgress(done, len(to_read), summary.encoded, time.perf_counter() - start))
+    return finish_build(db, plan, summary, start)
 
-    gone = [p for p in (indexed_before.keys() | skipped_before.keys())
-            if p not in seen and not is_under(p, found.unlisted)]
-    if gone:
-        db.remove(gone)
-    summary.removed = sum(p in indexed_before for p in gone)
-    summary.seconds = time.perf_counter() - start
-    return summary
+
+def rereader(processor: Preprocessing, max_pixels: int | None) -> Callable[[FoundFile], PhotoRecord]:
+    """Reads a file again, decoding it whatever its content (see `_commit`)."""
+    def reread(file: FoundFile) -> PhotoRecord:
+        return read_photo(file, processor, frozenset(), max_pixels)
+    return reread
 
 
 def _commit(db: Database, encode: Encoder, reread: Callable[[FoundFile], PhotoRecord], batch: _Batch,
@@ -187,27 +215,39 @@ def _commit(db: Database, encode: Encoder, reread: Callable[[FoundFile], PhotoRe
                 if r.grid is not None:
                     grid = torch.tensor([r.grid])
                     grids = grid if grids is None else torch.cat([grids, grid])
-    skipped = [SkippedFile(r.file.path, r.error, r.file.size, r.file.mtime_ns, r.file.ctime_ns)
-               for r in records if r.error is not None]
-    good = [r for r in records if r.error is None]
-    to_encode: dict[str, tuple[PhotoRecord, int]] = {}  # new content: hash -> (a record, its pixel row)
+    to_encode: dict[str, int] = {}  # new content: hash -> its pixel row
     for r, row in zip(records, rows):
         if r.error is None and row is not None and r.hash not in known and r.hash not in to_encode:
-            to_encode[r.hash] = (r, row)
+            to_encode[r.hash] = row
     vectors: dict[str, np.ndarray] = {}
     if to_encode:
-        chosen = [row for _, row in to_encode.values()]
+        chosen = list(to_encode.values())
         every = chosen == list(range(len(pixels)))
         selected = pixels if every else pixels[chosen]  # (B, 3, H, W), or NaFlex patches
         selected_grids = None if grids is None else grids if every else grids[chosen]
         vectors = dict(zip(to_encode, encode(selected, selected_grids)))
+    store_batch(db, records, vectors, indexed_before, known, summary)
+
+
+def store_batch(db: Database, records: Sequence[PhotoRecord], vectors: dict[str, np.ndarray], indexed_before: dict,
+                known: set[str], summary: BuildSummary, encoded_now: bool = True) -> None:
+    """Store one batch in one transaction: `records` (read or skipped files) and `vectors`, the embeddings of their
+    contents that `known` (the hashes in the index, kept up to date here) lacks. The first record of a new content
+    counts as added or updated, the others as reused; `vectors` count as encoded unless an earlier run made them."""
+    skipped = [SkippedFile(r.file.path, r.error, r.file.size, r.file.mtime_ns, r.file.ctime_ns)
+               for r in records if r.error is not None]
+    good = [r for r in records if r.error is None]
+    first: dict[str, PhotoRecord] = {}  # new content: hash -> the record it came from
+    for r in good:
+        if r.hash in vectors:
+            first.setdefault(r.hash, r)
     # Content indexed before (renames, duplicates) takes its metadata from a file that has it.
-    metadata = db.metadata_of(r.hash for r in good if r.hash in known)
-    metadata |= {h: (r.width, r.height, r.taken_at, r.camera) for h, (r, _) in to_encode.items()}
+    metadata = db.metadata_of(r.hash for r in good if r.hash not in vectors)
+    metadata |= {h: (r.width, r.height, r.taken_at, r.camera) for h, r in first.items()}
     files = []
     for r in good:
         files.append(IndexedFile(r.file.path, r.hash, r.file.size, r.file.mtime_ns, *metadata[r.hash]))
-        if r.hash in to_encode and to_encode[r.hash][0] is r:
+        if first.get(r.hash) is r:
             if r.file.path in indexed_before:
                 summary.updated += 1
             else:
@@ -216,6 +256,6 @@ def _commit(db: Database, encode: Encoder, reread: Callable[[FoundFile], PhotoRe
             summary.reused += 1
     known -= db.commit_batch(files, vectors, skipped)
     known.update(vectors)
-    summary.encoded += len(vectors)
+    summary.encoded += len(vectors) if encoded_now else 0
     summary.skipped += len(skipped)
     summary.skipped_files += skipped

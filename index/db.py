@@ -160,7 +160,7 @@ class Database:
         return path
 
     def to_absolute(self, stored: str) -> str:
-        return stored if os.path.isabs(stored) else os.path.normpath(os.path.join(self.home, stored))
+        return stored if os.path.isabs(stored) or "://" in stored else os.path.normpath(os.path.join(self.home, stored))
 
     def _under(self, folders: Sequence[str]) -> tuple[str, list[str]]:
         """SQL condition (and parameters) for `path` at or under any of the absolute `folders`.
@@ -174,8 +174,8 @@ class Database:
         home = str(self.home)
         for folder in folders:
             folder = os.path.normpath(folder)
-            if home == folder or home.startswith(folder.rstrip(os.sep) + os.sep):
-                clauses.append("(path < '/' OR path >= '0')")
+            if home == folder or home.startswith(folder.rstrip(os.sep) + os.sep):  # relative paths; not URIs
+                clauses.append("((path < '/' OR path >= '0') AND instr(path, '://') = 0)")
             stored = self.to_stored(folder)  # relative below the database's folder, else absolute
             prefix = stored.rstrip("/") + "/"
             clauses.append("(path = ? OR (path >= ? AND path < ?))")
@@ -209,6 +209,11 @@ class Database:
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return None if row is None else row[0]
+
+    @property
+    def id(self) -> str:
+        """This database's own random id, made when it was created."""
+        return self._meta("database_id")
 
     def stamp(self) -> str:
         """Identifies the current set of vectors; a FAISS file built from another state is stale."""
@@ -248,6 +253,24 @@ class Database:
         where, params = self._under(folders)
         rows = self.db.execute(f"SELECT path, size, mtime_ns, ctime_ns FROM skipped WHERE {where}", params)
         return {self.to_absolute(p): (s, m, c) for p, s, m, c in rows}
+
+    def file_states_at(self, paths: Sequence[str]) -> dict[str, tuple[int, int, str]]:
+        """`file_states` of the indexed files among absolute `paths` (a listing's, rather than a folder's)."""
+        return {self.to_absolute(p): (s, m, h) for p, s, m, h in self._rows_at("files", "size, mtime_ns, hash", paths)}
+
+    def skipped_states_at(self, paths: Sequence[str]) -> dict[str, tuple[int | None, int | None, int | None]]:
+        """`skipped_states` of the skipped files among absolute `paths`."""
+        return {self.to_absolute(p): (s, m, c) for p, s, m, c in self._rows_at("skipped", "size, mtime_ns, ctime_ns",
+                                                                              paths)}
+
+    def _rows_at(self, table: str, columns: str, paths: Sequence[str]) -> list[tuple]:
+        stored = [self.to_stored(p) for p in paths]
+        rows = []
+        for start in range(0, len(stored), 500):
+            chunk = stored[start:start + 500]
+            rows += self.db.execute(f"SELECT path, {columns} FROM {table} WHERE path IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchall()
+        return rows
 
     def known_hashes(self) -> set[str]:
         return {h for (h,) in self.db.execute("SELECT hash FROM vectors")}

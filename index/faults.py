@@ -18,6 +18,7 @@ POINTS = {
     "remove": "inside the transaction that drops files gone from disk",
     "forget": "inside `forget`'s transaction",
     "ann-write": "inside the FAISS file's write: the payload written, its header not yet, nothing renamed",
+    "shard": "in a distributed build's driver, after storing a shard, before the next",
 }
 ENV = "VLM_INDEX_FAULT"
 _passed: Counter[str] = Counter()

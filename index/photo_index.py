@@ -29,6 +29,7 @@ from vlm_vision.model import AUTO, NaFlexProcessor, processor_from_dict
 from . import ann, ann_file
 from .build import BuildProgress, BuildSummary, run_build
 from .db import Database, IndexedFile, ModelInfo, SkippedFile
+from .encoding import check_same_model, encode_pixels, model_info
 from .errors import ModelMismatchError, QueryError
 from .filters import SearchFilter
 from .lock import BuildLock
@@ -39,24 +40,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Two loads of one model (fp32 and bf16, CPU and GPU) embed the probe image with cosine > 0.999;
-# different models land far below this.
-PROBE_MIN_COSINE = 0.99
-
-
 def default_db_path() -> Path:
     """$VLM_INDEX_DB, else $XDG_DATA_HOME/vlm-vision/index.db (~/.local/share/vlm-vision/index.db)."""
     if os.environ.get("VLM_INDEX_DB"):
         return Path(os.environ["VLM_INDEX_DB"]).expanduser()
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return data_home / "vlm-vision" / "index.db"
-
-
-def probe_image() -> Image.Image:
-    """A fixed synthetic 96x96 RGB image: its embedding fingerprints the model that made an index."""
-    y, x = np.mgrid[0:96, 0:96]
-    rgb = np.stack([x * 2.65, y * 2.65, (x + y) * 1.3], axis=-1) % 256
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 # Query embeddings kept (PhotoIndex.text_vectors): at most 4096 x 1152 float32 = 19 MB, for So400m.
@@ -170,9 +159,9 @@ class PhotoIndex:
             if self.mode != AUTO and mode_of(self._model) != self.mode:
                 optimize(self._model, self.mode)  # a model passed in is changed in place
             model = self._model
-            info = self._model_info(model, name, folder)
+            info = model_info(model, name, folder)
             if recorded is not None:
-                _check_same_model(recorded, info)
+                check_same_model(recorded, info)
             self._model, self._info, self.model_name = model, info, name
         return self._model
 
@@ -195,19 +184,8 @@ class PhotoIndex:
             processor = processor_from_dict(recorded)  # the settings the index was built with
         model.processor = processor
 
-    @staticmethod
-    def _model_info(model, name: str, folder: Path) -> ModelInfo:
-        probe = model.encode_images(probe_image())[0]
-        revision = folder.name if folder.parent.name == "snapshots" else None  # a Hub snapshot's commit hash
-        return ModelInfo(name, revision, probe.numel(), tuple(round(v, 6) for v in probe.tolist()))
-
-    @torch.inference_mode()
     def _encode_pixels(self, pixels: torch.Tensor, grids: torch.Tensor | None = None) -> np.ndarray:
-        """Resized uint8 images (B, 3, H, W), or NaFlex uint8 patches with their `grids`, -> embeddings (B, D), as
-        `encode_images` gives for the same images."""
-        model, pixels = self.model, pixels.to(self.model.device, non_blocking=True)  # pinned on a GPU build
-        inputs = model.processor.normalize(pixels) if grids is None else model.processor.from_patches(pixels, grids)
-        return model.encode_images(inputs, batch_size=len(pixels)).numpy()
+        return encode_pixels(self.model, pixels, grids)
 
     # -- building -------------------------------------------------------------------------------------------
 
@@ -221,20 +199,59 @@ class PhotoIndex:
         if index_type is not None and index_type not in ("auto", *ann.INDEX_TYPES):
             raise ValueError(f"Unknown index type: {index_type!r}; expected 'auto' or one of {ann.INDEX_TYPES}")
         with BuildLock(self.lock_path):
-            model = self.model
-            if self.db.model_info() is None:
-                self.db.set_model_info(self._info)
-            if self.db.setting("processor") is None:
-                self.db.set_setting("processor", model.processor.to_dict())
-            if index_type is not None:
-                self.db.set_setting("index_type", index_type)
-            self.db.add_roots(roots)
+            model = self._start_build(roots, index_type)
             summary = run_build(self.db, self._encode_pixels, model.processor, roots, batch_size=batch_size,
                                 workers=workers, max_pixels=max_pixels, progress=progress,
                                 before_reading=self._choose_mode, pin_memory=model.device.type == "cuda")
             self._ann_index(write=True)
             self.db.set_setting("last_build", summary.as_dict() | {"encoder": describe(model)})
         return summary
+
+    def build_on_ray(self, sources: Sequence[str | os.PathLike], *, address: str | None = None,
+                     workers: int | None = None, cpus_per_worker: int = 1, shards: str | os.PathLike | None = None,
+                     batch_size: int = 32, max_pixels: int | None = DEFAULT_MAX_PIXELS, index_type: str | None = None,
+                     progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
+        """`build` on a Ray cluster (`address`: "auto", "ray://HOST:10001", ...; None: a Ray instance on this machine,
+        on 127.0.0.1 only). `sources` are folders every node sees, listings of paths or URIs (.parquet, .csv, .txt)
+        or URI prefixes (s3://bucket/photos/). `workers` model actors (default: one per GPU when the index's device
+        is a GPU, else one per `cpus_per_worker` CPUs of the cluster but one) encode; Ray Data decodes beside them.
+        Each batch is written as a Parquet shard under `shards`/<the database's id> (default: `<db>.shards/` beside
+        the database; on a multi-node cluster, a folder or URI every node and this process see) and imported into the
+        database; a rerun takes finished shards instead of reading their files again. See docs/scale.md."""
+        from . import distributed  # needs the optional extra: pip install "vlm-vision[ray]"
+
+        found, roots = distributed.list_sources(sources)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if index_type is not None and index_type not in ("auto", *ann.INDEX_TYPES):
+            raise ValueError(f"Unknown index type: {index_type!r}; expected 'auto' or one of {ann.INDEX_TYPES}")
+        with BuildLock(self.lock_path), distributed.ray_session(address) as nodes:
+            if shards is None and len(set(nodes)) > 1:
+                raise ValueError(f"The Ray cluster has nodes on {len(set(nodes))} machines: give --shards a folder or "
+                                 f"URI that every node and this process see (NFS, s3://...), not the default beside "
+                                 f"the database, which only this machine sees")
+            self._start_build(roots, index_type)
+            location = distributed.shard_location(str(self.db.path), self.db.id, shards)
+            job = distributed.RayBuild(self, location, workers=workers, cpus_per_worker=cpus_per_worker,
+                                       batch_size=batch_size, max_pixels=max_pixels)
+            summary = job.run(found, roots, progress)
+            self._ann_index(write=True, add_parts=distributed.add_parts_on_ray)
+            self.db.set_setting("last_build", summary.as_dict() | {"encoder": ", ".join(job.encoders) or None,
+                                                                   "engine": "ray", "nodes": nodes})
+        return summary
+
+    def _start_build(self, roots: list[str], index_type: str | None) -> DualEncoder:
+        """Load the model and record what the build is about to use: model, processor, index type, folders."""
+        model = self.model
+        if self.db.model_info() is None:
+            self.db.set_model_info(self._info)
+        if self.db.setting("processor") is None:
+            self.db.set_setting("processor", model.processor.to_dict())
+        if index_type is not None:
+            self.db.set_setting("index_type", index_type)
+        if roots:
+            self.db.add_roots(roots)
+        return model
 
     def _choose_mode(self, to_read: int) -> None:
         """Before a build reads `to_read` files: settle `auto`, and note a change of encoder in the index."""
@@ -244,7 +261,11 @@ class PhotoIndex:
                 logger.info("Mode %s for %d files (auto: compiling pays from %d images here)", mode, to_read,
                             int8_pays_from(self.model.device))
                 optimize(self.model, mode)
-        encoder, encoders = describe(self.model), self.db.setting("encoders", [])
+        self.note_encoder(describe(self.model))
+
+    def note_encoder(self, encoder: str) -> None:
+        """Record in the index that `encoder` (e.g. "exact bfloat16") adds vectors, warning when others did before."""
+        encoders = self.db.setting("encoders", [])
         if encoder not in encoders:
             if encoders:
                 logger.warning(
@@ -286,8 +307,9 @@ class PhotoIndex:
 
     # -- searching ------------------------------------------------------------------------------------------
 
-    def _ann_index(self, write: bool = False):
-        """The FAISS index for the current vectors: cached, read from `<db>.faiss`, updated or rebuilt."""
+    def _ann_index(self, write: bool = False, add_parts: ann.AddParts | None = None):
+        """The FAISS index for the current vectors: cached, read from `<db>.faiss`, updated or rebuilt (an IVF
+        index filled by `add_parts`, when given: see `ann.build_ann`)."""
         stamp, index_type = self.db.stamp(), self.db.setting("index_type", "auto")
 
         def fits(index) -> bool:  # `build(index_type=...)` may change the setting, not the vectors (and stamp)
@@ -299,7 +321,7 @@ class PhotoIndex:
         if index is not None and not fits(index):
             index = None
         if index is None:
-            index, stamp, trained_imbalance = self._updated_or_built_ann(index_type)
+            index, stamp, trained_imbalance = self._updated_or_built_ann(index_type, add_parts)
             # Write it when we hold the build lock, or can take it: never race a running build's own write.
             lock = BuildLock(self.lock_path, "index rebuild")
             if write or lock.acquire():
@@ -310,7 +332,7 @@ class PhotoIndex:
         self._ann = (stamp, index)
         return index
 
-    def _updated_or_built_ann(self, index_type: str):
+    def _updated_or_built_ann(self, index_type: str, add_parts: ann.AddParts | None = None):
         """(index, stamp, trained imbalance): the stale `<db>.faiss` brought up to date when `ann.update_ann` can,
         with the imbalance its file recorded after training; else a new build, with its own."""
         if index_type in ("auto", "ivf"):  # only an IVF index is ever updated
@@ -331,7 +353,7 @@ class PhotoIndex:
         ids, vectors, stamp = self.db.vectors()
         if vectors.shape[1] == 0:  # never built into (a build stopped before its first batch): no size recorded
             vectors = np.zeros((0, self.model.vision.config.hidden_size), dtype=np.float32)  # the pooled embedding's
-        index = ann.build_ann(vectors, ids, index_type)
+        index = ann.build_ann(vectors, ids, index_type, add_parts)
         return index, stamp, ann.imbalance(index)
 
     def query_vector(self, text: str | Sequence[str] | None = None,
@@ -470,19 +492,3 @@ class PhotoIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _check_same_model(recorded: ModelInfo, current: ModelInfo) -> None:
-    same = recorded.dim == current.dim and float(
-        np.dot(recorded.probe, current.probe) / (np.linalg.norm(recorded.probe) * np.linalg.norm(current.probe))
-    ) >= PROBE_MIN_COSINE
-    if not same and recorded.name == current.name:
-        raise ModelMismatchError(
-            f"This index was built with an earlier version of model {recorded.name!r}, which now embeds images "
-            f"differently (a newer vlm-vision's embedded model, or an updated checkpoint). Build a new index: "
-            f"another --db, or delete this index's files and build again (your photos are not touched).")
-    if not same:
-        raise ModelMismatchError(
-            f"This index was built with model {recorded.name!r} (embedding dim {recorded.dim}), but the model "
-            f"given is {current.name!r} (dim {current.dim}) and embeds images differently. Use --model "
-            f"{recorded.name!r} with this index, or build a separate index (another --db) with the new model.")

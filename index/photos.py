@@ -71,8 +71,7 @@ def read_photo(file: FoundFile, processor: Preprocessing, known_hashes: frozense
     """Hash `file`; unless its content is already indexed, decode it and resize it for the model."""
     record = PhotoRecord(file)
     try:
-        with open(file.path, "rb") as f:
-            data = f.read()
+        data = read_bytes(file.path)
     except FileNotFoundError:
         record.error = "vanished before it could be read"
         return record
@@ -105,6 +104,19 @@ def read_photo(file: FoundFile, processor: Preprocessing, known_hashes: frozense
     if record.error is not None:
         record.hash = None
     return record
+
+
+def read_bytes(path: str) -> bytes:
+    """The bytes of a local file, or of a URI (s3://, gs://, file://, ...) through pyarrow's file systems (the
+    distributed build's sources; `pip install "vlm-vision[ray]"` brings pyarrow)."""
+    if "://" not in path:
+        with open(path, "rb") as f:
+            return f.read()
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(path)
+    with filesystem.open_input_stream(inner) as f:
+        return f.read()
 
 
 def draft_min_side(processor: Preprocessing) -> int | None:
