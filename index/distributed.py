@@ -251,9 +251,9 @@ class Encoder:
 class RayBuild:
     """One distributed build of `index` (the driver side)."""
 
-    def __init__(self, index: PhotoIndex, shards: str, *, workers: int | None, cpus_per_worker: int,
-                 batch_size: int, max_pixels: int | None) -> None:
-        self.index, self.db, self.shards = index, index.db, ShardFolder(shards)
+    def __init__(self, index: PhotoIndex, shards: str, *, device: torch.device, workers: int | None,
+                 cpus_per_worker: int, batch_size: int, max_pixels: int | None) -> None:
+        self.index, self.db, self.shards, self.device = index, index.db, ShardFolder(shards), device
         self.workers, self.cpus_per_worker, self.batch_size, self.max_pixels = (workers, cpus_per_worker,
                                                                                 batch_size, max_pixels)
         self.encoders: list[str] = []  # what encoded this build's vectors
@@ -305,7 +305,7 @@ class RayBuild:
         from vlm_vision.inference import choose_mode
 
         index, model = self.index, self.index.model
-        device = torch.device(index.device or "cpu")
+        device = self.device  # the actors'; the driver's own model may be on its CPU
         gpus = device.type == "cuda"
         resources = ray.cluster_resources()
         workers = self.workers or (int(resources.get("GPU", 0)) if gpus else
@@ -319,6 +319,9 @@ class RayBuild:
         mode = index.mode if index.mode != "auto" else choose_mode(device, len(files) // workers)
         context = ray.data.DataContext.get_current()  # the build's own progress bar reports, in files
         context.enable_progress_bars = context.print_on_execution_start = False
+        # Shards arrive in the order of the files: a build stores what the local build stores, in the same order
+        # (the same vector ids), whichever actor finishes first; later batches wait in the object store meanwhile.
+        context.execution_options.preserve_order = True
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
         rows = [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "ctime_ns": f.ctime_ns} for f in files]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // self.batch_size)))

@@ -215,6 +215,7 @@ class PhotoIndex:
         on 127.0.0.1 only). `sources` are folders every node sees, listings of paths or URIs (.parquet, .csv, .txt)
         or URI prefixes (s3://bucket/photos/). `workers` model actors (default: one per GPU when the index's device
         is a GPU, else one per `cpus_per_worker` CPUs of the cluster but one) encode; Ray Data decodes beside them.
+        With a GPU device and none on this machine (a CPU head node), this process's own model runs on its CPU.
         Each batch is written as a Parquet shard under `shards`/<the database's id> (default: `<db>.shards/` beside
         the database; on a multi-node cluster, a folder or URI every node and this process see) and imported into the
         database; a rerun takes finished shards instead of reading their files again. See docs/scale.md."""
@@ -230,10 +231,13 @@ class PhotoIndex:
                 raise ValueError(f"The Ray cluster has nodes on {len(set(nodes))} machines: give --shards a folder or "
                                  f"URI that every node and this process see (NFS, s3://...), not the default beside "
                                  f"the database, which only this machine sees")
+            actors = torch.device(self.device or "cpu")
+            if actors.type == "cuda" and not torch.cuda.is_available():
+                self.device = "cpu"  # a head node without a GPU: this process's model only checks and fills gaps
             self._start_build(roots, index_type)
             location = distributed.shard_location(str(self.db.path), self.db.id, shards)
-            job = distributed.RayBuild(self, location, workers=workers, cpus_per_worker=cpus_per_worker,
-                                       batch_size=batch_size, max_pixels=max_pixels)
+            job = distributed.RayBuild(self, location, device=actors, workers=workers,
+                                       cpus_per_worker=cpus_per_worker, batch_size=batch_size, max_pixels=max_pixels)
             summary = job.run(found, roots, progress)
             self._ann_index(write=True, add_parts=distributed.add_parts_on_ray)
             self.db.set_setting("last_build", summary.as_dict() | {"encoder": ", ".join(job.encoders) or None,
