@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the database); on a cluster, a folder or URI every node sees")
     build.add_argument("--cpus-per-worker", type=int, default=1,
                        help="--engine ray on CPUs: cores (torch threads) per model actor (1)")
+    build.add_argument("--ray-cpus", type=int, default=None, metavar="N",
+                       help="--engine ray without --address: the CPUs the Ray instance of this machine offers "
+                            "(default: its cores; more lets model actors and decoding share cores)")
     build.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     build.add_argument("--dtype", default=AUTO, choices=DTYPE_CHOICES, help=DTYPE_HELP)
     build.add_argument("--mode", default=AUTO, choices=MODE_CHOICES, help=MODE_HELP)
@@ -166,6 +169,13 @@ def run_build(args: argparse.Namespace) -> None:
 
         check_sources(args.folders)  # a missing source stops the build before a database is created for it
     else:
+        from .sources import LISTING_EXTENSIONS, is_uri
+
+        listed = [f for f in args.folders if is_uri(f) or (f.lower().endswith(LISTING_EXTENSIONS)
+                                                           and os.path.isfile(f))]
+        if listed:
+            raise ValueError(f"{listed[0]} is a listing or a URI: those are read by --engine ray (pip install "
+                             f'"vlm-vision[ray]"); the local build takes folders')
         folder_roots(args.folders)  # a missing folder stops the build before a database is created for it
     index = PhotoIndex(args.db, args.model, device=args.device, dtype=args.dtype, mode=args.mode,
                        max_patches=args.max_patches, create=True)
@@ -181,7 +191,8 @@ def run_build(args: argparse.Namespace) -> None:
 
     with index:
         if args.engine == "ray":
-            summary = index.build_on_ray(args.folders, address=args.address, workers=args.workers,
+            summary = index.build_on_ray(args.folders, address=args.address, ray_cpus=args.ray_cpus,
+                                         workers=args.workers,
                                          cpus_per_worker=args.cpus_per_worker, shards=args.shards,
                                          batch_size=args.batch_size, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
                                          index_type=args.index_type, progress=progress)

@@ -23,7 +23,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 import faiss
@@ -69,21 +69,25 @@ def _import_ray():
 
 
 @contextmanager
-def ray_session(address: str | None) -> Iterator[list[str]]:
-    """Connect to the Ray cluster at `address`, or start a Ray instance on this machine bound to 127.0.0.1 only;
-    a session already open in this process (the caller's own `ray.init`) is used as it is. Yields the addresses of
-    the cluster's live nodes."""
+def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[list[str]]:
+    """Connect to the Ray cluster at `address`, or start a Ray instance on this machine bound to 127.0.0.1 only
+    (offering `num_cpus` CPUs, default: the machine's); a session already open in this process (the caller's own
+    `ray.init`) is used as it is. Yields the addresses of the cluster's live nodes."""
     if address is None:  # read when ray is first imported: a local instance then never binds a network address
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = _import_ray()
     if ray.is_initialized():
         yield node_addresses()
         return
-    if address is None:  # "local": a new instance even where $RAY_ADDRESS names a cluster (--address auto takes it)
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")
-    else:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        if address is None:  # "local": a new instance even where $RAY_ADDRESS names a cluster (--address auto: it)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False, _node_ip_address="127.0.0.1")
+        else:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except ConnectionError as e:
+        raise ValueError(f"Can't reach a Ray cluster at {address!r} ({e}). Start one (`ray start --head`), or leave "
+                         f"out --address to run Ray on this machine alone.") from e
     try:
         yield node_addresses()
     finally:
@@ -251,12 +255,30 @@ class Encoder:
 class RayBuild:
     """One distributed build of `index` (the driver side)."""
 
-    def __init__(self, index: PhotoIndex, shards: str, *, device: torch.device, workers: int | None,
-                 cpus_per_worker: int, batch_size: int, max_pixels: int | None) -> None:
+    def __init__(self, index: PhotoIndex, shards: str, *, device: torch.device, address: str | None,
+                 ray_cpus: int | None, shared_shards: bool, workers: int | None, cpus_per_worker: int,
+                 batch_size: int, max_pixels: int | None) -> None:
         self.index, self.db, self.shards, self.device = index, index.db, ShardFolder(shards), device
+        self.address, self.ray_cpus, self.shared_shards = address, ray_cpus, shared_shards
         self.workers, self.cpus_per_worker, self.batch_size, self.max_pixels = (workers, cpus_per_worker,
                                                                                 batch_size, max_pixels)
         self.encoders: list[str] = []  # what encoded this build's vectors
+        self.nodes: list[str] | None = None  # the cluster's node addresses, once Ray is started: only when needed
+        self._session = ExitStack()
+
+    def ray(self):
+        """The `ray` module, connected: the session starts on first use (a rerun with nothing to read starts none)."""
+        if self.nodes is None:
+            self.nodes = self._session.enter_context(ray_session(self.address, self.ray_cpus))
+            if not self.shared_shards and len(set(self.nodes)) > 1:
+                raise ValueError(f"The Ray cluster has nodes on {len(set(self.nodes))} machines: give --shards a "
+                                 f"folder or URI that every node and this process see (NFS, s3://...), not the "
+                                 f"default beside the database, which only this machine sees")
+        return _import_ray()
+
+    def close(self) -> None:
+        """End the Ray session this build started, if any."""
+        self._session.close()
 
     def run(self, found: ScanResult, folders: list[str],
             progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
@@ -301,7 +323,7 @@ class RayBuild:
 
     def _encode(self, files: list[FoundFile], known: set[str]) -> Iterator[dict]:
         """Run the Ray Data pipeline over `files`; yields one row per shard written, as each is finished."""
-        ray = _import_ray()
+        ray = self.ray()
         from vlm_vision.inference import choose_mode
 
         index, model = self.index, self.index.model
@@ -314,14 +336,17 @@ class RayBuild:
             raise ValueError("--device cuda, but the Ray cluster has no GPU: leave out --device to encode on CPUs")
         cpus = resources.get("CPU", 0)
         if not gpus and workers * self.cpus_per_worker >= cpus:
-            raise ValueError(f"{workers} workers of {self.cpus_per_worker} CPUs would take all {cpus:g} CPUs of the "
-                             f"Ray cluster and leave none for decoding: ask for fewer (--workers)")
+            raise ValueError(f"{workers} model workers of {self.cpus_per_worker} CPUs each would take all {cpus:g} "
+                             f"CPUs of the Ray cluster and leave none for decoding: ask for fewer workers (--workers) "
+                             f"or fewer CPUs each (--cpus-per-worker); on this machine alone, --ray-cpus may offer "
+                             f"Ray more CPUs than it has cores")
         mode = index.mode if index.mode != "auto" else choose_mode(device, len(files) // workers)
         context = ray.data.DataContext.get_current()  # the build's own progress bar reports, in files
         context.enable_progress_bars = context.print_on_execution_start = False
         # Shards arrive in the order of the files: a build stores what the local build stores, in the same order
         # (the same vector ids), whichever actor finishes first; later batches wait in the object store meanwhile.
         context.execution_options.preserve_order = True
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # its "execution finished" lines: the bar says it
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
         rows = [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "ctime_ns": f.ctime_ns} for f in files]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // self.batch_size)))

@@ -8,6 +8,7 @@ built with, so vectors of two models never meet in one search.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -208,11 +209,13 @@ class PhotoIndex:
         return summary
 
     def build_on_ray(self, sources: Sequence[str | os.PathLike], *, address: str | None = None,
-                     workers: int | None = None, cpus_per_worker: int = 1, shards: str | os.PathLike | None = None,
+                     ray_cpus: int | None = None, workers: int | None = None, cpus_per_worker: int = 1,
+                     shards: str | os.PathLike | None = None,
                      batch_size: int = 32, max_pixels: int | None = DEFAULT_MAX_PIXELS, index_type: str | None = None,
                      progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
         """`build` on a Ray cluster (`address`: "auto", "ray://HOST:10001", ...; None: a Ray instance on this machine,
-        on 127.0.0.1 only). `sources` are folders every node sees, listings of paths or URIs (.parquet, .csv, .txt)
+        on 127.0.0.1 only, offering `ray_cpus` CPUs: default the machine's). Ray starts only when there are files to
+        read. `sources` are folders every node sees, listings of paths or URIs (.parquet, .csv, .txt)
         or URI prefixes (s3://bucket/photos/). `workers` model actors (default: one per GPU when the index's device
         is a GPU, else one per `cpus_per_worker` CPUs of the cluster but one) encode; Ray Data decodes beside them.
         With a GPU device and none on this machine (a CPU head node), this process's own model runs on its CPU.
@@ -226,22 +229,20 @@ class PhotoIndex:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if index_type is not None and index_type not in ("auto", *ann.INDEX_TYPES):
             raise ValueError(f"Unknown index type: {index_type!r}; expected 'auto' or one of {ann.INDEX_TYPES}")
-        with BuildLock(self.lock_path), distributed.ray_session(address) as nodes:
-            if shards is None and len(set(nodes)) > 1:
-                raise ValueError(f"The Ray cluster has nodes on {len(set(nodes))} machines: give --shards a folder or "
-                                 f"URI that every node and this process see (NFS, s3://...), not the default beside "
-                                 f"the database, which only this machine sees")
+        with BuildLock(self.lock_path):
             actors = torch.device(self.device or "cpu")
             if actors.type == "cuda" and not torch.cuda.is_available():
                 self.device = "cpu"  # a head node without a GPU: this process's model only checks and fills gaps
             self._start_build(roots, index_type)
-            location = distributed.shard_location(str(self.db.path), self.db.id, shards)
-            job = distributed.RayBuild(self, location, device=actors, workers=workers,
-                                       cpus_per_worker=cpus_per_worker, batch_size=batch_size, max_pixels=max_pixels)
-            summary = job.run(found, roots, progress)
-            self._ann_index(write=True, add_parts=distributed.add_parts_on_ray)
-            self.db.set_setting("last_build", summary.as_dict() | {"encoder": ", ".join(job.encoders) or None,
-                                                                   "engine": "ray", "nodes": nodes})
+            job = distributed.RayBuild(
+                self, distributed.shard_location(str(self.db.path), self.db.id, shards), device=actors,
+                address=address, ray_cpus=ray_cpus, shared_shards=shards is not None, workers=workers,
+                cpus_per_worker=cpus_per_worker, batch_size=batch_size, max_pixels=max_pixels)
+            with contextlib.closing(job):
+                summary = job.run(found, roots, progress)
+                self._ann_index(write=True, add_parts=distributed.add_parts_on_ray if job.nodes else None)
+            encoders = {"encoder": ", ".join(job.encoders)} if job.encoders else {}
+            self.db.set_setting("last_build", summary.as_dict() | encoders | {"engine": "ray", "nodes": job.nodes})
         return summary
 
     def _start_build(self, roots: list[str], index_type: str | None) -> DualEncoder:

@@ -37,6 +37,8 @@ def check_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[str], list
             folders.append(path)
         elif os.path.isfile(path) and path.lower().endswith(LISTING_EXTENSIONS):
             listings.append(path)
+        elif not os.path.exists(path):
+            raise FileNotFoundError(f"No such folder or listing: {source!r}. Nothing was changed in the index.")
         else:
             raise FileNotFoundError(f"Not a folder, nor a listing of paths ({', '.join(LISTING_EXTENSIONS)}): "
                                     f"{source!r}. Nothing was changed in the index.")

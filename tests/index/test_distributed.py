@@ -201,12 +201,12 @@ def test_a_damaged_shard_is_dropped_and_its_files_encoded_again(tiny_siglip, tmp
     args = [str(photos), "--db", str(db), "--model", str(tiny_siglip[0]), "--batch-size", "4"]
     assert _cli(*args, fault="shard:1:kill").returncode == -9
     shards = _shards(db)
-    name = sorted(shards.finished().values())[0]
-    path = Path(shards.root) / name
-    path.write_bytes(path.read_bytes()[:100])  # torn: no Parquet footer
+    for path in Path(shards.root).glob("shard-*.parquet"):  # every shard torn: no Parquet footer
+        path.write_bytes(path.read_bytes()[:100])
     (Path(shards.root) / "shard-x.parquet.1234.tmp").write_bytes(b"partial")
     done = _cli(*args)
     assert done.returncode == 0, done.stderr
+    assert "8 images encoded" in done.stdout and "4 unchanged" in done.stdout  # the first shard was stored
     with PhotoIndex(db) as index:
         assert index.db.count("files") == 12
         assert index.stats().last_build["nodes"] == [LOOPBACK]
@@ -237,8 +237,10 @@ def test_listings_of_paths_and_uris(cluster, tiny_siglip, tmp_path):
     assert reasons == {str(tmp_path / "missing.png"): "listed, but not found",
                        str(tmp_path / "list.parquet"): "not an image file name (listed)"}
     assert hit.score == pytest.approx(1, abs=1e-5)
-    with pytest.raises(FileNotFoundError, match="Not a folder, nor a listing"):
+    with pytest.raises(FileNotFoundError, match="No such folder or listing"):
         distributed.list_sources([tmp_path / "nowhere"])
+    with pytest.raises(FileNotFoundError, match="Not a folder, nor a listing"):
+        distributed.list_sources([files[0]])
 
 
 def test_merged_ivf_equals_one_add_and_finds_the_true_neighbours(cluster, monkeypatch):
@@ -268,7 +270,7 @@ def test_gpu_actors_from_a_head_without_a_gpu_need_gpus_in_the_cluster(cluster, 
 
 def test_a_cluster_of_several_machines_needs_a_shared_shard_folder(tiny_siglip, tmp_path, monkeypatch):
     @contextlib.contextmanager
-    def two_machines(address):
+    def two_machines(address, num_cpus=None):
         yield ["10.0.0.1", "10.0.0.2"]
 
     monkeypatch.setattr(distributed, "ray_session", two_machines)
@@ -282,8 +284,19 @@ def test_missing_sources_and_no_ray_are_clear_errors(tmp_path, monkeypatch, caps
     from vlm_vision.index.__main__ import main
 
     assert main(["build", "--engine", "ray", str(tmp_path / "gone"), "--db", str(tmp_path / "x.db")]) == 1
-    assert "Not a folder, nor a listing" in capsys.readouterr().err
-    assert not (tmp_path / "x.db").exists()
+    assert "No such folder or listing" in capsys.readouterr().err
+    (tmp_path / "list.txt").write_text("a.png\n")
+    assert main(["build", str(tmp_path / "list.txt"), "--db", str(tmp_path / "x.db")]) == 1
+    assert "read by --engine ray" in capsys.readouterr().err
+
+    def no_cluster(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")  # what ray.init raises for "auto"
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(ValueError, match="Can't reach a Ray cluster at 'auto'.*ray start --head"):
+        with distributed.ray_session("auto"):
+            pass
     (tmp_path / "bad.csv").write_text("file\na.png\n")
     with pytest.raises(ValueError, match="no column 'path'"):
         distributed.list_sources([tmp_path / "bad.csv"])
