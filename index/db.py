@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +72,10 @@ class SkippedFile:
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
+
+# Long lists of values go to `IN (...)` this many at a time: SQLite caps the parameters of one statement (999 before
+# version 3.32).
+IN_CHUNK = 500
 
 # The files of given vector ids, found from the ids: INDEXED BY makes each id's files one lookup whatever the
 # filter. Left to itself, SQLite picks a plan per filter; with schema 3 it walked the files of the filter's camera
@@ -264,12 +268,9 @@ class Database:
                                                                               paths)}
 
     def _rows_at(self, table: str, columns: str, paths: Sequence[str]) -> list[tuple]:
-        stored = [self.to_stored(p) for p in paths]
         rows = []
-        for start in range(0, len(stored), 500):
-            chunk = stored[start:start + 500]
-            rows += self.db.execute(f"SELECT path, {columns} FROM {table} WHERE path IN ({','.join('?' * len(chunk))})",
-                                    chunk).fetchall()
+        for chunk, marks in _in_chunks([self.to_stored(p) for p in paths]):
+            rows += self.db.execute(f"SELECT path, {columns} FROM {table} WHERE path IN ({marks})", chunk).fetchall()
         return rows
 
     def known_hashes(self) -> set[str]:
@@ -319,9 +320,7 @@ class Database:
         Raises ValueError naming an id that has no vector (outside a snapshot, a build may have removed it)."""
         found: dict[int, bytes] = {}
         wanted = [int(i) for i in ids]
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(wanted):
             found.update(self.db.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk).fetchall())
         missing = [i for i in wanted if i not in found]
         if missing:
@@ -363,9 +362,7 @@ class Database:
         """Those of the vector `ids` that have a file passing `only`."""
         where, params = self._matching(only)
         passing: set[int] = set()
-        for start in range(0, len(ids), 500):
-            chunk = [int(i) for i in ids[start:start + 500]]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks([int(i) for i in ids]):
             passing.update(i for (i,) in self.db.execute(
                 f"SELECT DISTINCT vector_id {_FILES_OF_IDS} WHERE vector_id IN ({marks}) AND {where}",
                 chunk + params))
@@ -516,6 +513,13 @@ class Database:
             if cursor.rowcount:
                 dropped.add(h)
         return dropped
+
+
+def _in_chunks(values: list) -> Iterator[tuple[list, str]]:
+    """`values` in parts of IN_CHUNK, each with its "?,?,..." placeholders for `IN (...)`."""
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start:start + IN_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def _distinct(ids: np.ndarray) -> np.ndarray:
