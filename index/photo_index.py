@@ -108,6 +108,13 @@ def folder_roots(folders: Sequence[str | os.PathLike]) -> list[str]:
     return roots
 
 
+def _check_build_settings(batch_size: int, index_type: str | None) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if index_type is not None and index_type not in ("auto", *ann.INDEX_TYPES):
+        raise ValueError(f"Unknown index type: {index_type!r}; expected 'auto' or one of {ann.INDEX_TYPES}")
+
+
 class PhotoIndex:
     """A photo index at `db` (default: `default_db_path()`), used with `model` (default: the index's own) in `dtype`
     ("auto": bfloat16 where `device` computes it natively, else float32; fp32 and bf16 vectors are interchangeable)
@@ -195,10 +202,7 @@ class PhotoIndex:
               progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
         """Index the images under `folders`: new and changed files are encoded, deleted ones removed."""
         roots = folder_roots(folders)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if index_type is not None and index_type not in ("auto", *ann.INDEX_TYPES):
-            raise ValueError(f"Unknown index type: {index_type!r}; expected 'auto' or one of {ann.INDEX_TYPES}")
+        _check_build_settings(batch_size, index_type)
         with BuildLock(self.lock_path):
             model = self._start_build(roots, index_type)
             summary = run_build(self.db, self._encode_pixels, model.processor, roots, batch_size=batch_size,
@@ -224,11 +228,8 @@ class PhotoIndex:
         database; a rerun takes finished shards instead of reading their files again. See docs/scale.md."""
         from . import distributed  # needs the optional extra: pip install "vlm-vision[ray]"
 
+        _check_build_settings(batch_size, index_type)  # before a listing of many files, which takes time
         found, roots = distributed.list_sources(sources)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if index_type is not None and index_type not in ("auto", *ann.INDEX_TYPES):
-            raise ValueError(f"Unknown index type: {index_type!r}; expected 'auto' or one of {ann.INDEX_TYPES}")
         with BuildLock(self.lock_path):
             actors = torch.device(self.device or "cpu")
             if actors.type == "cuda" and not torch.cuda.is_available():
