@@ -35,7 +35,7 @@ and duplicated files reuse their vectors, deleted files leave the index. Files
 that can't be indexed are skipped and listed (`vlm-index errors`).
 
 --engine ray (pip install "vlm-vision[ray]") reads and encodes on a Ray cluster
-(--address), or on a Ray instance of this machine; SOURCE may also be a listing
+(--address), or on a Ray instance of this machine; FOLDER may also be a listing
 of paths or URIs (.parquet/.csv with a "path" column, .txt) or a URI prefix.
 Each batch lands in a Parquet shard, and a rerun takes finished shards instead
 of reading their files again. See docs/scale.md."""

@@ -117,8 +117,7 @@ class ShardFolder:
         """Write one batch's shard whole (a temporary name, then renamed); returns its name."""
         import pyarrow.parquet as pq
 
-        key = "\n".join(f"{p}\t{s}\t{m}" for p, s, m in zip(*(table.column(c).to_pylist()
-                                                             for c in ("path", "size", "mtime_ns"))))
+        key = "\n".join(f"{p}\t{s}\t{m}" for p, s, m in _rows(table, ("path", "size", "mtime_ns")))
         name = f"shard-{hashlib.blake2b(key.encode('utf-8', 'surrogateescape'), digest_size=12).hexdigest()}.parquet"
         temporary = f"{self.root}/{name}.{uuid.uuid4().hex}.tmp"
         pq.write_table(table, temporary, filesystem=self.fs)
@@ -151,10 +150,15 @@ class ShardFolder:
                     logger.warning("Shard %s can't be read (%s); deleting it", info.path, e)
                     self.fs.delete_file(info.path)
                     continue
-                for *key, error in zip(*(table.column(c).to_pylist() for c in ("path", "size", "mtime_ns", "error"))):
+                for *key, error in _rows(table, ("path", "size", "mtime_ns", "error")):
                     if error is None:
                         held[tuple(key)] = info.base_name
         return held
+
+
+def _rows(table: pa.Table, columns: Sequence[str]) -> Iterator[tuple]:
+    """The values of `columns`, one tuple per row."""
+    return zip(*(table.column(c).to_pylist() for c in columns))
 
 
 def shard_location(db_path: str, database_id: str, shards: str | os.PathLike | None) -> str:
@@ -237,9 +241,9 @@ class Encoder:
         dim = self.model.vision.config.hidden_size
         embeddings = [None] * len(decoded)
         if decoded.any():
-            grids = torch.from_numpy(np.asarray(batch["grid"])[decoded])
-            vectors = encode_pixels(self.model, torch.from_numpy(np.asarray(batch["pixels"])[decoded]),
-                                    grids if isinstance(self.model.processor, NaFlexProcessor) else None)
+            naflex = isinstance(self.model.processor, NaFlexProcessor)
+            grids = torch.from_numpy(np.asarray(batch["grid"])[decoded]) if naflex else None
+            vectors = encode_pixels(self.model, torch.from_numpy(np.asarray(batch["pixels"])[decoded]), grids)
             for row, vector in zip(np.flatnonzero(decoded), vectors):
                 embeddings[row] = vector
         columns = {name: pa.array([int(v) for v in batch[name]], pa.int64())
@@ -348,13 +352,14 @@ class RayBuild:
         context.execution_options.preserve_order = True
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # its "execution finished" lines: the bar says it
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+        processor = model.processor.to_dict()
         rows = [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "ctime_ns": f.ctime_ns} for f in files]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // self.batch_size)))
         # Decoding tasks (Ray Data spreads them over the nodes) reserve the memory a large photo takes to decode;
         # asking for it also keeps Ray Data from fusing the decoding into the model actors, which would wait on it.
         dataset = dataset.map_batches(
             read_photos, batch_size=self.batch_size, num_cpus=1, memory=DECODE_MEMORY,
-            fn_kwargs={"processor": model.processor.to_dict(), "known": ray.put(KnownHashes.array(known)),
+            fn_kwargs={"processor": processor, "known": ray.put(KnownHashes.array(known)),
                        "max_pixels": self.max_pixels})
         dataset = dataset.map_batches(
             Encoder, batch_size=self.batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
@@ -362,7 +367,7 @@ class RayBuild:
             fn_constructor_kwargs={
                 "model": index.model_name, "dtype": str(index.dtype).removeprefix("torch.") if index.dtype else None,
                 "mode": mode, "device": "cuda" if gpus else "cpu", "threads": self.cpus_per_worker,
-                "processor": model.processor.to_dict(), "recorded": self.db.model_info(),
+                "processor": processor, "recorded": self.db.model_info(),
                 "shards": self.shards.location})
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for i in range(len(batch["shard"])):
@@ -374,18 +379,22 @@ class RayBuild:
         """Store one shard's rows (those of `files` only, when given) like one batch of the local build; returns
         the number of files stored. Content a reader skipped as indexed, but gone from the index since, is read
         and encoded here."""
-        table = self.shards.read(name).to_pylist()
+        table = self.shards.read(name)
+        # The embeddings as one array: 20 times faster than through Python lists, on the driver's path for every file
+        column = table.column("embedding").combine_chunks()
+        embeddings = column.values.to_numpy(zero_copy_only=False).reshape(len(column), self.db.model_info().dim)
+        has_embedding = column.is_valid().to_numpy(zero_copy_only=False)
         wanted = None if files is None else {(f.path, f.size, f.mtime_ns): f for f in files}
         records, vectors, stragglers = [], {}, []
-        for row in table:
+        for i, row in enumerate(table.drop_columns(["embedding"]).to_pylist()):
             key = (row["path"], row["size"], row["mtime_ns"])
             if wanted is not None and (key not in wanted or row["error"] is not None):
                 continue  # a file changed since this shard was written, another run's row, or a skip to retry
             file = FoundFile(*key, row["ctime_ns"]) if wanted is None else wanted[key]  # the scan's ctime
             record = PhotoRecord(file, row["hash"], row["width"], row["height"], row["taken_at"], row["camera"],
                                  error=row["error"])
-            if record.error is None and row["embedding"] is not None and record.hash not in known:
-                vectors.setdefault(record.hash, np.asarray(row["embedding"], dtype=np.float32))
+            if record.error is None and has_embedding[i] and record.hash not in known:
+                vectors.setdefault(record.hash, embeddings[i])
             if record.error is None and record.hash not in known and record.hash not in vectors:
                 stragglers.append(record)
             else:

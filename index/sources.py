@@ -88,8 +88,8 @@ def listed_paths(listing: str) -> list[str]:
 def _add_files(found: ScanResult, paths: Sequence[str]) -> None:
     """Stat each listed path into `found`: local paths with os.stat, URIs through pyarrow."""
     taken = {f.path for f in found.files} | {p.path for p in found.problems}
-    local = [p for p in dict.fromkeys(paths) if p not in taken and not is_uri(p)]
-    remote = [p for p in dict.fromkeys(paths) if p not in taken and is_uri(p)]
+    new = [p for p in dict.fromkeys(paths) if p not in taken]
+    local, remote = [p for p in new if not is_uri(p)], [p for p in new if is_uri(p)]
     for path in local:
         if not has_image_extension(path):
             found.problems.append(Problem(path, "not an image file name (listed)"))
